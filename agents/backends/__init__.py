@@ -1,0 +1,34 @@
+"""Inference backends, each registered by name (see ``registry``).
+
+Importing this package registers the built-in backends; a backend whose engine is not
+installed registers anyway and fails with a clear message when it is loaded.
+"""
+
+from agents.backends.base import (
+    Backend,
+    BackendError,
+    ChatMessage,
+    Generation,
+    GenerationRequest,
+    TokenLogprob,
+)
+from agents.backends.registry import available_backends, create_backend, register_backend
+
+# Built-in backends register themselves on import.
+from agents.backends import llamacpp as _llamacpp  # noqa: E402,F401
+from agents.backends import transformers_backend as _transformers  # noqa: E402,F401
+from agents.backends import vllm_backend as _vllm  # noqa: E402,F401
+from agents.backends import openai_backend as _openai  # noqa: E402,F401
+from agents.backends import fake as _fake  # noqa: E402,F401
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "ChatMessage",
+    "Generation",
+    "GenerationRequest",
+    "TokenLogprob",
+    "available_backends",
+    "create_backend",
+    "register_backend",
+]

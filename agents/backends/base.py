@@ -1,0 +1,136 @@
+"""The one backend interface: load a model, generate for a batch of chat requests, unload.
+
+Every engine (llama.cpp, transformers, vLLM, OpenAI-compatible servers) implements
+``Backend``. Requests and results are typed records so the orchestrator never sees an
+engine's own objects.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from agents.errors import SymoeError
+
+if TYPE_CHECKING:
+    from agents.pool import ExpertSpec
+
+
+class BackendError(SymoeError):
+    """A backend failed in a way the user can act on; the message says what to fix."""
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    """One chat request. ``logprobs`` asks for the top-n alternatives of each new token."""
+
+    messages: list[ChatMessage]
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    logprobs: int | None = None
+
+    @classmethod
+    def user(cls, text: str, system: str | None = None, **params: object) -> GenerationRequest:
+        messages = [ChatMessage(role="system", content=system)] if system else []
+        messages.append(ChatMessage(role="user", content=text))
+        return cls(messages=messages, **params)  # type: ignore[arg-type]
+
+    def cache_key(self) -> str:
+        """Stable text for caching: the request with every sampling parameter."""
+        return self.model_dump_json()
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    top: dict[str, float] = Field(default_factory=dict)
+
+
+class Generation(BaseModel):
+    """What a backend returns for one request."""
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    finish_reason: str | None = None
+    error: str | None = None
+    token_logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Backend(abc.ABC):
+    """Base class of all engines. Subclasses set ``name`` and implement the three hooks."""
+
+    name: ClassVar[str] = ""
+    #: True when the engine needs a local model file (``ExpertSpec.path``).
+    needs_model_file: ClassVar[bool] = True
+
+    def __init__(self, spec: ExpertSpec) -> None:
+        self.spec = spec
+        self._loaded = False
+        self.load_seconds = 0.0
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        start = time.perf_counter()
+        self._load()
+        self.load_seconds = time.perf_counter() - start
+        self._loaded = True
+
+    def unload(self) -> None:
+        if not self._loaded:
+            return
+        self._unload()
+        self._loaded = False
+        import gc
+
+        gc.collect()
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        """Generate for a batch; the result has one ``Generation`` per request, in order."""
+        if not requests:
+            return []
+        if not self._loaded:
+            self.load()
+        results = self._generate(requests)
+        if len(results) != len(requests):
+            raise BackendError(
+                f"backend {self.name} returned {len(results)} results for {len(requests)} requests"
+            )
+        return results
+
+    def __enter__(self) -> Backend:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unload()
+
+    @abc.abstractmethod
+    def _load(self) -> None: ...
+
+    @abc.abstractmethod
+    def _unload(self) -> None: ...
+
+    @abc.abstractmethod
+    def _generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...

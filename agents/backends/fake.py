@@ -1,0 +1,38 @@
+"""A scripted backend for fast unit tests of control flow. Never behind a feature claim.
+
+``params.answers`` maps a substring of the last user message to a reply; ``params.default``
+is the reply otherwise; ``params.fail`` makes every call fail (to test degradation).
+"""
+
+from __future__ import annotations
+
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest
+from agents.backends.registry import register_backend
+
+
+@register_backend("fake")
+class FakeBackend(Backend):
+    needs_model_file = False
+    calls: int = 0
+
+    def _load(self) -> None:
+        if self.spec.params.get("fail_load"):
+            raise BackendError(f"fake expert {self.spec.name!r} refused to load")
+
+    def _unload(self) -> None:
+        pass
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        answers = dict(self.spec.params.get("answers", {}))  # type: ignore[call-overload]
+        default = str(self.spec.params.get("default", "I do not know."))
+        out = []
+        for request in requests:
+            type(self).calls += 1
+            if self.spec.params.get("fail"):
+                out.append(Generation(text="", model=self.spec.name, error="scripted failure"))
+                continue
+            last = request.messages[-1].content
+            reply = next((str(v) for k, v in answers.items() if k in last), default)
+            out.append(Generation(text=reply, model=self.spec.name, prompt_tokens=len(last.split()),
+                                  completion_tokens=len(reply.split())))
+        return out

@@ -1,0 +1,136 @@
+"""transformers backend: real batched generation with left padding.
+
+A GGUF file is dequantized by transformers once and saved as a safetensors folder under
+``<home>/hf/<expert>``; later loads read that folder (seconds instead of tens of seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest
+from agents.backends.registry import register_backend
+from agents.prompts import COMPLETION_STOPS, completion_prompt
+
+
+def safetensors_cache(spec_path: Path, home: Path, name: str) -> Path:
+    return home / "hf" / name
+
+
+def convert_gguf(gguf: Path, target: Path, dtype: str = "bfloat16") -> Path:
+    """Dequantize a GGUF through transformers and save model + tokenizer as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + ".tmp")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)
+    )
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    del model
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+@register_backend("transformers")
+class TransformersBackend(Backend):
+    """Batched ``generate`` over a causal LM; requests sharing sampling settings run together."""
+
+    def _model_dir(self) -> Path:
+        path = Path(str(self.spec.path))
+        if path.is_dir():
+            return path
+        home = Path(str(self.spec.params.get("home", Path.home() / ".cache" / "symoe")))
+        target = home / "hf" / self.spec.name
+        if not (target / "config.json").exists():
+            convert_gguf(path, target)
+        return target
+
+    def _load(self) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise BackendError("the transformers backend needs: pip install transformers gguf") from None
+        if self.spec.path is None or not os.path.exists(self.spec.path):
+            raise BackendError(
+                f"model for expert {self.spec.name!r} not found ({self.spec.path}); "
+                "run `symoe models prepare`"
+            )
+        torch.set_num_threads(int(self.spec.params.get("n_threads", os.cpu_count() or 2)))
+        folder = self._model_dir()
+        dtype = getattr(torch, str(self.spec.params.get("dtype", "float32")))
+        self._tok = AutoTokenizer.from_pretrained(str(folder))
+        self._tok.padding_side = "left"
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        self._model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        self._model.eval()
+
+    def _unload(self) -> None:
+        self._model = None
+        self._tok = None
+
+    def _prompt(self, request: GenerationRequest) -> str:
+        messages = [m.model_dump() for m in request.messages]
+        if self.spec.chat_template and getattr(self._tok, "chat_template", None):
+            return str(self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return completion_prompt(request.messages)
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[(r.max_tokens, r.temperature, r.top_p, r.seed, tuple(r.stop))].append(i)
+        results: list[Generation | None] = [None] * len(requests)
+        batch_size = int(self.spec.params.get("batch_size", 8))
+        for indices in groups.values():
+            for lo in range(0, len(indices), batch_size):
+                chunk = indices[lo : lo + batch_size]
+                for i, gen in zip(chunk, self._batch([requests[i] for i in chunk]), strict=True):
+                    results[i] = gen
+        return [r for r in results if r is not None]
+
+    def _batch(self, requests: list[GenerationRequest]) -> list[Generation]:
+        import torch
+
+        first = requests[0]
+        start = time.perf_counter()
+        prompts = [self._prompt(r) for r in requests]
+        enc = self._tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        kwargs: dict[str, Any] = {"max_new_tokens": first.max_tokens, "pad_token_id": self._tok.pad_token_id}
+        if first.temperature > 0:
+            torch.manual_seed(first.seed if first.seed is not None else 0)
+            kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if first.stop:
+            kwargs.update(stop_strings=first.stop, tokenizer=self._tok)
+        with torch.inference_mode():
+            out = self._model.generate(**enc, **kwargs)
+        seconds = time.perf_counter() - start
+        width = enc["input_ids"].shape[1]
+        results = []
+        for row, request in enumerate(requests):
+            new = out[row, width:]
+            special = set(self._tok.all_special_ids)
+            completion = [int(t) for t in new if int(t) not in special]
+            text = self._tok.decode(completion, skip_special_tokens=True)
+            stops = request.stop if self.spec.chat_template else [*request.stop, *COMPLETION_STOPS]
+            for stop in stops:
+                text = text.split(stop, 1)[0]
+            results.append(Generation(
+                text=text.strip(), model=self.spec.name,
+                prompt_tokens=int(enc["attention_mask"][row].sum()),
+                completion_tokens=len(completion), seconds=seconds / len(requests),
+            ))
+        return results

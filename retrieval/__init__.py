@@ -1,0 +1,1 @@
+"""Retrieval: a faiss index over sentence-transformers embeddings of a document corpus."""
