@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from agents.backends import Backend, create_backend
@@ -31,16 +32,18 @@ class LoadedPool:
         self.home = home
         self._backends: dict[str, Backend] = {}
         self.loads: list[str] = []
+        self._lock = threading.Lock()
 
     def get(self, name: str) -> Backend:
-        backend = self._backends.get(name)
-        if backend is None:
-            backend = build_backend(self.experts[name], self.home)
-            self._backends[name] = backend
-        if not backend.loaded:
-            backend.load()
-            self.loads.append(name)
-        return backend
+        with self._lock:
+            backend = self._backends.get(name)
+            if backend is None:
+                backend = build_backend(self.experts[name], self.home)
+                self._backends[name] = backend
+            if not backend.loaded:
+                backend.load()
+                self.loads.append(name)
+            return backend
 
     def unload(self, name: str) -> None:
         backend = self._backends.pop(name, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.backends import GenerationRequest
 from agents.errors import SymoeError
@@ -15,6 +16,9 @@ from agents.runtime import LoadedPool
 from orchestrator.config import SymoeConfig, load_config
 from orchestrator.provenance import provenance
 from orchestrator.records import AskResult, ExpertAnswer, StepUsage
+
+if TYPE_CHECKING:
+    from orchestrator.graph import Router
 
 ANSWER_SYSTEM = "You are a knowledgeable expert. Answer the question correctly and concisely."
 
@@ -25,8 +29,24 @@ class Symoe:
     def __init__(self, config: SymoeConfig | None = None, config_path: Path | str | None = None):
         self.config = config or load_config(config_path)
         self.pool = LoadedPool(self.config.experts, self.config.home)
+        self._router: Router | None = None
+        self.profile_path: Path | None = None
+
+    def router(self, profile: Path | None = None) -> Router:
+        """The skill router over this pool (loads the profile; raises if there is none)."""
+        if self._router is None:
+            from agents.cache import GenerationCache
+            from orchestrator.graph import Router
+            from orchestrator.profiles import load_profile
+
+            loaded, self.profile_path = load_profile(self.config, profile)
+            cache = GenerationCache(self.config.home / "cache" / "ask.sqlite")
+            self._router = Router(self.config, self.pool, loaded, cache=cache)
+        return self._router
 
     def close(self) -> None:
+        if self._router is not None and self._router.cache is not None:
+            self._router.cache.close()
         self.pool.close()
 
     def __enter__(self) -> Symoe:
@@ -61,8 +81,33 @@ class Symoe:
             seconds=seconds, provenance=provenance(self.config, mode="single", model=name),
         )
 
-    def ask(self, question: str, model: str | None = None, max_tokens: int = 256) -> AskResult:
-        return self.ask_single(question, model=model, max_tokens=max_tokens)
+    def ask(self, question: str, model: str | None = None, max_tokens: int = 256,
+            choices: list[str] | None = None, seed: int | None = None, k: int | None = None,
+            profile: Path | None = None) -> AskResult:
+        """Route the question to the best-suited experts; ``model`` forces one expert instead."""
+        if model is not None:
+            return self.ask_single(question, model=model, max_tokens=max_tokens)
+        question = _check_question(question)
+        router = self.router(profile)
+        start = time.perf_counter()
+        state = router.run(question, choices=choices, seed=seed, k=k)
+        seconds = time.perf_counter() - start
+        answers = state["expert_answers"]
+        steps = state["steps"]
+        annotation = state["annotation"]
+        return AskResult(
+            question=question, answer=state["answer"], text=strip_reasoning(state["text"]), routed=True,
+            skills=annotation.skills, unknown_skills=annotation.unknown,
+            recruited=state["recruitment"].recruits, expert_answers=answers,
+            aggregator=state.get("aggregator"), aggregated=bool(state.get("aggregated")),
+            profile=str(self.profile_path), steps=steps,
+            prompt_tokens=sum(s.prompt_tokens for s in steps),
+            completion_tokens=sum(s.completion_tokens for s in steps), seconds=seconds,
+            provenance=provenance(self.config, mode="routed", profile=str(self.profile_path),
+                                  annotator=router.annotator, k=state["recruitment"].k,
+                                  recruit_reason=state["recruitment"].reason,
+                                  weights=state["recruitment"].weights),
+        )
 
 
 def _check_question(question: str) -> str:

@@ -132,7 +132,7 @@ def _register() -> None:
     """Attach the sub-commands that live with their parts."""
     import importlib
 
-    for module, name in (("skills.cli", "skills"), ("orchestrator.profile_cli", "profile"),
+    for module, _name in (("skills.cli", "skills"), ("orchestrator.profile_cli", "profile"),
                          ("eval.cli", "eval"), ("eval.data_cli", "data"),
                          ("retrieval.cli", "index"), ("agents.teams.cli", "compose")):
         try:

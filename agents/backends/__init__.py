@@ -4,6 +4,12 @@ Importing this package registers the built-in backends; a backend whose engine i
 installed registers anyway and fails with a clear message when it is loaded.
 """
 
+# Built-in backends register themselves on import.
+from agents.backends import fake as _fake  # noqa: E402,F401
+from agents.backends import llamacpp as _llamacpp  # noqa: E402,F401
+from agents.backends import openai_backend as _openai  # noqa: E402,F401
+from agents.backends import transformers_backend as _transformers  # noqa: E402,F401
+from agents.backends import vllm_backend as _vllm  # noqa: E402,F401
 from agents.backends.base import (
     Backend,
     BackendError,
@@ -13,13 +19,6 @@ from agents.backends.base import (
     TokenLogprob,
 )
 from agents.backends.registry import available_backends, create_backend, register_backend
-
-# Built-in backends register themselves on import.
-from agents.backends import llamacpp as _llamacpp  # noqa: E402,F401
-from agents.backends import transformers_backend as _transformers  # noqa: E402,F401
-from agents.backends import vllm_backend as _vllm  # noqa: E402,F401
-from agents.backends import openai_backend as _openai  # noqa: E402,F401
-from agents.backends import fake as _fake  # noqa: E402,F401
 
 __all__ = [
     "Backend",

@@ -8,6 +8,7 @@ engine's own objects.
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -84,35 +85,40 @@ class Backend(abc.ABC):
         self.spec = spec
         self._loaded = False
         self.load_seconds = 0.0
+        # Engines are not thread-safe; the query graph may call one from several branches.
+        self._lock = threading.RLock()
 
     @property
     def loaded(self) -> bool:
         return self._loaded
 
     def load(self) -> None:
-        if self._loaded:
-            return
-        start = time.perf_counter()
-        self._load()
-        self.load_seconds = time.perf_counter() - start
-        self._loaded = True
+        with self._lock:
+            if self._loaded:
+                return
+            start = time.perf_counter()
+            self._load()
+            self.load_seconds = time.perf_counter() - start
+            self._loaded = True
 
     def unload(self) -> None:
-        if not self._loaded:
-            return
-        self._unload()
-        self._loaded = False
-        import gc
+        with self._lock:
+            if not self._loaded:
+                return
+            self._unload()
+            self._loaded = False
+            import gc
 
-        gc.collect()
+            gc.collect()
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Generate for a batch; the result has one ``Generation`` per request, in order."""
         if not requests:
             return []
-        if not self._loaded:
-            self.load()
-        results = self._generate(requests)
+        with self._lock:
+            if not self._loaded:
+                self.load()
+            results = self._generate(requests)
         if len(results) != len(requests):
             raise BackendError(
                 f"backend {self.name} returned {len(results)} results for {len(requests)} requests"

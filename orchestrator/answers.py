@@ -1,0 +1,146 @@
+"""Answer formats, the prompts that ask for them, and robust answer extraction.
+
+Three formats: ``choice`` (a letter among the options), ``number`` (a final number) and
+``text`` (a short free answer). Extraction looks for the explicit final-answer forms the
+prompts ask for, then for well-delimited fallbacks; it never takes a stray capital letter
+from anywhere in the text (a known fault of the original Symbolic-MoE scripts).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from agents.prompts import strip_reasoning
+
+AnswerFormat = Literal["choice", "number", "text"]
+LETTERS = string.ascii_uppercase
+
+MATH_SKILLS = {"arithmetic", "algebra", "word problems", "geometry", "calculus",
+               "probability and statistics", "number theory"}
+
+_INLINE_CHOICE = re.compile(r"^\s*\(?([A-J])[\).:]\s+(.+)$", re.MULTILINE)
+
+
+def split_inline_choices(question: str) -> tuple[str, list[str]]:
+    """Split 'stem\\nA) x\\nB) y' into (stem, [x, y]) when the lines form A, B, C... in order."""
+    found = _INLINE_CHOICE.findall(question)
+    letters = [f[0] for f in found]
+    if len(found) >= 2 and letters == list(LETTERS[: len(found)]):
+        stem = question[: _INLINE_CHOICE.search(question).start()].strip()  # type: ignore[union-attr]
+        return stem, [f[1].strip() for f in found]
+    return question, []
+
+
+def detect_format(question: str, choices: list[str], skills: list[str] | None = None) -> AnswerFormat:
+    if choices:
+        return "choice"
+    has_digit = bool(re.search(r"\d", question))
+    looks_math = bool(re.search(r"\d\s*[-+*/x×^]\s*\d|how many|how much|calculate|compute|solve", question,
+                                re.IGNORECASE))
+    if has_digit and (looks_math or set(skills or []) & MATH_SKILLS):
+        return "number"
+    return "text"
+
+
+def format_question(question: str, choices: list[str]) -> str:
+    if not choices:
+        return question.strip()
+    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    return f"{question.strip()}\n\n{options}"
+
+
+INSTRUCTIONS: dict[AnswerFormat, str] = {
+    "choice": "Reply with 'Answer: X' on the first line, where X is the letter of the correct option, "
+              "then give one short sentence of justification.",
+    "number": "Solve it step by step, briefly. Finish with a last line 'Answer: <number>'.",
+    "text": "Answer correctly and concisely. Finish with a last line 'Answer: <short answer>'.",
+}
+
+MAX_TOKENS: dict[AnswerFormat, int] = {"choice": 48, "number": 320, "text": 160}
+
+EXPERT_SYSTEM = "You are a knowledgeable expert who answers questions accurately."
+
+
+def expert_user_prompt(question: str, choices: list[str], fmt: AnswerFormat, context: str | None = None) -> str:
+    body = format_question(question, choices)
+    if context:
+        body = f"Use these passages if they help; cite a passage by its [number] when you use it.\n\n{context}\n\n{body}"
+    return f"{body}\n\n{INSTRUCTIONS[fmt]}"
+
+
+_ANSWER_LINE = re.compile(r"answer\s*(?:is|:)\s*[:\-]?\s*(.+)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def _clean_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    value = found[0].replace(",", "").replace("$", "")
+    if "." in value:
+        value = value.rstrip("0").rstrip(".")
+    return value or None
+
+
+def extract(text: str, fmt: AnswerFormat, n_choices: int = 0, choices: list[str] | None = None) -> str | None:
+    """The final answer in ``text`` for the format, or None if none is stated clearly."""
+    text = strip_reasoning(text or "")
+    if not text:
+        return None
+    lines = [m.group(1).strip() for m in _ANSWER_LINE.finditer(text)]
+    if fmt == "choice":
+        valid = LETTERS[: max(n_choices, 1)] if n_choices else LETTERS[:10]
+        for stated in reversed(lines):
+            m = re.match(r"^[\(\[\*\s]*([A-J])(?:[\)\]\.\*:,\s]|$)", stated)
+            if m and m.group(1) in valid:
+                return m.group(1)
+        m = re.match(r"^[\(\[\*\s]*([A-J])(?:[\)\]\.:]|\s*$)", text.strip())
+        if m and m.group(1) in valid:
+            return m.group(1)
+        m = re.search(r"(?:option|choice)\s*\(?([A-J])\)?\b", text, re.IGNORECASE)
+        if m and m.group(1).upper() in valid:
+            return m.group(1).upper()
+        if choices:  # exactly one option's text stated in the answer
+            low = text.lower()
+            hits = [i for i, c in enumerate(choices) if c.strip() and c.strip().lower() in low]
+            if len(hits) == 1:
+                return LETTERS[hits[0]]
+        return None
+    if fmt == "number":
+        for stated in reversed(lines):
+            number = _clean_number(stated)
+            if number is not None:
+                return number
+        boxed = re.findall(r"\\boxed\{([^}]*)\}", text)
+        if boxed:
+            return _clean_number(boxed[-1]) or boxed[-1].strip()
+        numbers = _NUMBER.findall(text)
+        return _clean_number(numbers[-1]) if numbers else None
+    if lines:
+        return lines[-1].strip().rstrip(".").strip("*").strip()
+    first = text.strip().splitlines()[0]
+    return first.strip().rstrip(".")
+
+
+def normalise_text(text: str) -> str:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def is_correct(predicted: str | None, gold: str, fmt: AnswerFormat, aliases: list[str] | None = None) -> bool:
+    if predicted is None:
+        return False
+    if fmt == "choice":
+        return predicted.strip().upper() == gold.strip().upper()
+    if fmt == "number":
+        try:
+            return abs(float(predicted) - float(_clean_number(gold) or "nan")) < 1e-6
+        except ValueError:
+            return False
+    golds = [gold, *(aliases or [])]
+    pred = normalise_text(predicted)
+    return any(normalise_text(g) == pred or (normalise_text(g) and normalise_text(g) in pred) for g in golds)

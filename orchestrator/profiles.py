@@ -1,0 +1,153 @@
+"""Expert profiles: per expert and canonical skill, how many validation answers were right/wrong.
+
+A skill's score is right - wrong (+1 per right answer, -1 per wrong one, for every skill of
+the question, as in Symbolic-MoE); an expert's global competence is the sum of its scores.
+Aggregators are profiled the same way on a synthetic aggregation test. The JSON file is
+versioned and records the pool, the data and the counts behind every number.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agents.errors import SymoeError
+from orchestrator.config import SymoeConfig
+from orchestrator.provenance import pool_digest
+
+PROFILE_FORMAT = "symoe-profile"
+PROFILE_VERSION = 1
+BUILD_HINT = "run `symoe profile build` (see README: Profiles)"
+
+
+class ProfileError(SymoeError):
+    """No usable profile: missing, corrupt, or made for another pool."""
+
+
+class SkillCount(BaseModel):
+    right: int = 0
+    wrong: int = 0
+
+    @property
+    def score(self) -> int:
+        return self.right - self.wrong
+
+    @property
+    def n(self) -> int:
+        return self.right + self.wrong
+
+
+class ExpertProfile(BaseModel):
+    skills: dict[str, SkillCount] = Field(default_factory=dict)
+    tasks: dict[str, SkillCount] = Field(default_factory=dict)
+
+    def score(self, skill: str) -> int:
+        count = self.skills.get(skill)
+        return count.score if count else 0
+
+    @property
+    def global_competence(self) -> int:
+        return sum(c.score for c in self.skills.values())
+
+    def add(self, skills: list[str], task: str, correct: bool) -> None:
+        for skill in skills:
+            count = self.skills.setdefault(skill, SkillCount())
+            if correct:
+                count.right += 1
+            else:
+                count.wrong += 1
+        count = self.tasks.setdefault(task, SkillCount())
+        if correct:
+            count.right += 1
+        else:
+            count.wrong += 1
+
+
+class Outcome(BaseModel):
+    """One graded answer: the raw material of a profile."""
+
+    expert: str
+    question_id: str
+    task: str
+    skills: list[str]
+    correct: bool
+
+
+class Profile(BaseModel):
+    format: str = PROFILE_FORMAT
+    version: int = PROFILE_VERSION
+    pool: dict[str, str]
+    annotator: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    experts: dict[str, ExpertProfile]
+    aggregators: dict[str, ExpertProfile] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    def skills(self) -> list[str]:
+        return sorted({s for p in self.experts.values() for s in p.skills})
+
+    def best_aggregator(self, skills: list[str] | None = None) -> str:
+        """The aggregator with the best score on these skills, else overall accuracy."""
+        table = self.aggregators or self.experts
+        def key(name: str) -> tuple[float, float]:
+            prof = table[name]
+            local = sum(prof.score(s) for s in skills or [])
+            total = sum(c.n for c in prof.tasks.values()) or 1
+            overall = sum(c.right for c in prof.tasks.values()) / total
+            return (local, overall)
+        return max(sorted(table), key=key)
+
+
+def profile_from_outcomes(outcomes: list[Outcome], experts: list[str]) -> dict[str, ExpertProfile]:
+    profiles = {name: ExpertProfile() for name in experts}
+    for o in outcomes:
+        profiles.setdefault(o.expert, ExpertProfile()).add(o.skills, o.task, o.correct)
+    return profiles
+
+
+def default_profile_path() -> Path:
+    return Path(str(resources.files("orchestrator").joinpath("default_profile.json")))
+
+
+def save_profile(profile: Profile, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(profile.model_dump_json(indent=1))
+    tmp.replace(path)
+
+
+def read_profile(path: Path) -> Profile:
+    """Parse a profile file; a clear one-line error when it is missing or corrupt."""
+    if not path.exists():
+        raise ProfileError(f"no profile at {path}; {BUILD_HINT}")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != PROFILE_FORMAT:
+            raise ValueError("not a symoe profile")
+        if data.get("version") != PROFILE_VERSION:
+            raise ValueError(f"profile version {data.get('version')}, expected {PROFILE_VERSION}")
+        return Profile.model_validate(data)
+    except (ValueError, ValidationError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0][:120]
+        raise ProfileError(f"profile file {path} is corrupt ({reason}); {BUILD_HINT}") from None
+
+
+def load_profile(config: SymoeConfig, path: Path | None = None) -> tuple[Profile, Path]:
+    """The profile for this config's pool: ``path``, else ``router.profile``, else the default."""
+    chosen = path or config.router.profile
+    if chosen is None:
+        user = config.home / "profiles" / "profile.json"
+        chosen = user if user.exists() else default_profile_path()
+    profile = read_profile(Path(chosen))
+    pool = pool_digest(config)
+    missing = [n for n in pool if n not in profile.pool]
+    changed = [n for n in pool if n in profile.pool and profile.pool[n] != pool[n]]
+    if missing or changed:
+        what = f"experts {', '.join(missing)} are not profiled" if missing else \
+            f"experts {', '.join(changed)} have other model files"
+        raise ProfileError(f"profile {chosen} was built for another pool ({what}); {BUILD_HINT}")
+    return profile, Path(chosen)

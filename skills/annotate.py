@@ -1,0 +1,98 @@
+"""Skill annotation: an annotator LLM names 2-5 keywords, sampled n times, kept by vote.
+
+Each sample's keywords are normalised (lowercased, punctuation stripped, overlong dropped)
+and mapped onto the canonical vocabulary; a canonical skill is kept when at least
+``min_votes`` samples name it (self-consistency, as in Symbolic-MoE, but voted after mapping
+so that "multiplication" and "arithmetic" count as the same skill). Unknown keywords are
+voted the same way and reported. Generations are cached on disk by the generation cache,
+keyed by annotator identity and the full request (question included).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from agents.backends import Backend, GenerationRequest
+from agents.cache import GenerationCache, generate_cached
+from orchestrator.config import SkillsConfig
+from skills.vocabulary import SkillMatcher
+
+ANNOTATOR_SYSTEM = (
+    "You label questions with the skills needed to answer them. Reply with one line only, "
+    "in the form 'Keywords: <keyword1>, <keyword2>, ...' naming 2 to 5 short skill keywords "
+    "(subjects or abilities, such as 'algebra', 'organic chemistry', 'us history'). "
+    "Do not answer the question."
+)
+
+
+class SkillAnnotation(BaseModel):
+    question: str
+    skills: list[str] = Field(default_factory=list)
+    unknown: list[str] = Field(default_factory=list)
+    votes: dict[str, int] = Field(default_factory=dict)
+    samples: list[list[str]] = Field(default_factory=list)
+    annotator: str = ""
+
+
+def parse_keywords(text: str, max_chars: int = 30) -> list[str]:
+    """Keywords from 'Keywords: a, b, c' (or a bare comma list), normalised."""
+    match = re.search(r"keywords?\s*[:\-]\s*(.+)", text, flags=re.IGNORECASE)
+    body = match.group(1) if match else text.strip().splitlines()[0] if text.strip() else ""
+    body = body.splitlines()[0] if body else ""
+    out: list[str] = []
+    for raw in re.split(r"[,;|]", body):
+        word = re.sub(r"[^\w\s\-+&]", "", raw).strip().lower()
+        word = re.sub(r"\s+", " ", word)
+        if word and len(word) <= max_chars and word not in out:
+            out.append(word)
+    return out[:5]
+
+
+def annotation_requests(question: str, config: SkillsConfig, seed: int) -> list[GenerationRequest]:
+    return [
+        GenerationRequest.user(
+            f"Question: {question.strip()}\n\nWhich skills does answering this question need?",
+            system=ANNOTATOR_SYSTEM, max_tokens=40, temperature=config.temperature,
+            seed=seed + i, stop=["\n"],
+        )
+        for i in range(config.samples)
+    ]
+
+
+def vote(samples: list[list[str]], matcher: SkillMatcher, min_votes: int) -> tuple[list[str], list[str], dict[str, int]]:
+    """Canonical skills and unknown keywords named in at least ``min_votes`` samples."""
+    skill_votes: Counter[str] = Counter()
+    unknown_votes: Counter[str] = Counter()
+    for keywords in samples:
+        skills, unknown = matcher.canonical(keywords)
+        skill_votes.update(set(skills))
+        unknown_votes.update(set(unknown))
+    need = min(min_votes, max(1, len(samples)))
+    skills = [s for s, n in skill_votes.most_common() if n >= need]
+    unknown = [k for k, n in unknown_votes.most_common() if n >= need]
+    return skills, unknown, dict(skill_votes)
+
+
+def annotate_many(
+    questions: list[str],
+    annotator: Backend,
+    matcher: SkillMatcher,
+    config: SkillsConfig,
+    seed: int = 0,
+    cache: GenerationCache | None = None,
+    on_done: object = None,
+) -> list[SkillAnnotation]:
+    """Annotate a batch of questions with one loaded annotator (cached, resumable)."""
+    requests = [r for q in questions for r in annotation_requests(q, config, seed)]
+    gens = generate_cached(annotator, requests, cache, chunk=config.samples * 4, on_done=on_done)
+    out = []
+    n = config.samples
+    for i, question in enumerate(questions):
+        samples = [parse_keywords(g.text, config.max_keyword_chars) for g in gens[i * n : (i + 1) * n] if g.ok]
+        skills, unknown, votes = vote(samples, matcher, config.min_votes)
+        out.append(SkillAnnotation(question=question, skills=skills, unknown=unknown, votes=votes,
+                                   samples=samples, annotator=annotator.spec.name))
+    return out

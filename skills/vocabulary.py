@@ -1,0 +1,84 @@
+"""The canonical skill vocabulary and the nearest-neighbour map from keywords onto it.
+
+Keywords and the vocabulary's phrases are embedded with sentence-transformers (the offline
+all-MiniLM-L6-v2); a keyword maps to the skill of its nearest phrase when the cosine
+similarity clears a threshold, and is kept as an unknown skill otherwise.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel
+
+from orchestrator.config import EmbeddingConfig
+
+
+class SkillMatch(BaseModel):
+    keyword: str
+    skill: str | None
+    similarity: float
+
+
+def load_vocabulary(path: Path | None = None) -> dict[str, list[str]]:
+    text = path.read_text() if path else resources.files("skills").joinpath("vocabulary.yaml").read_text()
+    data = yaml.safe_load(text)
+    return {str(skill): [str(p) for p in phrases] for skill, phrases in data.items()}
+
+
+@lru_cache(maxsize=4)
+def _embedder(config_json: str):  # type: ignore[no-untyped-def]
+    from retrieval.embedder import load_embedder
+
+    return load_embedder(EmbeddingConfig.model_validate_json(config_json))
+
+
+def embed(texts: list[str], config: EmbeddingConfig) -> np.ndarray:
+    model = _embedder(config.model_dump_json())
+    vectors = model.encode(texts, batch_size=config.batch_size, normalize_embeddings=True,
+                           show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+class SkillMatcher:
+    """Maps free keywords onto canonical skills by cosine similarity."""
+
+    def __init__(self, embedding: EmbeddingConfig, threshold: float = 0.45,
+                 vocabulary: dict[str, list[str]] | None = None) -> None:
+        self.vocabulary = vocabulary or load_vocabulary()
+        self.embedding = embedding
+        self.threshold = threshold
+        self._labels = [skill for skill, phrases in self.vocabulary.items() for _ in phrases]
+        phrases = [phrase for phrases in self.vocabulary.values() for phrase in phrases]
+        self._matrix = embed(phrases, embedding)
+        self._memo: dict[str, SkillMatch] = {}
+
+    @property
+    def skills(self) -> list[str]:
+        return list(self.vocabulary)
+
+    def match(self, keywords: list[str]) -> list[SkillMatch]:
+        todo = [k for k in dict.fromkeys(keywords) if k not in self._memo]
+        if todo:
+            sims = embed(todo, self.embedding) @ self._matrix.T
+            for keyword, row in zip(todo, sims, strict=True):
+                best = int(np.argmax(row))
+                score = float(row[best])
+                skill = self._labels[best] if score >= self.threshold else None
+                self._memo[keyword] = SkillMatch(keyword=keyword, skill=skill, similarity=round(score, 4))
+        return [self._memo[k] for k in keywords]
+
+    def canonical(self, keywords: list[str]) -> tuple[list[str], list[str]]:
+        """(canonical skills in order, deduplicated; unknown keywords)."""
+        skills: list[str] = []
+        unknown: list[str] = []
+        for m in self.match(keywords):
+            if m.skill is None:
+                unknown.append(m.keyword)
+            elif m.skill not in skills:
+                skills.append(m.skill)
+        return skills, unknown
