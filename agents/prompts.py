@@ -7,14 +7,16 @@ template get a completion-style prompt from ``completion_prompt``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from agents.backends.base import ChatMessage
+if TYPE_CHECKING:
+    from agents.backends.base import ChatMessage
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 
 #: Stops for completion-style prompts, so a base model does not invent the next question.
-COMPLETION_STOPS = ["\nQuestion:", "\n\n\n"]
+COMPLETION_STOPS = ["\nQuestion:", "\nAnswer:", "\n\n"]
 
 
 def completion_prompt(messages: list[ChatMessage]) -> str:

@@ -52,7 +52,7 @@ def format_question(question: str, choices: list[str]) -> str:
 
 
 INSTRUCTIONS: dict[AnswerFormat, str] = {
-    "choice": "Reply with 'Answer: X' on the first line, where X is the letter of the correct option, "
+    "choice": "The first line of your reply must be 'Answer:' followed by the letter of the correct option; "
               "then give one short sentence of justification.",
     "number": "Solve it step by step, briefly. Finish with a last line 'Answer: <number>'.",
     "text": "Answer correctly and concisely. Finish with a last line 'Answer: <short answer>'.",
@@ -70,7 +70,19 @@ def expert_user_prompt(question: str, choices: list[str], fmt: AnswerFormat, con
     return f"{body}\n\n{INSTRUCTIONS[fmt]}"
 
 
-_ANSWER_LINE = re.compile(r"answer\s*(?:is|:)\s*[:\-]?\s*(.+)", re.IGNORECASE)
+_ANSWER_MARK = re.compile(r"answer\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
+
+
+def _stated_answers(text: str) -> list[str]:
+    """What follows each 'Answer:' / 'answer is' marker, up to the next marker or line end."""
+    marks = list(_ANSWER_MARK.finditer(text))
+    out = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        segment = text[m.end() : end].split("\n", 1)[0].strip()
+        if segment:
+            out.append(segment)
+    return out
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
@@ -89,7 +101,7 @@ def extract(text: str, fmt: AnswerFormat, n_choices: int = 0, choices: list[str]
     text = strip_reasoning(text or "")
     if not text:
         return None
-    lines = [m.group(1).strip() for m in _ANSWER_LINE.finditer(text)]
+    lines = _stated_answers(text)
     if fmt == "choice":
         valid = LETTERS[: max(n_choices, 1)] if n_choices else LETTERS[:10]
         for stated in reversed(lines):

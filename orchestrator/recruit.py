@@ -106,8 +106,6 @@ def recruit(skills: list[str], profiles: dict[str, ExpertProfile], config: Route
     per_expert: dict[str, int] = {}
     for slot in slots:
         per_expert[slot.expert] = per_expert.get(slot.expert, 0) + 1
-    recruits = [Recruit(expert=m, weight=round(weights[m], 4), local=local[m],
-                        global_strength=round(strengths[m], 4), slots=n)
+    recruits = [Recruit(expert=m, weight=weights[m], local=local[m], global_strength=strengths[m], slots=n)
                 for m, n in sorted(per_expert.items(), key=lambda kv: -weights[kv[0]])]
-    return Recruitment(recruits=recruits, slots=slots, k=k_eff, reason=reason,
-                       weights={m: round(w, 4) for m, w in weights.items()})
+    return Recruitment(recruits=recruits, slots=slots, k=k_eff, reason=reason, weights=weights)

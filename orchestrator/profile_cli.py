@@ -1,0 +1,124 @@
+"""``symoe profile build|show``: make a profile from validation data, print it, plot it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.config import load_config
+
+profile_app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles.")
+out = Console()
+err = Console(stderr=True)
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config file")]  # noqa: UP045
+ProfileOpt = Annotated[Optional[Path], typer.Option("--profile", "-p", help="profile JSON file")]  # noqa: UP045
+
+
+@profile_app.command("build")
+def build(
+    tasks: Annotated[str, typer.Option(help="comma-separated validation tasks")] = "mmlu,arc_challenge,medmcqa,gsm8k",
+    per_subject: Annotated[Optional[int], typer.Option(help="questions per subject (stratified)")] = None,  # noqa: UP045
+    limit: Annotated[Optional[int], typer.Option(help="at most this many questions per task")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option(help="sampling seed for data, annotation and the test")] = 0,
+    aggregator_items: Annotated[int, typer.Option(help="size of the synthetic aggregator test")] = 24,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="where to write the profile")] = None,  # noqa: UP045
+    config: ConfigOpt = None,
+) -> None:
+    """Profile every expert on labelled validation questions (resumable: re-run to continue)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from orchestrator.profiles import save_profile
+    from orchestrator.profiling import BuildSpec, build_profile
+
+    cfg = load_config(config)
+    spec = BuildSpec(tasks=[t.strip() for t in tasks.split(",") if t.strip()], per_subject=per_subject,
+                     limit=limit, seed=seed, aggregator_items=aggregator_items)
+    target = output or cfg.home / "profiles" / "profile.json"
+    bars: dict[str, int] = {}
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err) as progress:
+        def report(stage: str, n: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.advance(bars[stage], n)  # type: ignore[arg-type]
+
+        profile = build_profile(cfg, spec, report)
+    save_profile(profile, target)
+    out.print(f"profile written to {target} ({profile.data['questions']} questions, "
+              f"{profile.data['build_seconds']} s)")
+
+
+@profile_app.command("show")
+def show(profile: ProfileOpt = None, heatmap: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="save a skills x experts heatmap PNG here")] = None, config: ConfigOpt = None) -> None:
+    """Print the profile as a table (skills x experts: score = right - wrong, with counts)."""
+    from orchestrator.profiles import load_profile
+
+    cfg = load_config(config)
+    prof, path = load_profile(cfg, profile)
+    experts = list(prof.experts)
+    table = Table(title=f"profile {path} ({prof.data.get('questions', '?')} validation questions)")
+    table.add_column("skill")
+    for name in experts:
+        table.add_column(name, justify="right")
+    for skill in prof.skills():
+        cells = []
+        for name in experts:
+            count = prof.experts[name].skills.get(skill)
+            cells.append(f"{count.score:+d} ({count.right}/{count.n})" if count else "-")
+        table.add_row(skill, *cells)
+    table.add_row("[b]global competence[/b]", *[f"{prof.experts[n].global_competence:+d}" for n in experts])
+    for task in sorted({t for p in prof.experts.values() for t in p.tasks}):
+        row = []
+        for n in experts:
+            c = prof.experts[n].tasks.get(task)
+            row.append(f"{100 * c.right / c.n:.0f}% of {c.n}" if c and c.n else "-")
+        table.add_row(f"[i]accuracy {task}[/i]", *row)
+    if prof.aggregators:
+        row = []
+        for n in experts:
+            total = sum(c.n for c in prof.aggregators[n].tasks.values())
+            right = sum(c.right for c in prof.aggregators[n].tasks.values())
+            row.append(f"{100 * right / total:.0f}% of {total}" if total else "-")
+        table.add_row("[i]aggregator test[/i]", *row)
+    out.print(table)
+    if heatmap:
+        save_heatmap(prof, heatmap)
+        out.print(f"heatmap saved to {heatmap}")
+
+
+def save_heatmap(prof: object, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from orchestrator.profiles import Profile
+
+    assert isinstance(prof, Profile)
+    skills = prof.skills()
+    experts = list(prof.experts)
+    grid = np.array([[prof.experts[e].score(s) for e in experts] for s in skills], dtype=float)
+    fig, ax = plt.subplots(figsize=(2 + 1.4 * len(experts), 1 + 0.35 * len(skills)))
+    bound = max(1.0, float(np.abs(grid).max()))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_xticks(range(len(experts)), experts, rotation=30, ha="right")
+    ax.set_yticks(range(len(skills)), skills)
+    for i in range(len(skills)):
+        for j in range(len(experts)):
+            ax.text(j, i, f"{int(grid[i, j]):+d}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="right - wrong")
+    ax.set_title("expert skill profile")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(profile_app, name="profile")
