@@ -40,6 +40,7 @@ class GenerationCache:
         )
         self.hits = 0
         self.misses = 0
+        self.stored = 0
 
     def get(self, key: str) -> Generation | None:
         with self._lock:
@@ -56,6 +57,7 @@ class GenerationCache:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
                              (key, expert, generation.model_dump_json()))
+            self.stored += 1
 
     def count(self, expert: str | None = None) -> int:
         with self._lock:
@@ -73,14 +75,16 @@ def generate_cached(
     backend: Backend,
     requests: list[GenerationRequest],
     cache: GenerationCache | None,
-    chunk: int = 8,
+    chunk: int | None = None,
     on_done: object = None,
 ) -> list[Generation]:
-    """Generate what the cache lacks, storing each chunk as it completes; results in order.
+    """Generate what the cache lacks, storing each batch as it completes; results in order.
 
-    ``on_done(n)`` is called after each stored chunk (for progress bars).
+    Batches follow the engine's natural size (1 for llama.cpp), so a killed run loses at most
+    the batch in flight. ``on_done(n)`` is called after each stored batch (progress bars).
     """
     spec = backend.spec
+    chunk = chunk or backend.preferred_batch
     keys = [request_key(spec, r) for r in requests]
     results: list[Generation | None] = [cache.get(k) if cache else None for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]

@@ -24,15 +24,46 @@ def build_backend(spec: ExpertSpec, home: Path) -> Backend:
     return create_backend(resolve(spec, home))
 
 
-class LoadedPool:
-    """Keeps backends loaded across calls in one process; ``close`` frees them all."""
+#: RAM per byte of model file, by backend (GGUF Q4 -> fp32 tensors is about 6x).
+_RAM_PER_FILE_BYTE = {"llamacpp": 1.3, "transformers": 6.5, "vllm": 4.0}
 
-    def __init__(self, experts: dict[str, ExpertSpec], home: Path) -> None:
+
+def memory_estimate(backend: Backend) -> int:
+    """Bytes of RAM the loaded model is expected to take (0 for remote experts)."""
+    path = backend.spec.path
+    if path is None or not Path(path).exists():
+        return 0
+    p = Path(path)
+    size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return int(size * _RAM_PER_FILE_BYTE.get(backend.spec.backend, 2.0))
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo (bytes); 8 GiB where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+class LoadedPool:
+    """Keeps backends loaded across calls in one process; ``close`` frees them all.
+
+    With ``budget_bytes`` set, several models stay resident while their estimated memory
+    fits; loading one more evicts the least recently used first. ``loads`` lists every load.
+    """
+
+    def __init__(self, experts: dict[str, ExpertSpec], home: Path, budget_bytes: int | None = None) -> None:
         self.experts = experts
         self.home = home
+        self.budget_bytes = budget_bytes
         self._backends: dict[str, Backend] = {}
+        self._used: list[str] = []  # least recently used first
         self.loads: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def get(self, name: str) -> Backend:
         with self._lock:
@@ -41,14 +72,33 @@ class LoadedPool:
                 backend = build_backend(self.experts[name], self.home)
                 self._backends[name] = backend
             if not backend.loaded:
+                self._make_room(name, memory_estimate(backend))
                 backend.load()
                 self.loads.append(name)
+            if name in self._used:
+                self._used.remove(name)
+            self._used.append(name)
             return backend
 
+    def resident_bytes(self) -> int:
+        return sum(memory_estimate(b) for b in self._backends.values() if b.loaded)
+
+    def _make_room(self, name: str, need: int) -> None:
+        if self.budget_bytes is None:
+            return
+        for other in list(self._used):
+            if self.resident_bytes() + need <= self.budget_bytes:
+                break
+            if other != name:
+                self.unload(other)
+
     def unload(self, name: str) -> None:
-        backend = self._backends.pop(name, None)
-        if backend is not None:
-            backend.unload()
+        with self._lock:
+            backend = self._backends.pop(name, None)
+            if name in self._used:
+                self._used.remove(name)
+            if backend is not None:
+                backend.unload()
 
     def loaded(self) -> list[str]:
         return [n for n, b in self._backends.items() if b.loaded]

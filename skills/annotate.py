@@ -87,7 +87,7 @@ def annotate_many(
 ) -> list[SkillAnnotation]:
     """Annotate a batch of questions with one loaded annotator (cached, resumable)."""
     requests = [r for q in questions for r in annotation_requests(q, config, seed)]
-    gens = generate_cached(annotator, requests, cache, chunk=config.samples * 4, on_done=on_done)
+    gens = generate_cached(annotator, requests, cache, on_done=on_done)
     out = []
     n = config.samples
     for i, question in enumerate(questions):

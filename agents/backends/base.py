@@ -80,6 +80,8 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: True when the engine needs a local model file (``ExpertSpec.path``).
     needs_model_file: ClassVar[bool] = True
+    #: How many requests the engine runs together (results of one batch finish together).
+    default_batch: ClassVar[int] = 1
 
     def __init__(self, spec: ExpertSpec) -> None:
         self.spec = spec
@@ -91,6 +93,10 @@ class Backend(abc.ABC):
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    @property
+    def preferred_batch(self) -> int:
+        return int(self.spec.params.get("batch_size", self.default_batch))  # type: ignore[call-overload]
 
     def load(self) -> None:
         with self._lock:

@@ -46,6 +46,8 @@ def convert_gguf(gguf: Path, target: Path, dtype: str = "bfloat16") -> Path:
 class TransformersBackend(Backend):
     """Batched ``generate`` over a causal LM; requests sharing sampling settings run together."""
 
+    default_batch = 8
+
     def _model_dir(self) -> Path:
         path = Path(str(self.spec.path))
         if path.is_dir():
