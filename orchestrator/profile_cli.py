@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,18 +14,18 @@ from orchestrator.config import load_config
 profile_app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles.")
 out = Console()
 err = Console(stderr=True)
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config file")]  # noqa: UP045
-ProfileOpt = Annotated[Optional[Path], typer.Option("--profile", "-p", help="profile JSON file")]  # noqa: UP045
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML config file")]
+ProfileOpt = Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON file")]
 
 
 @profile_app.command("build")
 def build(
     tasks: Annotated[str, typer.Option(help="comma-separated validation tasks")] = "mmlu,arc_challenge,medmcqa,gsm8k",
-    per_subject: Annotated[Optional[int], typer.Option(help="questions per subject (stratified)")] = None,  # noqa: UP045
-    limit: Annotated[Optional[int], typer.Option(help="at most this many questions per task")] = None,  # noqa: UP045
+    per_subject: Annotated[int | None, typer.Option(help="questions per subject (stratified)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many questions per task")] = None,
     seed: Annotated[int, typer.Option(help="sampling seed for data, annotation and the test")] = 0,
     aggregator_items: Annotated[int, typer.Option(help="size of the synthetic aggregator test")] = 24,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="where to write the profile")] = None,  # noqa: UP045
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the profile")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Profile every expert on labelled validation questions (resumable: re-run to continue)."""
@@ -53,7 +53,7 @@ def build(
 
 
 @profile_app.command("show")
-def show(profile: ProfileOpt = None, heatmap: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+def show(profile: ProfileOpt = None, heatmap: Annotated[Path | None, typer.Option(
         help="save a skills x experts heatmap PNG here")] = None, config: ConfigOpt = None) -> None:
     """Print the profile as a table (skills x experts: score = right - wrong, with counts)."""
     from orchestrator.profiles import load_profile

@@ -1,0 +1,111 @@
+"""Reports of an evaluation run: results JSON, a markdown table (methods x tasks), a
+per-subject CSV, samples JSONL and PNG plots. Every file records what made it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from eval.runner import RunStats, SampleResult, summarise
+
+
+def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, meta: dict[str, Any],
+                  log_samples: bool) -> dict[str, Path]:
+    output.mkdir(parents=True, exist_ok=True)
+    summary = summarise(samples)
+    files = {"results": output / "results.json", "table": output / "results.md",
+             "subjects": output / "per_subject.csv", "plot": output / "accuracy_by_method.png",
+             "subject_plot": output / "per_subject.png"}
+    files["results"].write_text(json.dumps({**meta, "stats": stats.model_dump(), **summary}, indent=1, default=str))
+    files["table"].write_text(markdown_table(summary, stats))
+    with open(files["subjects"], "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "task/subject", "n", "accuracy"])
+        for method, rows in summary["per_subject"].items():
+            for subject, row in sorted(rows.items()):
+                writer.writerow([method, subject, row["n"], row["accuracy"]])
+    if log_samples:
+        files["samples"] = output / "samples.jsonl"
+        with open(files["samples"], "w") as handle:
+            for s in samples:
+                handle.write(s.model_dump_json() + "\n")
+    plot_accuracy(summary, files["plot"])
+    plot_subjects(summary, files["subject_plot"])
+    return files
+
+
+def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> str:
+    acc = summary["accuracy"]
+    tasks = sorted({t for rows in acc.values() for t in rows if t != "all"})
+    head = ["method", *tasks, "all", "tokens/q", "s/q"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, rows in acc.items():
+        total = rows["all"]
+        per_q = total["n"] or 1
+        cells = [f"{rows[t]['accuracy']:.1f}" if t in rows else "-" for t in tasks]
+        lines.append("| " + " | ".join([method, *cells, f"**{total['accuracy']:.1f}**",
+                                         f"{(total['prompt_tokens'] + total['completion_tokens']) / per_q:.0f}",
+                                         f"{total['seconds'] / per_q:.2f}"]) + " |")
+    n = {t: next(iter(acc.values()))[t]["n"] for t in tasks} if acc else {}
+    text = "\n".join(lines) + "\n\nAccuracy in %; questions per task: " + \
+        ", ".join(f"{t} {n[t]}" for t in tasks) + ". tokens/q and s/q: compute per question if run alone.\n"
+    if stats:
+        text += (f"\nRun: {stats.questions} questions, {stats.generations_needed} distinct generations "
+                 f"({stats.generated} generated now, {stats.from_cache} from cache), model loads: "
+                 f"{len(stats.loads)} ({', '.join(stats.loads)}), wall {stats.wall_seconds:.0f} s.\n")
+    if summary.get("symoe_recruited"):
+        text += "symoe recruited (slots per expert): " + ", ".join(
+            f"{e} {n}" for e, n in sorted(summary["symoe_recruited"].items(), key=lambda kv: -kv[1])) + "\n"
+    return text
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
+    plt = _plt()
+    acc = summary["accuracy"]
+    methods = list(acc)
+    tasks = sorted({t for rows in acc.values() for t in rows})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(methods) * max(1, len(tasks)) / 2), 4))
+    width = 0.8 / max(1, len(tasks))
+    for j, task in enumerate(tasks):
+        xs = [i + j * width for i in range(len(methods))]
+        ax.bar(xs, [acc[m].get(task, {}).get("accuracy", 0) for m in methods], width, label=task)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(methods))], methods, rotation=30, ha="right")
+    ax.set_ylabel("accuracy %")
+    ax.set_title("accuracy by method")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_subjects(summary: dict[str, Any], path: Path) -> None:
+    """Per-subject accuracy of each single expert against symoe."""
+    plt = _plt()
+    per = summary["per_subject"]
+    methods = [m for m in per if m.startswith("single:") or m.startswith("symoe")]
+    if not methods:
+        methods = list(per)
+    subjects = sorted({s for m in methods for s in per[m]})
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(subjects) + 2), 4.5))
+    for m in methods:
+        style = {"marker": "o", "linewidth": 2.5} if m.startswith("symoe") else {"marker": ".", "alpha": 0.7}
+        ax.plot(range(len(subjects)), [per[m].get(s, {}).get("accuracy", float("nan")) for s in subjects],
+                label=m, **style)
+    ax.set_xticks(range(len(subjects)), subjects, rotation=75, ha="right", fontsize=6)
+    ax.set_ylabel("accuracy %")
+    ax.set_title("per-subject accuracy: each expert vs symoe")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

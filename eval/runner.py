@@ -1,0 +1,255 @@
+"""Batch evaluation: every method's plans executed together, grouped by expert.
+
+    annotate all -> plan all -> group generations by expert -> per expert: load, batch
+    generate, (unload when over the memory budget) -> group syntheses by aggregator ->
+    aggregate -> score
+
+Every generation goes through the SQLite generation cache as it completes: a run killed at
+any point and started again with the same arguments redoes nothing that finished. Methods
+that ask the same prompt (single experts, majority, MoA, symoe's greedy slots) share it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.backends import Generation, GenerationRequest
+from agents.cache import GenerationCache, generate_cached, request_key
+from agents.runtime import LoadedPool, available_memory
+from eval.methods import EvalQuestion, MethodContext, QuestionPlan, get_method
+from orchestrator.aggregate import agreed_answer, synthesis_request
+from orchestrator.answers import AnswerFormat, extract, is_correct
+from orchestrator.config import SymoeConfig
+from orchestrator.graph import expert_request, majority
+from orchestrator.profiles import load_profile
+from orchestrator.profiling import question_format
+from orchestrator.records import ExpertAnswer
+
+Progress = Callable[[str, int, int], None]
+
+
+class EvalArgs(BaseModel):
+    tasks: list[str]
+    methods: list[str]
+    limit: int | None = None
+    split: str = "test"
+    output: Path
+    seed: int = 0
+    cache_path: Path | None = None
+    log_samples: bool = False
+    memory_budget: int | None = None
+
+
+class SampleResult(BaseModel):
+    method: str
+    question_id: str
+    task: str
+    subject: str
+    answer: str | None
+    gold: str
+    correct: bool
+    experts: list[str]
+    aggregator: str | None = None
+    aggregated: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    skills: list[str] = Field(default_factory=list)
+    responses: list[ExpertAnswer] = Field(default_factory=list)
+    final_text: str | None = None
+
+
+class RunStats(BaseModel):
+    questions: int
+    generations_needed: int
+    generated: int
+    from_cache: int
+    loads: list[str]
+    wall_seconds: float
+    phase_seconds: dict[str, float]
+
+
+def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = None
+             ) -> tuple[list[SampleResult], RunStats]:
+    from eval.datasets import load_split
+
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    questions = [q for task in args.tasks
+                 for q in load_split(task, args.split, config.home, limit=args.limit, seed=args.seed)]
+    formats: dict[str, AnswerFormat] = {q.id: question_format(q.choices, q.answer) for q in questions}
+    by_id = {q.id: q for q in questions}
+    profile, _ = load_profile(config)
+    cache = GenerationCache(args.cache_path or args.output / "generations.sqlite")
+    budget = args.memory_budget if args.memory_budget is not None else int(available_memory() * 0.6)
+    pool = LoadedPool(config.experts, config.home, budget_bytes=budget)
+
+    def tick(stage: str, total: int) -> Callable[[int], None]:
+        return lambda n: progress(stage, n, total) if progress else None
+
+    # 1. annotate (only symoe needs skills)
+    skills: dict[str, list[str]] = {q.id: [] for q in questions}
+    annotation_tokens: dict[str, tuple[int, int, float]] = {}
+    t0 = time.perf_counter()
+    if any(m.startswith("symoe") for m in args.methods):
+        from skills.annotate import annotate_many, annotation_requests
+        from skills.vocabulary import SkillMatcher
+
+        annotator = config.skills.annotator or config.default_expert
+        matcher = SkillMatcher(config.embedding, config.skills.match_threshold)
+        backend = pool.get(annotator)
+        anns = annotate_many([q.question for q in questions], backend, matcher, config.skills, seed=args.seed,
+                             cache=cache, on_done=tick("annotate", len(questions) * config.skills.samples))
+        for q, ann in zip(questions, anns, strict=True):
+            skills[q.id] = ann.skills
+            gens = [cache.get(request_key(backend.spec, r)) for r in annotation_requests(q.question, config.skills,
+                                                                                         args.seed)]
+            ok = [g for g in gens if g is not None]
+            annotation_tokens[q.id] = (sum(g.prompt_tokens for g in ok), sum(g.completion_tokens for g in ok),
+                                       sum(g.seconds for g in ok))
+    phases["annotate"] = time.perf_counter() - t0
+
+    # 2. plans
+    ctx = MethodContext(config=config, profile=profile, seed=args.seed)
+    plans: dict[str, dict[str, QuestionPlan]] = {}
+    for method in args.methods:
+        plan = get_method(method)
+        plans[method] = {q.id: plan(ctx, EvalQuestion(id=q.id, task=q.task, skills=skills[q.id])) for q in questions}
+
+    # 3. expert generations, grouped by expert
+    t0 = time.perf_counter()
+    jobs: dict[str, dict[str, GenerationRequest]] = defaultdict(dict)  # expert -> key -> request
+    slot_keys: dict[tuple[str, str, int], tuple[str, str]] = {}  # (method, qid, slot) -> (expert, key)
+    for method, per_q in plans.items():
+        for qid, qplan in per_q.items():
+            q = by_id[qid]
+            for i, slot in enumerate(qplan.slots):
+                request = expert_request(q.question, q.choices, formats[qid], None, slot.temperature, slot.seed)
+                key = request_key(config.experts[slot.expert], request)
+                jobs[slot.expert][key] = request
+                slot_keys[(method, qid, i)] = (slot.expert, key)
+    results: dict[str, Generation] = {}
+    needed = sum(len(v) for v in jobs.values())
+    for expert in _order(jobs, pool.loaded()):
+        keys = list(jobs[expert])
+        gens = generate_cached(pool.get(expert), [jobs[expert][k] for k in keys], cache,
+                               on_done=tick(f"expert {expert}", len(keys)))
+        results.update(zip(keys, gens, strict=True))
+    phases["experts"] = time.perf_counter() - t0
+
+    # 4. answers per slot; synthesis where the plan asks for it, grouped by aggregator
+    t0 = time.perf_counter()
+    answers: dict[tuple[str, str], list[ExpertAnswer]] = {}
+    for method, per_q in plans.items():
+        for qid, qplan in per_q.items():
+            q = by_id[qid]
+            row = []
+            for i, slot in enumerate(qplan.slots):
+                expert, key = slot_keys[(method, qid, i)]
+                gen = results[key]
+                row.append(ExpertAnswer(expert=expert, sample=slot.sample, temperature=slot.temperature,
+                                        text=gen.text, error=gen.error,
+                                        answer=extract(gen.text, formats[qid], len(q.choices), q.choices),
+                                        prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                                        seconds=gen.seconds))
+            answers[(method, qid)] = row
+    synth: dict[str, dict[str, GenerationRequest]] = defaultdict(dict)
+    synth_keys: dict[tuple[str, str], tuple[str, str]] = {}
+    for method, per_q in plans.items():
+        for qid, qplan in per_q.items():
+            ok = [a for a in answers[(method, qid)] if a.error is None]
+            if qplan.combine not in ("synthesis", "symoe") or len(ok) < 2 or qplan.aggregator is None:
+                continue
+            if qplan.combine == "symoe" and agreed_answer(ok) is not None:
+                continue
+            q = by_id[qid]
+            request = synthesis_request(q.question, q.choices, formats[qid], [a.text for a in ok], seed=args.seed)
+            key = request_key(config.experts[qplan.aggregator], request)
+            synth[qplan.aggregator][key] = request
+            synth_keys[(method, qid)] = (qplan.aggregator, key)
+    needed += sum(len(v) for v in synth.values())
+    for aggregator in _order(synth, pool.loaded()):
+        keys = list(synth[aggregator])
+        gens = generate_cached(pool.get(aggregator), [synth[aggregator][k] for k in keys], cache,
+                               on_done=tick(f"aggregate {aggregator}", len(keys)))
+        results.update(zip(keys, gens, strict=True))
+    phases["aggregate"] = time.perf_counter() - t0
+    pool.close()
+
+    # 5. score
+    samples: list[SampleResult] = []
+    for method, per_q in plans.items():
+        for qid, qplan in per_q.items():
+            q = by_id[qid]
+            row = answers[(method, qid)]
+            final_text, aggregator, aggregated = None, None, False
+            answer = None
+            if (method, qid) in synth_keys:
+                aggregator, key = synth_keys[(method, qid)]
+                gen = results[key]
+                if gen.ok:
+                    final_text, aggregated = gen.text, True
+                    answer = extract(gen.text, formats[qid], len(q.choices), q.choices)
+            if answer is None:
+                best = majority(row, qplan.weights)
+                answer = best.answer if best else None
+                final_text = final_text or (best.text if best else None)
+            p_tok = sum(a.prompt_tokens for a in row)
+            c_tok = sum(a.completion_tokens for a in row)
+            secs = sum(a.seconds for a in row)
+            if aggregated and aggregator:
+                gen = results[synth_keys[(method, qid)][1]]
+                p_tok, c_tok, secs = p_tok + gen.prompt_tokens, c_tok + gen.completion_tokens, secs + gen.seconds
+            if method.startswith("symoe") and qid in annotation_tokens:
+                a_p, a_c, a_s = annotation_tokens[qid]
+                p_tok, c_tok, secs = p_tok + a_p, c_tok + a_c, secs + a_s
+            samples.append(SampleResult(
+                method=method, question_id=qid, task=q.task, subject=q.subject or q.task, answer=answer,
+                gold=q.answer, correct=is_correct(answer, q.answer, formats[qid], q.aliases),
+                experts=list(dict.fromkeys(s.expert for s in qplan.slots)), aggregator=aggregator,
+                aggregated=aggregated, prompt_tokens=p_tok, completion_tokens=c_tok, seconds=round(secs, 3),
+                skills=skills[qid], responses=row if args.log_samples else [],
+                final_text=final_text if args.log_samples else None))
+    stats = RunStats(questions=len(questions), generations_needed=needed, generated=cache.stored,
+                     from_cache=cache.hits, loads=pool.loads, wall_seconds=round(time.perf_counter() - started, 2),
+                     phase_seconds={k: round(v, 2) for k, v in phases.items()})
+    cache.close()
+    return samples, stats
+
+
+def _order(jobs: dict[str, Any], resident: list[str]) -> list[str]:
+    """Experts already resident first (no reload), then the rest by name."""
+    return sorted(jobs, key=lambda e: (e not in resident, e))
+
+
+def summarise(samples: list[SampleResult]) -> dict[str, Any]:
+    """Accuracy per method x task and per method x subject, tokens and time per method."""
+    table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    subjects: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    groups: dict[tuple[str, str], list[SampleResult]] = defaultdict(list)
+    sgroups: dict[tuple[str, str, str], list[SampleResult]] = defaultdict(list)
+    for s in samples:
+        groups[(s.method, s.task)].append(s)
+        groups[(s.method, "all")].append(s)
+        sgroups[(s.method, s.task, s.subject)].append(s)
+    for (method, task), rows in groups.items():
+        table[method][task] = _stats(rows)
+    for (method, task, subject), rows in sgroups.items():
+        subjects[method][f"{task}/{subject}"] = _stats(rows)
+    recruited = Counter(e for s in samples if s.method.startswith("symoe") for e in s.experts)
+    return {"accuracy": table, "per_subject": subjects, "symoe_recruited": dict(recruited)}
+
+
+def _stats(rows: list[SampleResult]) -> dict[str, float]:
+    n = len(rows)
+    return {"n": n, "accuracy": round(100 * sum(r.correct for r in rows) / n, 2) if n else 0.0,
+            "prompt_tokens": sum(r.prompt_tokens for r in rows),
+            "completion_tokens": sum(r.completion_tokens for r in rows),
+            "seconds": round(sum(r.seconds for r in rows), 2),
+            "aggregated": sum(r.aggregated for r in rows)}
