@@ -11,7 +11,6 @@ from agents.backends.base import Backend, BackendError, Generation, GenerationRe
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
-
 _LOG_CALLBACK: Any = None
 
 
@@ -106,47 +105,74 @@ class LlamaCppBackend(Backend):
         )
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        if self.spec.chat_template:
+        """The prompt tokens exactly as ``create_chat_completion``/``create_completion`` build them."""
+        llm = self._llm
+        template = llm.metadata.get("tokenizer.chat_template") if self.spec.chat_template else None
+        if template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            template = self._llm.metadata.get("tokenizer.chat_template")
-            if template:
-                eos = self._llm.detokenize([self._llm.token_eos()]).decode(errors="ignore")
-                bos = self._llm.detokenize([self._llm.token_bos()]).decode(errors="ignore")
-                formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-                text = formatter(messages=[m.model_dump() for m in request.messages]).prompt
-                return self._llm.tokenize(text.encode(), add_bos=False, special=True)
-        return self._llm.tokenize(completion_prompt(request.messages).encode(), special=True)
+            # As llama_cpp.Llama builds its "chat_template.default" handler: special-token texts
+            # (detokenize() would render BOS/EOS as empty strings).
+            model = llm._model
+            eos, bos = model.token_eos(), model.token_bos()
+            formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+            text = formatter(messages=[m.model_dump() for m in request.messages]).prompt
+            return list(llm.tokenize(text.encode(), add_bos=False, special=True))
+        return list(llm.tokenize(completion_prompt(request.messages).encode(), special=True))
 
     def _draft_with_logprobs(self, request: GenerationRequest, start: float) -> Generation:
-        """Greedy draft that records each token's log-prob and its top alternatives."""
+        """Greedy draft that records each token's log-prob and its top-n alternatives.
+
+        The model is loaded without ``logits_all`` (so ``Llama.eval_logits`` stays empty);
+        the last position's logits are read from the context after each ``eval``. Stops as
+        the chat/completion paths do: at an end-of-generation token or a stop string.
+        """
+        import llama_cpp
         import numpy as np
 
         llm = self._llm
         tokens = self._prompt_tokens(request)
+        if len(tokens) + request.max_tokens > llm.n_ctx():
+            raise ValueError(
+                f"prompt of {len(tokens)} tokens + {request.max_tokens} new exceeds n_ctx {llm.n_ctx()}"
+            )
+        stops = list(request.stop) if self.spec.chat_template else [*request.stop, *COMPLETION_STOPS]
+        n_vocab = llm.n_vocab()
+        top_n = max(1, request.logprobs or 1)
         llm.reset()
         llm.eval(tokens)
         out_tokens: list[int] = []
         logprobs: list[TokenLogprob] = []
-        top_n = request.logprobs or 1
+        finish = "length"
+        text = ""
         for _ in range(request.max_tokens):
-            logits = np.asarray(llm.eval_logits[-1], dtype=np.float64)
+            row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+            logits = np.ctypeslib.as_array(row, shape=(n_vocab,)).astype(np.float64)
             shifted = logits - logits.max()
             logp = shifted - math.log(float(np.exp(shifted).sum()))
-            best = np.argsort(-logp)[:top_n]
+            best = np.argpartition(-logp, top_n - 1)[:top_n]
+            best = best[np.argsort(-logp[best])]
             token = int(best[0])
-            if token == llm.token_eos() or llm._model.token_is_eog(token):
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                finish = "stop"
                 break
-            piece = llm.detokenize([token]).decode(errors="ignore")
             logprobs.append(TokenLogprob(
-                token=piece, logprob=float(logp[token]),
+                token=llm.detokenize([token]).decode(errors="ignore"), logprob=float(logp[token]),
                 top={llm.detokenize([int(t)]).decode(errors="ignore"): float(logp[t]) for t in best},
             ))
             out_tokens.append(token)
+            text = llm.detokenize(out_tokens, prev_tokens=tokens).decode(errors="ignore")
+            cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+                break
             llm.eval([token])
-        text = llm.detokenize(out_tokens).decode(errors="ignore")
         return Generation(
             text=text.strip(), model=self.spec.name, prompt_tokens=len(tokens),
             completion_tokens=len(out_tokens), seconds=time.perf_counter() - start,
-            token_logprobs=logprobs,
+            finish_reason=finish, token_logprobs=logprobs,
         )
