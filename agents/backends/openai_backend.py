@@ -1,20 +1,348 @@
-"""OpenAI-compatible chat server backend. Placeholder until implemented."""
+"""OpenAI-compatible server backend: vLLM serve, llama.cpp server, Ollama, hosted APIs.
+
+The expert's spec says where and what:
+
+- ``base_url``: the API root that holds ``/chat/completions`` (e.g. ``http://127.0.0.1:8000/v1``);
+  when unset, ``SYMOE_OPENAI_BASE_URL`` then ``OPENAI_BASE_URL`` from the environment.
+- ``api_key_env``: the environment variable holding the key (default ``OPENAI_API_KEY``); a
+  local server usually needs none, so a missing key is not an error.
+- ``model``: the model name the server knows (default: the expert's name).
+- ``chat_template: false``: a base model; requests go to ``/completions`` with the plain-text
+  prompt of ``agents.prompts.completion_prompt`` and its stop strings.
+- ``timeout_s`` and ``max_retries``: per-request timeout; retries with exponential backoff and
+  jitter on connection errors, timeouts, HTTP 429 and 5xx, honouring ``Retry-After``.
+- ``params``: ``concurrency`` (requests of one batch in flight at once, default 4),
+  ``backoff_s`` (first retry delay, default 0.5), ``backoff_max_s`` (cap, default 30),
+  ``retry_after_max_s`` (longest ``Retry-After`` honoured, default 60), ``load_timeout_s``
+  (the reachability check at load, default 5), ``extra_body`` (a mapping merged into every
+  request body, e.g. ``{top_k: 1}`` for vLLM).
+
+``load`` checks the server answers ``GET /models`` and raises ``BackendError`` with one line
+when it does not. A request that still fails after its retries comes back as a
+``Generation`` with ``error`` set, so one failing expert degrades an answer instead of
+losing the query.
+"""
 
 from __future__ import annotations
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest
+import email.utils
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob
 from agents.backends.registry import register_backend
+from agents.prompts import COMPLETION_STOPS, completion_prompt
+
+if TYPE_CHECKING:
+    from agents.pool import ExpertSpec
+
+#: Environment variables consulted, in order, when the spec has no ``base_url``.
+BASE_URL_ENVS = ("SYMOE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way worth retrying; ``wait`` is the server's Retry-After."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+class _Failed(Exception):
+    """A request failed for good (a 4xx other than 429, or a malformed answer)."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's own error text, on one short line."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text
+    else:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            text = str(error.get("message") or error)
+        elif error:
+            text = str(error)
+        elif isinstance(body, dict) and body.get("detail"):
+            text = str(body["detail"])
+        else:
+            text = str(body)
+    text = " ".join(text.split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    kind = type(exc).__name__
+    detail = " ".join(str(exc).split())
+    return f"{kind}: {detail}" if detail else kind
 
 
 @register_backend("openai")
 class OpenAIBackend(Backend):
+    """Sends each request to an OpenAI-compatible server; a batch goes out concurrently."""
+
     needs_model_file = False
+    #: A batch goes out as concurrent requests (``params.concurrency``, default 4).
+    default_batch = 4
+
+    def __init__(self, spec: ExpertSpec) -> None:
+        super().__init__(spec)
+        self._client: httpx.Client | None = None
+        self._concurrency = 4
+        self._stats_lock = threading.Lock()
+        #: Requests sent (every attempt) and retries made, over this backend's life.
+        self.attempts = 0
+        self.retries = 0
+        #: Model ids the server listed at load (empty if it listed none).
+        self.server_models: list[str] = []
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str | None:
+        url = self.spec.base_url or next((os.environ[e] for e in BASE_URL_ENVS if os.environ.get(e)), None)
+        return url.rstrip("/") if url else None
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model or self.spec.name
+
+    def _param(self, key: str, default: float) -> float:
+        value = self.spec.params.get(key, default)
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise BackendError(
+                f"expert {self.spec.name!r}: params.{key} must be a number, got {value!r}"
+            ) from None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        key = os.environ.get(self.spec.api_key_env or "OPENAI_API_KEY")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        raise BackendError("the openai backend is not implemented yet")
+        base = self.base_url
+        if not base:
+            raise BackendError(
+                f"expert {self.spec.name!r} uses the openai backend but has no base_url; set "
+                f"`base_url` in its config or {BASE_URL_ENVS[0]} (e.g. http://127.0.0.1:8000/v1)"
+            )
+        if not base.startswith(("http://", "https://")):
+            raise BackendError(
+                f"expert {self.spec.name!r}: base_url {base!r} must start with http:// or https://"
+            )
+        self._concurrency = max(1, int(self._param("concurrency", 4)))
+        timeout = self.spec.timeout_s
+        self._client = httpx.Client(
+            base_url=base,
+            headers=self._headers(),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency),
+        )
+        try:
+            self._check_server(base)
+        except BackendError:
+            self._client.close()
+            self._client = None
+            raise
+
+    def _check_server(self, base: str) -> None:
+        url = f"{base}/models"
+        load_timeout = min(self._param("load_timeout_s", 5.0), self.spec.timeout_s)
+        attempts = 1 + max(0, self.spec.max_retries)
+        try:
+            response = self._with_retries(
+                lambda: self._send("GET", "/models", None, timeout=load_timeout)
+            )
+        except _Retryable as exc:
+            raise BackendError(
+                f"cannot reach the OpenAI-compatible server for expert {self.spec.name!r} at {url} "
+                f"after {attempts} attempt(s) ({exc}); start the server or fix the expert's base_url "
+                f"(or {BASE_URL_ENVS[0]})"
+            ) from None
+        except _Failed as exc:
+            hint = ""
+            if "HTTP 401" in str(exc) or "HTTP 403" in str(exc):
+                hint = f"; set a valid key in ${self.spec.api_key_env}"
+            elif "HTTP 404" in str(exc) and not base.endswith("/v1"):
+                hint = f"; did you mean base_url {base}/v1 ?"
+            raise BackendError(
+                f"the server for expert {self.spec.name!r} at {url} refused the check: {exc}{hint}"
+            ) from None
+        try:
+            data = response.json().get("data") or []
+            self.server_models = [str(m.get("id")) for m in data if isinstance(m, dict)]
+        except (ValueError, AttributeError):
+            self.server_models = []
 
     def _unload(self) -> None:
-        pass
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+    # -- HTTP with retries ------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None,
+              timeout: float | None = None) -> httpx.Response:
+        """One attempt; raises ``_Retryable`` or ``_Failed``, returns a 2xx response."""
+        assert self._client is not None
+        with self._stats_lock:
+            self.attempts += 1
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout)
+        try:
+            response = self._client.request(method, path, json=body, **kwargs)
+        except httpx.TransportError as exc:  # connection refused, reset, timeouts
+            raise _Retryable(_describe(exc)) from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(f"HTTP {response.status_code}: {_server_message(response)}",
+                             wait=_retry_after(response))
+        if response.status_code >= 400:
+            raise _Failed(f"HTTP {response.status_code}: {_server_message(response)}")
+        return response
+
+    def _with_retries(self, attempt: Callable[[], httpx.Response]) -> httpx.Response:
+        """Run ``attempt`` up to ``1 + max_retries`` times with backoff; re-raise the last failure."""
+        retries = max(0, self.spec.max_retries)
+        base = self._param("backoff_s", 0.5)
+        cap = self._param("backoff_max_s", 30.0)
+        retry_after_cap = self._param("retry_after_max_s", 60.0)
+        for n in range(retries + 1):
+            try:
+                return attempt()
+            except _Retryable as exc:
+                if n == retries:
+                    raise
+                if exc.wait is not None:
+                    delay = min(exc.wait, retry_after_cap)
+                else:
+                    ceiling = min(cap, base * 2**n)
+                    delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter
+                with self._stats_lock:
+                    self.retries += 1
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.spec.chat_template:
+            path = "/chat/completions"
+            body["messages"] = [m.model_dump() for m in request.messages]
+            if request.stop:
+                body["stop"] = list(request.stop)
+            if request.logprobs:
+                body["logprobs"] = True
+                body["top_logprobs"] = request.logprobs
+        else:
+            path = "/completions"
+            body["prompt"] = completion_prompt(request.messages)
+            body["stop"] = [*request.stop, *COMPLETION_STOPS]
+            if request.logprobs:
+                body["logprobs"] = request.logprobs
+        extra = self.spec.params.get("extra_body")
+        if isinstance(extra, dict):
+            body.update(extra)
+        return path, body
 
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        raise BackendError("the openai backend is not implemented yet")
+        if len(requests) == 1:
+            return [self._one(requests[0])]
+        workers = min(self._concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"openai-{self.spec.name}") as pool:
+            return list(pool.map(self._one, requests))
+
+    def _one(self, request: GenerationRequest) -> Generation:
+        start = time.perf_counter()
+        path, body = self._body(request)
+        try:
+            response = self._with_retries(lambda: self._send("POST", path, body))
+            return self._parse(response.json(), start)
+        except (_Retryable, _Failed) as exc:
+            error = f"{self.base_url}{path}: {exc}"
+            if "HTTP 404" in str(exc) and self.server_models and self.model_name not in self.server_models:
+                error += f" (model {self.model_name!r}; the server lists: {', '.join(self.server_models[:5])})"
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            error = f"{self.base_url}{path}: malformed answer from the server ({type(exc).__name__}: {exc})"
+        return Generation(text="", model=self.spec.name, error=error, seconds=time.perf_counter() - start)
+
+    def _parse(self, data: dict[str, Any], start: float) -> Generation:
+        choice = data["choices"][0]
+        if self.spec.chat_template:
+            text = (choice.get("message") or {}).get("content") or ""
+            logprobs = _chat_logprobs(choice.get("logprobs"))
+        else:
+            text = choice.get("text") or ""
+            logprobs = _completion_logprobs(choice.get("logprobs"))
+        usage = data.get("usage") or {}
+        return Generation(
+            text=text.strip(),
+            model=self.spec.name,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=time.perf_counter() - start,
+            finish_reason=choice.get("finish_reason"),
+            token_logprobs=logprobs,
+        )
+
+
+def _chat_logprobs(block: Any) -> list[TokenLogprob] | None:
+    """``choices[0].logprobs.content`` of a chat completion as ``TokenLogprob`` records."""
+    if not isinstance(block, dict) or not isinstance(block.get("content"), list):
+        return None
+    out: list[TokenLogprob] = []
+    for item in block["content"]:
+        top = {str(t["token"]): float(t["logprob"]) for t in item.get("top_logprobs") or []}
+        out.append(TokenLogprob(token=str(item["token"]), logprob=float(item["logprob"]), top=top))
+    return out
+
+
+def _completion_logprobs(block: Any) -> list[TokenLogprob] | None:
+    """The legacy ``/completions`` layout: parallel ``tokens``/``token_logprobs``/``top_logprobs``."""
+    if not isinstance(block, dict) or not isinstance(block.get("tokens"), list):
+        return None
+    tops = block.get("top_logprobs") or []
+    out: list[TokenLogprob] = []
+    for i, (token, logprob) in enumerate(zip(block["tokens"], block.get("token_logprobs") or [], strict=False)):
+        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        out.append(TokenLogprob(token=str(token), logprob=float(logprob if logprob is not None else 0.0),
+                                top={str(k): float(v) for k, v in top.items()}))
+    return out
