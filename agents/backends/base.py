@@ -80,6 +80,8 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: True when the engine needs a local model file (``ExpertSpec.path``).
     needs_model_file: ClassVar[bool] = True
+    #: True when the engine may serve several calls at once (a remote server): no lock.
+    thread_safe: ClassVar[bool] = False
     #: How many requests the engine runs together (results of one batch finish together).
     default_batch: ClassVar[int] = 1
 
@@ -121,10 +123,13 @@ class Backend(abc.ABC):
         """Generate for a batch; the result has one ``Generation`` per request, in order."""
         if not requests:
             return []
-        with self._lock:
-            if not self._loaded:
-                self.load()
+        if not self._loaded:
+            self.load()
+        if self.thread_safe:
             results = self._generate(requests)
+        else:
+            with self._lock:
+                results = self._generate(requests)
         if len(results) != len(requests):
             raise BackendError(
                 f"backend {self.name} returned {len(results)} results for {len(requests)} requests"

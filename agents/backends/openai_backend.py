@@ -106,6 +106,7 @@ class OpenAIBackend(Backend):
     """Sends each request to an OpenAI-compatible server; a batch goes out concurrently."""
 
     needs_model_file = False
+    thread_safe = True
     #: A batch goes out as concurrent requests (``params.concurrency``, default 4).
     default_batch = 4
 
