@@ -30,7 +30,7 @@ def check_writable(path: Path) -> None:
 
 
 def eval_command(
-    tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files")] = "mmlu,arc_challenge,gsm8k",
+    tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")] = "mmlu,arc_challenge,gsm8k",
     limit: Annotated[int | None, typer.Option(help="questions per task")] = None,
     split: Annotated[str, typer.Option(help="test or validation")] = "test",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = DEFAULT_METHODS,
@@ -49,6 +49,7 @@ def eval_command(
     from eval.methods import expand_methods
     from eval.report import markdown_table, write_reports
     from eval.runner import EvalArgs, evaluate, summarise
+    from orchestrator.profiling import task_and_limit
     from orchestrator.provenance import provenance
 
     cfg = load_config(config)
@@ -56,8 +57,8 @@ def eval_command(
     method_list = expand_methods(methods, cfg)
     if split not in ("test", "validation"):
         raise SymoeError(f"unknown split {split!r}; use test or validation")
-    for task in task_list:  # fail fast on unknown tasks or malformed files, before any work
-        load_split(task, split, cfg.home, limit=1, seed=seed)
+    for entry in task_list:  # fail fast on unknown tasks or malformed files, before any work
+        load_split(task_and_limit(entry, None)[0], split, cfg.home, limit=1, seed=seed)
     check_writable(output)
     args = EvalArgs(tasks=task_list, methods=method_list, limit=limit, split=split, output=output, seed=seed,
                     cache_path=use_cache, log_samples=log_samples,

@@ -28,7 +28,7 @@ from orchestrator.answers import AnswerFormat, extract, is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.graph import expert_request, majority
 from orchestrator.profiles import load_profile
-from orchestrator.profiling import question_format
+from orchestrator.profiling import question_format, task_and_limit
 from orchestrator.records import ExpertAnswer
 
 Progress = Callable[[str, int, int], None]
@@ -81,8 +81,9 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    questions = [q for task in args.tasks
-                 for q in load_split(task, args.split, config.home, limit=args.limit, seed=args.seed)]
+    questions = [q for entry in args.tasks
+                 for task, limit in [task_and_limit(entry, args.limit)]
+                 for q in load_split(task, args.split, config.home, limit=limit, seed=args.seed)]
     formats: dict[str, AnswerFormat] = {q.id: question_format(q.choices, q.answer) for q in questions}
     by_id = {q.id: q for q in questions}
     profile, _ = load_profile(config)

@@ -48,7 +48,7 @@ class SkillsConfig(BaseModel):
     temperature: float = 0.7
     min_votes: int = 2
     max_keyword_chars: int = 30
-    match_threshold: float = 0.45
+    match_threshold: float = 0.5
 
 
 class RouterConfig(BaseModel):

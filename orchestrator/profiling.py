@@ -35,6 +35,14 @@ class BuildSpec(BaseModel):
     aggregator_items: int = 24
 
 
+def task_and_limit(entry: str, default: int | None) -> tuple[str, int | None]:
+    """'mmlu:171' -> ('mmlu', 171); 'mmlu' -> ('mmlu', default)."""
+    name, sep, count = entry.rpartition(":")
+    if sep and count.isdigit():
+        return name, int(count)
+    return entry, default
+
+
 def question_format(choices: list[str], answer: str) -> AnswerFormat:
     if choices:
         return "choice"
@@ -49,8 +57,9 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: Progress | Non
     from eval.datasets import load_split
 
     started = time.perf_counter()
-    questions = [q for task in spec.tasks
-                 for q in load_split(task, "validation", config.home, limit=spec.limit,
+    questions = [q for entry in spec.tasks
+                 for task, limit in [task_and_limit(entry, spec.limit)]
+                 for q in load_split(task, "validation", config.home, limit=limit,
                                      per_subject=spec.per_subject, seed=spec.seed)]
     cache = GenerationCache(config.home / "cache" / "generations.sqlite")
     pool = LoadedPool(config.experts, config.home)
