@@ -30,7 +30,8 @@ def check_writable(path: Path) -> None:
 
 
 def eval_command(
-    tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")] = "mmlu,arc_challenge,gsm8k",
+    tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")
+    ] = "mmlu,arc_challenge,gsm8k",
     limit: Annotated[int | None, typer.Option(help="questions per task")] = None,
     split: Annotated[str, typer.Option(help="test or validation")] = "test",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = DEFAULT_METHODS,

@@ -66,7 +66,8 @@ EXPERT_SYSTEM = "You are a knowledgeable expert who answers questions accurately
 def expert_user_prompt(question: str, choices: list[str], fmt: AnswerFormat, context: str | None = None) -> str:
     body = format_question(question, choices)
     if context:
-        body = f"Use these passages if they help; cite a passage by its [number] when you use it.\n\n{context}\n\n{body}"
+        body = (f"Use these passages if they help; cite a passage by its [number] when you use it.\n\n"
+                f"{context}\n\n{body}")
     return f"{body}\n\n{INSTRUCTIONS[fmt]}"
 
 

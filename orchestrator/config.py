@@ -65,7 +65,7 @@ class RouterConfig(BaseModel):
 
 
 class RetrievalConfig(BaseModel):
-    mode: Literal["auto", "always", "never"] = "never"
+    mode: Literal["auto", "always", "never"] = "auto"
     index: Path | None = None
     top_k: int = 3
     threshold: float | None = None

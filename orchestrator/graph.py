@@ -1,8 +1,9 @@
 """The query pipeline as a langgraph StateGraph.
 
-    annotate -> recruit -> expert (one Send per slot, in parallel) -> aggregate -> extract
+    annotate -> recruit -> gate -> expert (one Send per slot, in parallel) -> aggregate -> extract
 
-``Router`` holds what the nodes need (config, loaded pool, profile, skill matcher, caches);
+``Router`` holds what the nodes need (config, loaded pool, profile, skill matcher, caches,
+the retriever and the retrieval gate);
 ``build_graph(router)`` compiles the graph; ``Router.run`` runs one query into an AskResult.
 A failing expert becomes an answer with an error (the query goes on with the others); if
 all fail, the default expert answers; if the aggregator fails, the majority answer stands.
@@ -33,8 +34,16 @@ from orchestrator.answers import (
     split_inline_choices,
 )
 from orchestrator.config import SymoeConfig
+from orchestrator.gate import (
+    GateFeatures,
+    GateModel,
+    RetrieverLike,
+    draft_confidence,
+    format_passages,
+    profile_strength,
+)
 from orchestrator.profiles import Profile
-from orchestrator.records import ExpertAnswer, StepUsage
+from orchestrator.records import ExpertAnswer, RetrievalDecision, StepUsage
 from orchestrator.recruit import Recruitment, Slot, recruit
 from skills.annotate import SkillAnnotation, annotate_many
 from skills.vocabulary import SkillMatcher
@@ -47,6 +56,8 @@ class QueryState(TypedDict, total=False):
     context: str | None
     seed: int
     k: int | None
+    retrieval_mode: str
+    retrieval: RetrievalDecision
     annotation: SkillAnnotation
     recruitment: Recruitment
     expert_answers: Annotated[list[ExpertAnswer], operator.add]
@@ -85,11 +96,15 @@ class Router:
     """Everything the query graph's nodes use; one per process, models stay loaded."""
 
     def __init__(self, config: SymoeConfig, pool: LoadedPool, profile: Profile,
-                 cache: GenerationCache | None = None) -> None:
+                 cache: GenerationCache | None = None, retriever: RetrieverLike | None = None,
+                 gate: GateModel | None = None, retriever_error: str | None = None) -> None:
         self.config = config
         self.pool = pool
         self.profile = profile
         self.cache = cache
+        self.retriever = retriever
+        self.retriever_error = retriever_error
+        self.gate_model = gate or GateModel()
         self._matcher: SkillMatcher | None = None
         self.graph = build_graph(self)
 
@@ -127,6 +142,48 @@ class Router:
         rec = recruit(state["annotation"].skills, self.profile.experts, self.config.router,
                       seed=state["seed"], k=state.get("k"))
         return {"recruitment": rec, "steps": [StepUsage(step="recruit", seconds=time.perf_counter() - start)]}
+
+    def gate_features(self, question: str, choices: list[str], fmt: AnswerFormat, experts: list[str],
+                      skills: list[str], seed: int) -> tuple[GateFeatures, list[Any]]:
+        hits = self.retriever.search(question, self.config.retrieval.top_k) if self.retriever else []
+        strongest = max(experts, key=lambda e: self.profile.experts[e].global_competence
+                        if e in self.profile.experts else -1e9)
+        draft = expert_request(question, choices, fmt, None, 0.0, seed,
+                               max_tokens=self.gate_model.draft_tokens).model_copy(update={"logprobs": 2})
+        gen = generate_cached(self.pool.get(strongest), [draft], self.cache)[0]
+        features = GateFeatures(profile_strength=profile_strength(self.profile, experts, skills),
+                                draft_confidence=draft_confidence(gen),
+                                retrieval_score=max((h.score for h in hits), default=0.0))
+        return features, hits
+
+    def gate(self, state: QueryState) -> dict[str, Any]:
+        """Decide whether to retrieve; put the passages into the state's context."""
+        start = time.perf_counter()
+        mode = state.get("retrieval_mode") or self.config.retrieval.mode
+        if mode == "never":
+            decision = RetrievalDecision(mode="never", retrieved=False, reason="retrieval off (--retrieval never)")
+        elif self.retriever is None:
+            decision = RetrievalDecision(mode=mode, retrieved=False,  # type: ignore[arg-type]
+                                         reason=self.retriever_error or "no index configured")
+        else:
+            experts = [r.expert for r in state["recruitment"].recruits]
+            if mode == "always":
+                hits = self.retriever.search(state["question"], self.config.retrieval.top_k)
+                go, why, score = True, "retrieval forced (--retrieval always)", None
+            else:
+                features, hits = self.gate_features(state["question"], state["choices"], state["fmt"], experts,
+                                                    state["annotation"].skills, state["seed"])
+                go, why = self.gate_model.decide(features)
+                score = self.gate_model.score(features)
+            passages = [{"rank": i + 1, "score": round(float(h.score), 4), "title": getattr(h, "title", None),
+                         "source": getattr(h, "source", None), "text": h.text}
+                        for i, h in enumerate(hits)] if go else []
+            decision = RetrievalDecision(mode=mode, retrieved=go, reason=why, score=score,  # type: ignore[arg-type]
+                                         passages=passages)
+            if go:
+                step = StepUsage(step="gate", seconds=time.perf_counter() - start)
+                return {"retrieval": decision, "context": format_passages(hits), "steps": [step]}
+        return {"retrieval": decision, "steps": [StepUsage(step="gate", seconds=time.perf_counter() - start)]}
 
     def fan_out(self, state: QueryState) -> list[Send]:
         return [Send("expert", SlotTask(slot=slot, question=state["question"], choices=state["choices"],
@@ -187,11 +244,13 @@ class Router:
 
     # -- running -------------------------------------------------------------------------
     def run(self, question: str, choices: list[str] | None = None, fmt: AnswerFormat | None = None,
-            context: str | None = None, seed: int | None = None, k: int | None = None) -> QueryState:
+            context: str | None = None, seed: int | None = None, k: int | None = None,
+            retrieval: str | None = None) -> QueryState:
         if not choices:
             question, choices = split_inline_choices(question)
         state: QueryState = {"question": question, "choices": choices or [], "context": context,
                              "seed": self.config.seed if seed is None else seed, "k": k,
+                             "retrieval_mode": retrieval or self.config.retrieval.mode,
                              "expert_answers": [], "steps": []}
         if fmt:
             state["fmt"] = fmt
@@ -202,12 +261,14 @@ def build_graph(router: Router) -> Any:
     graph = StateGraph(QueryState)
     graph.add_node("annotate", router.annotate)
     graph.add_node("recruit", router.recruit)
+    graph.add_node("gate", router.gate)
     graph.add_node("expert", router.expert)  # type: ignore[arg-type]
     graph.add_node("aggregate", router.aggregate)
     graph.add_node("extract", router.extract)
     graph.add_edge(START, "annotate")
     graph.add_edge("annotate", "recruit")
-    graph.add_conditional_edges("recruit", router.fan_out, ["expert"])
+    graph.add_edge("recruit", "gate")
+    graph.add_conditional_edges("gate", router.fan_out, ["expert"])
     graph.add_edge("expert", "aggregate")
     graph.add_edge("aggregate", "extract")
     graph.add_edge("extract", END)

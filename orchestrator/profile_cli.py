@@ -20,7 +20,8 @@ ProfileOpt = Annotated[Path | None, typer.Option("--profile", "-p", help="profil
 
 @profile_app.command("build")
 def build(
-    tasks: Annotated[str, typer.Option(help="comma-separated validation tasks; task:N limits one task")] = "mmlu,arc_challenge,medmcqa,gsm8k",
+    tasks: Annotated[str, typer.Option(help="comma-separated validation tasks; task:N limits one task")
+    ] = "mmlu,arc_challenge,medmcqa,gsm8k",
     per_subject: Annotated[int | None, typer.Option(help="questions per subject (stratified)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many questions per task")] = None,
     seed: Annotated[int, typer.Option(help="sampling seed for data, annotation and the test")] = 0,

@@ -68,10 +68,10 @@ def vote(samples: list[list[str]], matcher: SkillMatcher, min_votes: int) -> tup
     unknown_votes: Counter[str] = Counter()
     for keywords in samples:
         skills, unknown = matcher.canonical(keywords)
-        skill_votes.update(set(skills))
-        unknown_votes.update(set(unknown))
+        skill_votes.update(list(dict.fromkeys(skills)))  # ordered: ties keep first-named order
+        unknown_votes.update(list(dict.fromkeys(unknown)))
     need = min(min_votes, max(1, len(samples)))
-    skills = [s for s, n in skill_votes.most_common() if n >= need]
+    skills = [s for s, n in skill_votes.most_common() if n >= need]  # stable sort: deterministic
     unknown = [k for k, n in unknown_votes.most_common() if n >= need]
     return skills, unknown, dict(skill_votes)
 

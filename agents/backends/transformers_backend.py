@@ -1,7 +1,8 @@
 """transformers backend: real batched generation with left padding.
 
 A GGUF file is dequantized by transformers once and saved as a safetensors folder under
-``<home>/hf/<expert>``; later loads read that folder (seconds instead of tens of seconds).
+``<home>/hf/<expert>`` (``agents.backends.hf_cache``); later loads read that folder (seconds
+instead of tens of seconds).
 """
 
 from __future__ import annotations
@@ -13,33 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.base import Backend, BackendError, Generation, GenerationRequest
+from agents.backends.hf_cache import convert_gguf, hf_folder
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
 
-def safetensors_cache(spec_path: Path, home: Path, name: str) -> Path:
-    return home / "hf" / name
-
-
-def convert_gguf(gguf: Path, target: Path, dtype: str = "bfloat16") -> Path:
-    """Dequantize a GGUF through transformers and save model + tokenizer as safetensors."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = target.with_name(target.name + ".tmp")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)
-    )
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    del model
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+__all__ = ["TransformersBackend", "convert_gguf"]
 
 
 @register_backend("transformers")
@@ -49,14 +29,7 @@ class TransformersBackend(Backend):
     default_batch = 8
 
     def _model_dir(self) -> Path:
-        path = Path(str(self.spec.path))
-        if path.is_dir():
-            return path
-        home = Path(str(self.spec.params.get("home", Path.home() / ".cache" / "symoe")))
-        target = home / "hf" / self.spec.name
-        if not (target / "config.json").exists():
-            convert_gguf(path, target)
-        return target
+        return hf_folder(self.spec)
 
     def _load(self) -> None:
         try:
