@@ -18,7 +18,6 @@ from agents.backends.hf_cache import convert_gguf, hf_folder
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
-
 __all__ = ["TransformersBackend", "convert_gguf"]
 
 
