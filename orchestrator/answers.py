@@ -52,13 +52,12 @@ def format_question(question: str, choices: list[str]) -> str:
 
 
 INSTRUCTIONS: dict[AnswerFormat, str] = {
-    "choice": "The first line of your reply must be 'Answer:' followed by the letter of the correct option; "
-              "then give one short sentence of justification.",
+    "choice": "Reply with 'Answer:' followed by the letter of the correct option, and nothing else.",
     "number": "Solve it step by step, briefly. Finish with a last line 'Answer: <number>'.",
     "text": "Answer correctly and concisely. Finish with a last line 'Answer: <short answer>'.",
 }
 
-MAX_TOKENS: dict[AnswerFormat, int] = {"choice": 48, "number": 320, "text": 160}
+MAX_TOKENS: dict[AnswerFormat, int] = {"choice": 16, "number": 320, "text": 160}
 
 EXPERT_SYSTEM = "You are a knowledgeable expert who answers questions accurately."
 
