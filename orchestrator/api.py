@@ -36,12 +36,15 @@ class Symoe:
         """The skill router over this pool (loads the profile; raises if there is none)."""
         if self._router is None:
             from agents.cache import GenerationCache
+            from orchestrator.gate import load_gate
             from orchestrator.graph import Router
             from orchestrator.profiles import load_profile
 
             loaded, self.profile_path = load_profile(self.config, profile)
             cache = GenerationCache(self.config.home / "cache" / "ask.sqlite")
-            self._router = Router(self.config, self.pool, loaded, cache=cache)
+            retriever, problem = open_retriever(self.config)
+            self._router = Router(self.config, self.pool, loaded, cache=cache, retriever=retriever,
+                                  gate=load_gate(self.config.retrieval.gate), retriever_error=problem)
         return self._router
 
     def close(self) -> None:
@@ -83,14 +86,14 @@ class Symoe:
 
     def ask(self, question: str, model: str | None = None, max_tokens: int = 256,
             choices: list[str] | None = None, seed: int | None = None, k: int | None = None,
-            profile: Path | None = None) -> AskResult:
+            profile: Path | None = None, retrieval: str | None = None) -> AskResult:
         """Route the question to the best-suited experts; ``model`` forces one expert instead."""
         if model is not None:
             return self.ask_single(question, model=model, max_tokens=max_tokens)
         question = _check_question(question)
         router = self.router(profile)
         start = time.perf_counter()
-        state = router.run(question, choices=choices, seed=seed, k=k)
+        state = router.run(question, choices=choices, seed=seed, k=k, retrieval=retrieval)
         seconds = time.perf_counter() - start
         answers = state["expert_answers"]
         steps = state["steps"]
@@ -100,6 +103,7 @@ class Symoe:
             skills=annotation.skills, unknown_skills=annotation.unknown,
             recruited=state["recruitment"].recruits, expert_answers=answers,
             aggregator=state.get("aggregator"), aggregated=bool(state.get("aggregated")),
+            retrieval=state.get("retrieval"),
             profile=str(self.profile_path), steps=steps,
             prompt_tokens=sum(s.prompt_tokens for s in steps),
             completion_tokens=sum(s.completion_tokens for s in steps), seconds=seconds,
@@ -108,6 +112,23 @@ class Symoe:
                                   recruit_reason=state["recruitment"].reason,
                                   weights=state["recruitment"].weights),
         )
+
+
+def open_retriever(config: SymoeConfig) -> tuple[object | None, str | None]:
+    """The configured index (``retrieval.index``, else the built-in corpus index if built),
+    or None and the reason it is not there."""
+    try:
+        from retrieval.index import default_index_dir, open_index
+    except ImportError as exc:
+        return None, f"retrieval is unavailable ({exc})"
+
+    path = config.retrieval.index or default_index_dir(config.home)
+    if not path.exists():
+        return None, f"no index at {path}; build one with `symoe index corpus` or `symoe index build PATH`"
+    try:
+        return open_index(path, config.embedding), None
+    except SymoeError as exc:
+        return None, str(exc)
 
 
 def _check_question(question: str) -> str:

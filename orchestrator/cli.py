@@ -42,20 +42,77 @@ def ask(
     question: Annotated[str, typer.Argument(help="the question, or '-' to read it from stdin")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="answer with this expert only")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full result record as JSON")] = False,
-    max_tokens: Annotated[int, typer.Option(help="longest answer, in tokens")] = 256,
+    explain: Annotated[bool, typer.Option("--explain", help="show skills, weights, retrieval and answers")] = False,
+    retrieval: Annotated[str | None, typer.Option(help="auto, always or never (default: config)")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="recruit exactly k expert slots")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for routing and sampling")] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON to route with")] = None,
+    max_tokens: Annotated[int, typer.Option(help="longest single-expert answer, in tokens")] = 256,
     config: ConfigOpt = None,
 ) -> None:
-    """Answer a question."""
+    """Answer a question: route it to the best-suited experts (or one, with --model)."""
     from orchestrator.api import Symoe
 
+    if retrieval is not None and retrieval not in ("auto", "always", "never"):
+        raise SymoeError(f"--retrieval must be auto, always or never, not {retrieval!r}")
     cfg = load_config(config)
     text = read_question(question)
     with Symoe(cfg) as symoe:
-        result = symoe.ask(text, model=model, max_tokens=max_tokens)
+        result = symoe.ask(text, model=model, max_tokens=max_tokens, seed=seed, k=k, profile=profile,
+                           retrieval=retrieval)
     if as_json:
         out.print_json(result.model_dump_json())
+        return
+    if explain:
+        print_explanation(result)
+    elif result.routed:
+        note = f"routed by {result.profile}: {', '.join(result.experts)}"
+        if result.aggregator:
+            note += f"; aggregated by {result.aggregator}"
+        if result.retrieval and result.retrieval.retrieved:
+            note += f"; retrieved {len(result.retrieval.passages)} passages"
+        err.print(f"[dim]{note}[/dim]", highlight=False)
+    print(result.answer)
+
+
+def print_explanation(result: object) -> None:
+    """The why of an answer: skills, recruitment weights, retrieval, every expert's answer."""
+    from orchestrator.records import AskResult
+
+    assert isinstance(result, AskResult)
+    if not result.routed:
+        out.print(f"single expert: {result.expert_answers[0].expert} (no routing with --model)")
+        return
+    out.print(f"[b]profile[/b]: {result.profile}")
+    out.print(f"[b]skills[/b]: {', '.join(result.skills) or '(none known)'}"
+              + (f"; unknown keywords: {', '.join(result.unknown_skills)}" if result.unknown_skills else ""))
+    prov = result.provenance
+    out.print(f"[b]recruitment[/b]: {prov.get('recruit_reason')}; k = {prov.get('k')}")
+    table = Table("expert", "local score", "global strength", "weight", "slots")
+    weights = prov.get("weights", {})
+    recruited = {r.expert: r for r in result.recruited}
+    for name, weight in sorted(weights.items(), key=lambda kv: -kv[1]):
+        r = recruited.get(name)
+        table.add_row(name + (" *" if r else ""), f"{r.local:+.0f}" if r else "",
+                      f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
+    out.print(table)
+    if result.retrieval:
+        ret = result.retrieval
+        out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
+        for p in ret.passages:
+            out.print(f"  [{p['rank']}] {p.get('title') or p.get('source')} (score {p['score']:.2f})")
+    answers = Table("expert", "sample", "answer", "response (start)")
+    for a in result.expert_answers:
+        snippet = (a.error or a.text).replace("\n", " ")[:70]
+        answers.add_row(a.expert, str(a.sample), str(a.answer), snippet)
+    out.print(answers)
+    if result.aggregated:
+        out.print(f"[b]aggregator[/b]: {result.aggregator} synthesised the answers (they disagreed)")
     else:
-        print(result.answer)
+        out.print("[b]aggregation[/b]: skipped (the recruited answers agree, or one expert answered)")
+    out.print(f"[b]tokens[/b]: {result.prompt_tokens} prompt + {result.completion_tokens} completion; "
+              f"{result.seconds:.1f} s")
+    out.print("[b]final answer[/b]:")
 
 
 @models_app.command("list")

@@ -66,9 +66,9 @@ class RouterConfig(BaseModel):
 
 class RetrievalConfig(BaseModel):
     mode: Literal["auto", "always", "never"] = "auto"
-    index: Path | None = None
+    index: Path | None = Field(None, description="index folder; default <home>/index/corpus")
     top_k: int = 3
-    threshold: float | None = None
+    gate: Path | None = Field(None, description="calibrated gate JSON; default the shipped one")
 
 
 class SymoeConfig(BaseSettings):
