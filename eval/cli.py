@@ -37,6 +37,7 @@ def eval_command(
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = DEFAULT_METHODS,
     output: Annotated[Path, typer.Option("--output", "--output-path", "-o", help="directory for the reports")] = Path(
         "runs/eval"),
+    retrieval: Annotated[str | None, typer.Option(help="retrieval axis for symoe, e.g. never,always,auto")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling, recruitment and data")] = 0,
     use_cache: Annotated[Path | None, typer.Option(help="SQLite generation cache to share across runs")] = None,
     log_samples: Annotated[bool, typer.Option(help="write every answer to samples.jsonl")] = False,
@@ -55,7 +56,8 @@ def eval_command(
 
     cfg = load_config(config)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-    method_list = expand_methods(methods, cfg)
+    modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
+    method_list = expand_methods(methods, cfg, modes)
     if split not in ("test", "validation"):
         raise SymoeError(f"unknown split {split!r}; use test or validation")
     for entry in task_list:  # fail fast on unknown tasks or malformed files, before any work

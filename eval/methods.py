@@ -26,6 +26,8 @@ Combine = Literal["single", "vote", "synthesis", "symoe"]
 class QuestionPlan(BaseModel):
     slots: list[Slot]
     combine: Combine
+    context: str | None = None
+    retrieved: bool = False
     aggregator: str | None = None
     weights: dict[str, float] = Field(default_factory=dict)
     note: str = ""
@@ -71,11 +73,32 @@ def method_names() -> list[str]:
     return sorted(_METHODS)
 
 
-def expand_methods(spec: str, config: SymoeConfig) -> list[str]:
-    """'single,best_single,symoe' -> ['single:e1', 'single:e2', ..., 'best_single', 'symoe']."""
+RETRIEVAL_MODES = ("never", "always", "auto")
+
+
+def retrieval_mode(method: str) -> str | None:
+    """'symoe@auto' -> 'auto'; methods without '@' do not retrieve (None)."""
+    return method.partition("@")[2] or None
+
+
+def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None = None) -> list[str]:
+    """'single,best_single,symoe' -> ['single:e1', 'single:e2', ..., 'best_single', 'symoe'].
+
+    With ``retrieval`` modes, ``symoe`` becomes ``symoe@never``, ``symoe@always``, ``symoe@auto``.
+    """
     out: list[str] = []
+    for mode in retrieval or []:
+        if mode not in RETRIEVAL_MODES:
+            raise SymoeError(f"unknown retrieval mode {mode!r}; use: {', '.join(RETRIEVAL_MODES)}")
     for raw in [m.strip() for m in spec.split(",") if m.strip()]:
-        base, _, arg = raw.partition(":")
+        if raw == "symoe" and retrieval:
+            out.extend(f"symoe@{mode}" for mode in retrieval)
+            continue
+        raw, _, mode = raw.partition("@")
+        if mode and mode not in RETRIEVAL_MODES:
+            raise SymoeError(f"unknown retrieval mode {mode!r}; use: {', '.join(RETRIEVAL_MODES)}")
+        raw = f"{raw}@{mode}" if mode else raw
+        base, _, arg = raw.partition("@")[0].partition(":")
         if base not in _METHODS:
             raise SymoeError(f"unknown method {raw!r}; known: {', '.join(method_names())} (single:EXPERT for one)")
         if base == "single" and not arg:
@@ -88,7 +111,7 @@ def expand_methods(spec: str, config: SymoeConfig) -> list[str]:
 
 
 def get_method(name: str) -> PlanFn:
-    base, _, arg = name.partition(":")
+    base, _, arg = name.partition("@")[0].partition(":")
     return _METHODS[base](arg or None)
 
 

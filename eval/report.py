@@ -39,7 +39,8 @@ def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, me
 def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> str:
     acc = summary["accuracy"]
     tasks = sorted({t for rows in acc.values() for t in rows if t != "all"})
-    head = ["method", *tasks, "all", "tokens/q", "s/q"]
+    with_rag = any("@" in m for m in acc)
+    head = ["method", *tasks, "all", "tokens/q", "s/q", *(["retrieved %"] if with_rag else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, rows in acc.items():
         total = rows["all"]
@@ -47,7 +48,8 @@ def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> st
         cells = [f"{rows[t]['accuracy']:.1f}" if t in rows else "-" for t in tasks]
         lines.append("| " + " | ".join([method, *cells, f"**{total['accuracy']:.1f}**",
                                          f"{(total['prompt_tokens'] + total['completion_tokens']) / per_q:.0f}",
-                                         f"{total['seconds'] / per_q:.2f}"]) + " |")
+                                         f"{total['seconds'] / per_q:.2f}",
+                                         *([f"{total['retrieval_rate']:.0f}"] if with_rag else [])]) + " |")
     n = {t: next(iter(acc.values()))[t]["n"] for t in tasks} if acc else {}
     text = "\n".join(lines) + "\n\nAccuracy in %; questions per task: " + \
         ", ".join(f"{t} {n[t]}" for t in tasks) + ". tokens/q and s/q: compute per question if run alone.\n"

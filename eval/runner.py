@@ -21,8 +21,9 @@ from pydantic import BaseModel, Field
 
 from agents.backends import Generation, GenerationRequest
 from agents.cache import GenerationCache, generate_cached, request_key
+from agents.errors import SymoeError
 from agents.runtime import LoadedPool, available_memory
-from eval.methods import EvalQuestion, MethodContext, QuestionPlan, get_method
+from eval.methods import EvalQuestion, MethodContext, QuestionPlan, get_method, retrieval_mode
 from orchestrator.aggregate import agreed_answer, synthesis_request
 from orchestrator.answers import AnswerFormat, extract, is_correct
 from orchestrator.config import SymoeConfig
@@ -44,6 +45,7 @@ class EvalArgs(BaseModel):
     cache_path: Path | None = None
     log_samples: bool = False
     memory_budget: int | None = None
+    gate: Path | None = None
 
 
 class SampleResult(BaseModel):
@@ -63,6 +65,8 @@ class SampleResult(BaseModel):
     skills: list[str] = Field(default_factory=list)
     responses: list[ExpertAnswer] = Field(default_factory=list)
     final_text: str | None = None
+    retrieved: bool = False
+    gate_score: float | None = None
 
 
 class RunStats(BaseModel):
@@ -123,6 +127,33 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
         plan = get_method(method)
         plans[method] = {q.id: plan(ctx, EvalQuestion(id=q.id, task=q.task, skills=skills[q.id])) for q in questions}
 
+    # 2b. retrieval: passages for @always, the gate's decision for @auto (drafts grouped by expert)
+    t0 = time.perf_counter()
+    gate_scores: dict[str, float] = {}
+    modes = {m: retrieval_mode(m) for m in args.methods}
+    if any(mode in ("always", "auto") for mode in modes.values()):
+        from orchestrator.api import open_retriever
+        from orchestrator.gate import format_passages, load_gate
+
+        retriever, problem = open_retriever(config)
+        if retriever is None:
+            raise SymoeError(f"the retrieval axis needs an index: {problem}")
+        hits = {q.id: retriever.search(q.question, config.retrieval.top_k) for q in questions}  # type: ignore[attr-defined]
+        gate = load_gate(args.gate or config.retrieval.gate)
+        features = {}
+        if "auto" in modes.values():
+            auto_method = next(m for m, mode in modes.items() if mode == "auto")
+            features = gate_features_batch(config, pool, cache, profile, questions, formats, skills,
+                                           plans[auto_method], hits, gate.draft_tokens, args.seed, tick)
+        for method, mode in modes.items():
+            for qid, qplan in plans[method].items():
+                go = mode == "always" or (mode == "auto" and gate.decide(features[qid])[0])
+                if mode == "auto":
+                    gate_scores[qid] = gate.score(features[qid])
+                if go:
+                    qplan.context, qplan.retrieved = format_passages(hits[qid]), True
+    phases["retrieval"] = time.perf_counter() - t0
+
     # 3. expert generations, grouped by expert
     t0 = time.perf_counter()
     jobs: dict[str, dict[str, GenerationRequest]] = defaultdict(dict)  # expert -> key -> request
@@ -131,7 +162,8 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
         for qid, qplan in per_q.items():
             q = by_id[qid]
             for i, slot in enumerate(qplan.slots):
-                request = expert_request(q.question, q.choices, formats[qid], None, slot.temperature, slot.seed)
+                request = expert_request(q.question, q.choices, formats[qid], qplan.context, slot.temperature,
+                                         slot.seed)
                 key = request_key(config.experts[slot.expert], request)
                 jobs[slot.expert][key] = request
                 slot_keys[(method, qid, i)] = (slot.expert, key)
@@ -216,12 +248,45 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
                 experts=list(dict.fromkeys(s.expert for s in qplan.slots)), aggregator=aggregator,
                 aggregated=aggregated, prompt_tokens=p_tok, completion_tokens=c_tok, seconds=round(secs, 3),
                 skills=skills[qid], responses=row if args.log_samples else [],
-                final_text=final_text if args.log_samples else None))
+                final_text=final_text if args.log_samples else None, retrieved=qplan.retrieved,
+                gate_score=gate_scores.get(qid) if retrieval_mode(method) == "auto" else None))
     stats = RunStats(questions=len(questions), generations_needed=needed, generated=cache.stored,
                      from_cache=cache.hits, loads=pool.loads, wall_seconds=round(time.perf_counter() - started, 2),
                      phase_seconds={k: round(v, 2) for k, v in phases.items()})
     cache.close()
     return samples, stats
+
+
+def gate_features_batch(config: SymoeConfig, pool: LoadedPool, cache: GenerationCache, profile: Any,
+                        questions: list[Any], formats: dict[str, AnswerFormat], skills: dict[str, list[str]],
+                        plans: dict[str, QuestionPlan], hits: dict[str, list[Any]], draft_tokens: int, seed: int,
+                        tick: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+    """Gate features for every question: drafts by the strongest recruited expert, grouped."""
+    from orchestrator.gate import GateFeatures, draft_confidence, profile_strength
+
+    drafts: dict[str, dict[str, GenerationRequest]] = defaultdict(dict)
+    owner: dict[str, tuple[str, str]] = {}
+    for q in questions:
+        experts = list(dict.fromkeys(s.expert for s in plans[q.id].slots))
+        strongest = max(experts, key=lambda e: profile.experts[e].global_competence if e in profile.experts else -1e9)
+        request = expert_request(q.question, q.choices, formats[q.id], None, 0.0, seed,
+                                 max_tokens=draft_tokens).model_copy(update={"logprobs": 2})
+        key = request_key(config.experts[strongest], request)
+        drafts[strongest][key] = request
+        owner[q.id] = (strongest, key)
+    done: dict[str, Generation] = {}
+    for expert in _order(drafts, pool.loaded()):
+        keys = list(drafts[expert])
+        gens = generate_cached(pool.get(expert), [drafts[expert][k] for k in keys], cache,
+                               on_done=tick(f"gate drafts {expert}", len(keys)))
+        done.update(zip(keys, gens, strict=True))
+    out = {}
+    for q in questions:
+        experts = list(dict.fromkeys(s.expert for s in plans[q.id].slots))
+        out[q.id] = GateFeatures(profile_strength=profile_strength(profile, experts, skills[q.id]),
+                                 draft_confidence=draft_confidence(done[owner[q.id][1]]),
+                                 retrieval_score=max((float(h.score) for h in hits[q.id]), default=0.0))
+    return out
 
 
 def _order(jobs: dict[str, Any], resident: list[str]) -> list[str]:
@@ -250,6 +315,7 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
 def _stats(rows: list[SampleResult]) -> dict[str, float]:
     n = len(rows)
     return {"n": n, "accuracy": round(100 * sum(r.correct for r in rows) / n, 2) if n else 0.0,
+            "retrieval_rate": round(100 * sum(r.retrieved for r in rows) / n, 2) if n else 0.0,
             "prompt_tokens": sum(r.prompt_tokens for r in rows),
             "completion_tokens": sum(r.completion_tokens for r in rows),
             "seconds": round(sum(r.seconds for r in rows), 2),
