@@ -87,6 +87,13 @@ class Profile(BaseModel):
     aggregators: dict[str, ExpertProfile] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
 
+    def restricted(self, names: list[str]) -> Profile:
+        """The profile of a sub-pool: only these experts can be recruited or aggregate."""
+        return self.model_copy(update={
+            "experts": {n: p for n, p in self.experts.items() if n in names},
+            "aggregators": {n: p for n, p in self.aggregators.items() if n in names},
+        })
+
     def skills(self) -> list[str]:
         return sorted({s for p in self.experts.values() for s in p.skills})
 
@@ -150,4 +157,4 @@ def load_profile(config: SymoeConfig, path: Path | None = None) -> tuple[Profile
         what = f"experts {', '.join(missing)} are not profiled" if missing else \
             f"experts {', '.join(changed)} have other model files"
         raise ProfileError(f"profile {chosen} was built for another pool ({what}); {BUILD_HINT}")
-    return profile, Path(chosen)
+    return profile.restricted(list(config.experts)), Path(chosen)
