@@ -54,6 +54,7 @@ class TransformersBackend(Backend):
     def _unload(self) -> None:
         self._model = None
         self._tok = None
+        _release_freed_memory()
 
     def _prompt(self, request: GenerationRequest) -> str:
         messages = [m.model_dump() for m in request.messages]
@@ -62,17 +63,23 @@ class TransformersBackend(Backend):
         return completion_prompt(request.messages)
 
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        # Identical requests (seed included) get one generation: a request's text then does not
+        # depend on how many copies of it share a batch, as with the other engines.
+        unique: dict[str, int] = {}
         for i, r in enumerate(requests):
+            unique.setdefault(r.cache_key(), i)
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i in unique.values():
+            r = requests[i]
             groups[(r.max_tokens, r.temperature, r.top_p, r.seed, tuple(r.stop))].append(i)
-        results: list[Generation | None] = [None] * len(requests)
+        results: dict[int, Generation] = {}
         batch_size = int(self.spec.params.get("batch_size", 8))
         for indices in groups.values():
             for lo in range(0, len(indices), batch_size):
                 chunk = indices[lo : lo + batch_size]
                 for i, gen in zip(chunk, self._batch([requests[i] for i in chunk]), strict=True):
                     results[i] = gen
-        return [r for r in results if r is not None]
+        return [results[unique[r.cache_key()]] for r in requests]
 
     def _batch(self, requests: list[GenerationRequest]) -> list[Generation]:
         import torch
@@ -87,8 +94,9 @@ class TransformersBackend(Backend):
             kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if first.stop:
-            kwargs.update(stop_strings=first.stop, tokenizer=self._tok)
+        stops = first.stop if self.spec.chat_template else [*first.stop, *COMPLETION_STOPS]
+        if stops:
+            kwargs.update(stop_strings=stops, tokenizer=self._tok)
         with torch.inference_mode():
             out = self._model.generate(**enc, **kwargs)
         seconds = time.perf_counter() - start
@@ -108,3 +116,14 @@ class TransformersBackend(Backend):
                 completion_tokens=len(completion), seconds=seconds / len(requests),
             ))
         return results
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps the model's freed tensors otherwise)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

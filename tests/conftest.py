@@ -1,0 +1,73 @@
+"""Shared fixtures: the prepared default pool, process memory, the ``symoe`` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (VmRSS from /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+@pytest.fixture(scope="session")
+def rss() -> Callable[[], int]:
+    return rss_bytes
+
+
+@pytest.fixture(scope="session")
+def pool_home() -> Path:
+    """The home holding the prepared default pool (SYMOE_HOME, else the XDG cache)."""
+    from agents.paths import default_home
+
+    return default_home()
+
+
+@pytest.fixture(scope="session")
+def pool_expert(pool_home: Path) -> Callable[..., object]:
+    """``pool_expert(name, **update)``: a default-pool expert with its verified file as ``path``.
+
+    Fails (not skips) when the pool is not prepared: run ``symoe models prepare``.
+    """
+    from agents.pool import ModelFileError, ensure_ready
+    from orchestrator.config import default_pool
+
+    pool = default_pool()
+
+    def make(name: str, **update: object) -> object:
+        spec = pool[name]
+        try:
+            path = ensure_ready(spec, pool_home)
+        except ModelFileError as exc:
+            pytest.fail(f"default pool not ready ({exc}); run `symoe models prepare`")
+        params = {"home": str(pool_home), **spec.params, **dict(update.pop("params", {}))}  # type: ignore[call-overload]
+        return spec.model_copy(update={"path": path, "params": params, **update})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def symoe_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the installed ``symoe`` console script: ``symoe_cli(*args, input=None, env=None)``."""
+    exe = Path(sys.executable).with_name("symoe")
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+        return subprocess.run([str(exe), *args], input=input, capture_output=True, text=True,
+                              env=full_env, timeout=timeout, cwd=ROOT)
+
+    return run
