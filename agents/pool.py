@@ -120,16 +120,18 @@ def status(spec: ExpertSpec, home: Path) -> ExpertStatus:
         return "missing"
     if spec.source is None:
         return "ready"  # a user's own file: nothing to verify against
+    if spec.source.size is not None and path.is_file() and path.stat().st_size != spec.source.size:
+        return "corrupt"
     stamp = _stamp_path(home, spec)
     if stamp.exists():
         try:
             saved = json.loads(stamp.read_text())
         except (OSError, ValueError):
             return "unverified"
-        if saved.get("sha256") != spec.source.sha256:
-            return "corrupt"
+        # The stamp speaks for the file only while the file is unchanged since it was hashed
+        # (``verify`` stamps a wrong hash too, so a failed check stays visible).
         if {k: saved.get(k) for k in ("path", "size", "mtime_ns")} == _stamp_of(path):
-            return "ready"
+            return "ready" if saved.get("sha256") == spec.source.sha256 else "corrupt"
     return "unverified"
 
 
@@ -148,14 +150,14 @@ def verify(spec: ExpertSpec, home: Path, progress: Callable[[int], None] | None 
             f"expected {spec.source.size}; delete it and run `symoe models prepare`"
         )
     digest = sha256_file(path, progress)
+    stamp = _stamp_path(home, spec)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({**_stamp_of(path), "sha256": digest}))
     if digest != spec.source.sha256:
         raise ModelFileError(
             f"model file {path} for expert {spec.name!r} is corrupt (sha256 {digest[:16]}..., "
             f"expected {spec.source.sha256[:16]}...); delete it and run `symoe models prepare`"
         )
-    stamp = _stamp_path(home, spec)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({**_stamp_of(path), "sha256": digest}))
     return path
 
 
