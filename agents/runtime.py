@@ -35,7 +35,10 @@ def memory_estimate(backend: Backend) -> int:
         return 0
     p = Path(path)
     size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-    return int(size * _RAM_PER_FILE_BYTE.get(backend.spec.backend, 2.0))
+    estimate = int(size * _RAM_PER_FILE_BYTE.get(backend.spec.backend, 2.0))
+    if backend.spec.backend == "vllm":  # KV cache space and worker processes (measured: ~4.2 GB for 135M)
+        estimate += int(float(backend.spec.params.get("cpu_kvcache_space_gb", 2)) * 2**30) + (3 << 29)  # type: ignore[arg-type]
+    return estimate
 
 
 def available_memory() -> int:

@@ -1,0 +1,100 @@
+"""`symoe eval` killed part-way (SIGKILL, a real subprocess) and restarted: the results equal
+an uninterrupted run's, and no finished generation is computed again (counted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eval.datasets import load_split
+from orchestrator.config import load_config
+from orchestrator.profiles import ExpertProfile, Profile, SkillCount, save_profile
+from orchestrator.provenance import pool_digest
+
+pytestmark = pytest.mark.real
+SYMOE = [sys.executable, "-m", "orchestrator.cli"]
+
+
+@pytest.fixture(scope="module")
+def small_setup(tmp_path_factory):
+    """A two-expert pool (SmolLM2, Gemma base), its profile, and 8 real ARC questions."""
+    root = tmp_path_factory.mktemp("resume")
+    questions = load_split("arc_challenge", "test", limit=8, seed=0)
+    task = root / "arc8.jsonl"
+    task.write_text("".join(q.model_dump_json() + "\n" for q in questions))
+    profile_path = root / "profile.json"
+    config_path = root / "config.yaml"
+    config_path.write_text(
+        "default_expert: smollm2-135m\n"
+        "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
+        f"router:\n  profile: {profile_path}\n")
+    config = load_config(config_path)
+    counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=4, wrong=6)}
+    save_profile(Profile(pool=pool_digest(config), annotator="smollm2-135m",
+                         experts={n: ExpertProfile(skills={"science reasoning": c}, tasks={"arc_challenge": c})
+                                  for n, c in counts.items()}), profile_path)
+    return root, task, config_path
+
+
+def run_eval(config: Path, task: Path, out: Path, **popen: object) -> subprocess.Popen:
+    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority,moa",
+           "--output", str(out), "--log-samples"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
+
+
+def stored(out: Path) -> int:
+    db = out / "generations.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def answers(out: Path) -> dict[tuple[str, str], tuple[str | None, bool]]:
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return {(r["method"], r["question_id"]): (r["answer"], r["correct"]) for r in rows}
+
+
+def test_killed_run_resumes_without_recomputing(small_setup, tmp_path):
+    _, task, config = small_setup
+    whole = tmp_path / "whole"
+    proc = run_eval(config, task, whole)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    reference = json.loads((whole / "results.json").read_text())
+    needed = reference["stats"]["generations_needed"]
+    assert reference["stats"]["generated"] == needed
+
+    killed = tmp_path / "killed"
+    proc = run_eval(config, task, killed)
+    deadline = time.time() + 600
+    while stored(killed) < needed // 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = stored(killed)
+    assert 0 < done_before < needed
+
+    proc = run_eval(config, task, killed)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    resumed = json.loads((killed / "results.json").read_text())
+    assert resumed["stats"]["generated"] == needed - done_before, "finished generations were recomputed"
+    assert resumed["stats"]["from_cache"] >= done_before
+    assert answers(killed) == answers(whole)
+    def without_time(table: dict) -> dict:
+        return {m: {t: {k: v for k, v in row.items() if k != "seconds"} for t, row in rows.items()}
+                for m, rows in table.items()}
+
+    assert without_time(resumed["accuracy"]) == without_time(reference["accuracy"])
