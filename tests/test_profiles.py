@@ -1,0 +1,83 @@
+"""Profiles: counting, the JSON file, and one-line errors for missing/corrupt/other-pool files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.profiles import (
+    ExpertProfile,
+    Outcome,
+    Profile,
+    ProfileError,
+    SkillCount,
+    load_profile,
+    profile_from_outcomes,
+    read_profile,
+    save_profile,
+)
+from orchestrator.provenance import pool_digest
+
+
+def test_counts_follow_the_method():
+    outcomes = [
+        Outcome(expert="a", question_id="1", task="t", skills=["algebra", "logic"], correct=True),
+        Outcome(expert="a", question_id="2", task="t", skills=["algebra"], correct=False),
+        Outcome(expert="b", question_id="1", task="t", skills=["algebra", "logic"], correct=False),
+    ]
+    profiles = profile_from_outcomes(outcomes, ["a", "b", "c"])
+    assert profiles["a"].skills["algebra"] == SkillCount(right=1, wrong=1)
+    assert profiles["a"].score("logic") == 1 and profiles["b"].score("logic") == -1
+    assert profiles["a"].global_competence == 1 and profiles["b"].global_competence == -2
+    assert profiles["c"].global_competence == 0 and profiles["a"].tasks["t"].n == 2
+
+
+def _profile_for(config) -> Profile:
+    return Profile(pool=pool_digest(config), annotator=config.default_expert,
+                   experts={n: ExpertProfile(skills={"algebra": SkillCount(right=1)}) for n in config.experts})
+
+
+def test_roundtrip_and_pool_check(tmp_path):
+    config = load_config()
+    path = tmp_path / "p.json"
+    save_profile(_profile_for(config), path)
+    loaded, where = load_profile(config, path)
+    assert where == path and set(loaded.experts) == set(config.experts)
+    other = json.loads(path.read_text())
+    other["pool"]["qwen-coder-1.5b"] = "llamacpp:0000000000000000"
+    path.write_text(json.dumps(other))
+    with pytest.raises(ProfileError, match="built for another pool.*symoe profile build"):
+        load_profile(config, path)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "is corrupt"),
+    ('{"format": "something-else"}', "is corrupt"),
+    ('{"format": "symoe-profile", "version": 99}', "is corrupt"),
+    ('{"format": "symoe-profile", "version": 1, "pool": {}}', "is corrupt"),
+])
+def test_corrupt_files_are_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ProfileError, match=message):
+        read_profile(path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "other-pool"])
+def test_cli_says_what_to_run(tmp_path, kind):
+    path = tmp_path / "profile.json"
+    if kind == "corrupt":
+        path.write_text("{oops")
+    elif kind == "other-pool":
+        save_profile(Profile(pool={"someone-else": "llamacpp:1"}, annotator="x",
+                             experts={"someone-else": ExpertProfile()}), path)
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "ask", "--profile", str(path), "What is 2+2?"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "symoe profile build" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
