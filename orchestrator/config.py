@@ -178,6 +178,8 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> SymoeConfig
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"invalid configuration at {where}: {first['msg']}") from None
+        file = _CONFIG_FILE or os.environ.get("SYMOE_CONFIG")
+        origin = f" (config file {file} or SYMOE_* variables)" if file else " (SYMOE_* variables)"
+        raise ConfigError(f"invalid configuration at {where}: {first['msg']}{origin}") from None
     finally:
         _CONFIG_FILE = None
