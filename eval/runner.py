@@ -67,6 +67,7 @@ class SampleResult(BaseModel):
     final_text: str | None = None
     retrieved: bool = False
     gate_score: float | None = None
+    gate_features: dict[str, float] | None = None
 
 
 class RunStats(BaseModel):
@@ -130,6 +131,7 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
     # 2b. retrieval: passages for @always, the gate's decision for @auto (drafts grouped by expert)
     t0 = time.perf_counter()
     gate_scores: dict[str, float] = {}
+    features: dict[str, Any] = {}
     modes = {m: retrieval_mode(m) for m in args.methods}
     if any(mode in ("always", "auto") for mode in modes.values()):
         from orchestrator.api import open_retriever
@@ -139,8 +141,7 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
         if retriever is None:
             raise SymoeError(f"the retrieval axis needs an index: {problem}")
         hits = {q.id: retriever.search(q.question, config.retrieval.top_k) for q in questions}  # type: ignore[attr-defined]
-        gate = load_gate(args.gate or config.retrieval.gate)
-        features = {}
+        gate = load_gate(args.gate or config.retrieval.gate, config.home)
         if "auto" in modes.values():
             auto_method = next(m for m, mode in modes.items() if mode == "auto")
             features = gate_features_batch(config, pool, cache, profile, questions, formats, skills,
@@ -249,7 +250,8 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
                 aggregated=aggregated, prompt_tokens=p_tok, completion_tokens=c_tok, seconds=round(secs, 3),
                 skills=skills[qid], responses=row if args.log_samples else [],
                 final_text=final_text if args.log_samples else None, retrieved=qplan.retrieved,
-                gate_score=gate_scores.get(qid) if retrieval_mode(method) == "auto" else None))
+                gate_score=gate_scores.get(qid) if retrieval_mode(method) == "auto" else None,
+                gate_features=features[qid].model_dump() if retrieval_mode(method) == "auto" else None))
     stats = RunStats(questions=len(questions), generations_needed=needed, generated=cache.stored,
                      from_cache=cache.hits, loads=pool.loads, wall_seconds=round(time.perf_counter() - started, 2),
                      phase_seconds={k: round(v, 2) for k, v in phases.items()})

@@ -44,7 +44,7 @@ class Symoe:
             cache = GenerationCache(self.config.home / "cache" / "ask.sqlite")
             retriever, problem = open_retriever(self.config)
             self._router = Router(self.config, self.pool, loaded, cache=cache, retriever=retriever,
-                                  gate=load_gate(self.config.retrieval.gate), retriever_error=problem)
+                                  gate=load_gate(self.config.retrieval.gate, self.config.home), retriever_error=problem)
         return self._router
 
     def close(self) -> None:

@@ -147,8 +147,10 @@ def default_gate_path() -> Path:
     return Path(str(resources.files("orchestrator").joinpath("default_gate.json")))
 
 
-def load_gate(path: Path | None) -> GateModel:
-    for candidate in [p for p in (path, default_gate_path()) if p is not None]:
+def load_gate(path: Path | None, home: Path | None = None) -> GateModel:
+    """The gate at ``path``, else ``<home>/gate.json``, else the shipped default, else uncalibrated."""
+    user = home / "gate.json" if home else None
+    for candidate in [p for p in (path, user, default_gate_path()) if p is not None]:
         if candidate.exists():
             return GateModel.model_validate(json.loads(candidate.read_text()))
     return GateModel()

@@ -92,6 +92,47 @@ def show(profile: ProfileOpt = None, heatmap: Annotated[Path | None, typer.Optio
         out.print(f"heatmap saved to {heatmap}")
 
 
+@profile_app.command("gate")
+def gate(
+    tasks: Annotated[str, typer.Option(help="labelled validation tasks: some need the corpus, some do not")
+    ] = "squad:40,nq_open:30,mmlu:40,arc_challenge:20,gsm8k:10",
+    tolerance: Annotated[float, typer.Option(help="accuracy points the gate may give up")] = 0.5,
+    seed: Annotated[int, typer.Option()] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the gate JSON")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Calibrate the retrieval gate on validation questions (answers with and without retrieval)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from eval.runner import EvalArgs, evaluate
+    from orchestrator.gate import CalibrationRow, GateFeatures, calibrate, save_gate
+
+    cfg = load_config(config)
+    work = cfg.home / "gate-calibration"
+    args = EvalArgs(tasks=[t.strip() for t in tasks.split(",") if t.strip()], split="validation", seed=seed,
+                    methods=["symoe@never", "symoe@always", "symoe@auto"], output=work)
+    bars: dict[str, int] = {}
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as progress:
+        def report(stage: str, n: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.advance(bars[stage], n)  # type: ignore[arg-type]
+
+        samples, _ = evaluate(cfg, args, report)
+    by = {(s.method, s.question_id): s for s in samples}
+    rows = [CalibrationRow(features=GateFeatures(**s.gate_features), task=s.task,
+                           correct_never=by[("symoe@never", s.question_id)].correct,
+                           correct_always=by[("symoe@always", s.question_id)].correct)
+            for s in samples if s.method == "symoe@auto" and s.gate_features]
+    model = calibrate(rows, tolerance=tolerance)
+    target = output or cfg.home / "gate.json"
+    save_gate(model, target)
+    c = model.calibrated
+    out.print(f"gate written to {target}: on {c['rows']} validation questions, never {c['accuracy_never']}%, "
+              f"always {c['accuracy_always']}%, gated {c['accuracy_gated']}% retrieving {c['retrieval_rate']}%")
+
+
 def save_heatmap(prof: object, path: Path) -> None:
     import matplotlib
 
