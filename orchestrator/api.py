@@ -18,6 +18,7 @@ from orchestrator.provenance import provenance
 from orchestrator.records import AskResult, ExpertAnswer, StepUsage
 
 if TYPE_CHECKING:
+    from orchestrator.gate import RetrieverLike
     from orchestrator.graph import Router
 
 ANSWER_SYSTEM = "You are a knowledgeable expert. Answer the question correctly and concisely."
@@ -114,7 +115,7 @@ class Symoe:
         )
 
 
-def open_retriever(config: SymoeConfig) -> tuple[object | None, str | None]:
+def open_retriever(config: SymoeConfig) -> tuple[RetrieverLike | None, str | None]:
     """The configured index (``retrieval.index``, else the built-in corpus index if built),
     or None and the reason it is not there."""
     try:

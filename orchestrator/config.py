@@ -43,7 +43,7 @@ class EmbeddingConfig(BaseModel):
 
 
 class SkillsConfig(BaseModel):
-    annotator: str | None = Field(None, description="expert that names skills; default: default_expert")
+    annotator: str | None = None  # the expert that names skills; default: default_expert
     samples: int = 5
     temperature: float = 0.7
     min_votes: int = 2
@@ -66,9 +66,9 @@ class RouterConfig(BaseModel):
 
 class RetrievalConfig(BaseModel):
     mode: Literal["auto", "always", "never"] = "auto"
-    index: Path | None = Field(None, description="index folder; default <home>/index/corpus")
+    index: Path | None = None  # index folder; default <home>/index/corpus
     top_k: int = 3
-    gate: Path | None = Field(None, description="calibrated gate JSON; default the shipped one")
+    gate: Path | None = None  # calibrated gate JSON; default <home>/gate.json, else the shipped one
 
 
 class SymoeConfig(BaseSettings):
