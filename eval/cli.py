@@ -11,6 +11,7 @@ from rich.console import Console
 
 from agents.errors import SymoeError
 from orchestrator.config import load_config
+from orchestrator.progress import stage_bars
 
 out = Console()
 err = Console(stderr=True)
@@ -45,8 +46,6 @@ def eval_command(
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
     from eval.datasets import load_split
     from eval.methods import expand_methods
     from eval.report import markdown_table, write_reports
@@ -66,14 +65,7 @@ def eval_command(
     args = EvalArgs(tasks=task_list, methods=method_list, limit=limit, split=split, output=output, seed=seed,
                     cache_path=use_cache, log_samples=log_samples,
                     memory_budget=int(memory_budget_gb * 2**30) if memory_budget_gb else None)
-    bars: dict[str, int] = {}
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err) as progress:
-        def report(stage: str, n: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = progress.add_task(stage, total=total)
-            progress.advance(bars[stage], n)  # type: ignore[arg-type]
-
+    with stage_bars(err) as report:
         samples, stats = evaluate(cfg, args, report)
     meta = {"args": args.model_dump(mode="json"), "config": cfg.public_dict(),
             "provenance": provenance(cfg, command="eval")}

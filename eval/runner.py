@@ -168,13 +168,8 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
                 key = request_key(config.experts[slot.expert], request)
                 jobs[slot.expert][key] = request
                 slot_keys[(method, qid, i)] = (slot.expert, key)
-    results: dict[str, Generation] = {}
     needed = sum(len(v) for v in jobs.values())
-    for expert in _order(jobs, pool.loaded()):
-        keys = list(jobs[expert])
-        gens = generate_cached(pool.get(expert), [jobs[expert][k] for k in keys], cache,
-                               on_done=tick(f"expert {expert}", len(keys)))
-        results.update(zip(keys, gens, strict=True))
+    results = run_grouped(jobs, pool, cache, tick, "expert")
     phases["experts"] = time.perf_counter() - t0
 
     # 4. answers per slot; synthesis where the plan asks for it, grouped by aggregator
@@ -208,11 +203,7 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
             synth[qplan.aggregator][key] = request
             synth_keys[(method, qid)] = (qplan.aggregator, key)
     needed += sum(len(v) for v in synth.values())
-    for aggregator in _order(synth, pool.loaded()):
-        keys = list(synth[aggregator])
-        gens = generate_cached(pool.get(aggregator), [synth[aggregator][k] for k in keys], cache,
-                               on_done=tick(f"aggregate {aggregator}", len(keys)))
-        results.update(zip(keys, gens, strict=True))
+    results.update(run_grouped(synth, pool, cache, tick, "aggregate"))
     phases["aggregate"] = time.perf_counter() - t0
     pool.close()
 
@@ -276,12 +267,7 @@ def gate_features_batch(config: SymoeConfig, pool: LoadedPool, cache: Generation
         key = request_key(config.experts[strongest], request)
         drafts[strongest][key] = request
         owner[q.id] = (strongest, key)
-    done: dict[str, Generation] = {}
-    for expert in _order(drafts, pool.loaded()):
-        keys = list(drafts[expert])
-        gens = generate_cached(pool.get(expert), [drafts[expert][k] for k in keys], cache,
-                               on_done=tick(f"gate drafts {expert}", len(keys)))
-        done.update(zip(keys, gens, strict=True))
+    done = run_grouped(drafts, pool, cache, tick, "gate drafts")
     out = {}
     for q in questions:
         experts = list(dict.fromkeys(s.expert for s in plans[q.id].slots))
@@ -291,9 +277,17 @@ def gate_features_batch(config: SymoeConfig, pool: LoadedPool, cache: Generation
     return out
 
 
-def _order(jobs: dict[str, Any], resident: list[str]) -> list[str]:
-    """Experts already resident first (no reload), then the rest by name."""
-    return sorted(jobs, key=lambda e: (e not in resident, e))
+def run_grouped(jobs: dict[str, dict[str, GenerationRequest]], pool: LoadedPool, cache: GenerationCache,
+                tick: Callable[[str, int], Callable[[int], None]], label: str) -> dict[str, Generation]:
+    """Run every expert's requests as its own batch, resident experts first (no reload)."""
+    resident = pool.loaded()
+    done: dict[str, Generation] = {}
+    for expert in sorted(jobs, key=lambda e: (e not in resident, e)):
+        keys = list(jobs[expert])
+        gens = generate_cached(pool.get(expert), [jobs[expert][k] for k in keys], cache,
+                               on_done=tick(f"{label} {expert}", len(keys)))
+        done.update(zip(keys, gens, strict=True))
+    return done
 
 
 def summarise(samples: list[SampleResult]) -> dict[str, Any]:

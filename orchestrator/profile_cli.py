@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.config import load_config
+from orchestrator.progress import stage_bars
 
 profile_app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles.")
 out = Console()
@@ -30,8 +31,6 @@ def build(
     config: ConfigOpt = None,
 ) -> None:
     """Profile every expert on labelled validation questions (resumable: re-run to continue)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
     from orchestrator.profiles import save_profile
     from orchestrator.profiling import BuildSpec, build_profile
 
@@ -39,14 +38,7 @@ def build(
     spec = BuildSpec(tasks=[t.strip() for t in tasks.split(",") if t.strip()], per_subject=per_subject,
                      limit=limit, seed=seed, aggregator_items=aggregator_items)
     target = output or cfg.home / "profiles" / "profile.json"
-    bars: dict[str, int] = {}
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err) as progress:
-        def report(stage: str, n: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = progress.add_task(stage, total=total)
-            progress.advance(bars[stage], n)  # type: ignore[arg-type]
-
+    with stage_bars(err) as report:
         profile = build_profile(cfg, spec, report)
     save_profile(profile, target)
     out.print(f"profile written to {target} ({profile.data['questions']} questions, "
@@ -102,8 +94,6 @@ def gate(
     config: ConfigOpt = None,
 ) -> None:
     """Calibrate the retrieval gate on validation questions (answers with and without retrieval)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from eval.runner import EvalArgs, evaluate
     from orchestrator.gate import CalibrationRow, GateFeatures, calibrate, save_gate
 
@@ -111,14 +101,7 @@ def gate(
     work = cfg.home / "gate-calibration"
     args = EvalArgs(tasks=[t.strip() for t in tasks.split(",") if t.strip()], split="validation", seed=seed,
                     methods=["symoe@never", "symoe@always", "symoe@auto"], output=work)
-    bars: dict[str, int] = {}
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as progress:
-        def report(stage: str, n: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = progress.add_task(stage, total=total)
-            progress.advance(bars[stage], n)  # type: ignore[arg-type]
-
+    with stage_bars(err) as report:
         samples, _ = evaluate(cfg, args, report)
     by = {(s.method, s.question_id): s for s in samples}
     rows = [CalibrationRow(features=GateFeatures(**s.gate_features), task=s.task,
