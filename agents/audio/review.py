@@ -1,0 +1,70 @@
+"""The final reviewer of the audio team: listens to the assembled mix.
+
+For every speech line it measures, inside the line's window, the loudness of the voice over
+the sum of everything else (it must be at least ``min_ratio_db`` louder) and transcribes the
+mix itself with Whisper (WER at most ``max_wer``). A masked line sends the events under it
+back to the generation team with a hint to come down in level. Events without audio are
+reported too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from agents.audio import dsp
+from agents.audio.mixer import mix, offset
+from agents.audio.whisper import transcribe, wer
+from agents.teams.interfaces import Context, Reviewer
+from agents.teams.records import EventResult, Issue, Plan
+
+
+class MixReviewer(Reviewer):
+    name = "mix"
+
+    def __init__(self, home: Path, min_ratio_db: float = 8.0, max_wer: float = 0.15) -> None:
+        self.home = home
+        self.min_ratio_db = min_ratio_db
+        self.max_wer = max_wer
+
+    def review(self, plan: Plan, results: dict[str, EventResult], ctx: Context) -> list[Issue]:
+        issues: list[Issue] = []
+        total, gain, ts = mix(plan, results)
+        for e in plan.events:
+            if e.id not in ts:
+                issues.append(Issue(critic=self.name, event_id=e.id, severity="warning",
+                                    message=f"{e.id} has no audio in the mix (every attempt failed)"))
+        masking: dict[str, tuple[float, str]] = {}
+        for e in plan.events:
+            if e.type != "speech" or e.id not in ts:
+                continue
+            best = results[e.id].best
+            assert best is not None and best.artifact is not None
+            a, b = offset(e.start), min(len(total), offset(e.start) + offset(best.artifact.duration))
+            voice = ts[e.id][a:b]
+            rest = (total[a:b] / gain) - voice
+            ratio = dsp.lufs(voice) - dsp.lufs(rest) if np.any(rest) else 99.0
+            heard = transcribe(total[a:b], self.home, dsp.SAMPLE_RATE)
+            rate = wer(e.text, heard)
+            ctx.trace.add("review", f"reviewer:{self.name}", f"{e.id} in the mix: voice {ratio:+.1f} dB over the "
+                          f"rest, WER {rate:.2f}", e.id, ratio_db=round(ratio, 2), wer=round(rate, 4), heard=heard)
+            if ratio >= self.min_ratio_db and rate <= self.max_wer:
+                continue
+            need = max(self.min_ratio_db - ratio, 3.0)
+            end = e.start + best.artifact.duration
+            for o in plan.events:
+                if o.id == e.id or o.id not in ts or o.start >= end or o.end <= e.start:
+                    continue
+                message = (f"{o.id} ({o.type}) masks speech {e.id}: voice {ratio:+.1f} dB over the rest "
+                           f"(needs {self.min_ratio_db:g}), mix WER {rate:.2f}")
+                delta = -round(need + 1, 1)
+                if o.id not in masking or delta < masking[o.id][0]:
+                    masking[o.id] = (delta, message)
+        for oid, (delta, message) in masking.items():
+            issues.append(Issue(critic=self.name, event_id=oid, hint={"loudness_delta": delta}, message=message))
+        if gain < 0.5:
+            over = -20 * np.log10(gain)
+            issues.append(Issue(critic=self.name, severity="warning",
+                                message=f"the mix was {over:.1f} dB over full scale and was scaled down"))
+        return issues

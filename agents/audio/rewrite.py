@@ -1,0 +1,83 @@
+"""The audio prompt rewriter: turns failing critics' hints into a changed event for the next try.
+
+- speech too long for its slot: speak faster (``rate``, up to 1.35x); beyond that, ask the
+  LLM to shorten the line (or drop trailing words without one);
+- speech misheard: speak slower (``rate`` x 0.9) when the slot leaves room;
+- clipped effect: turn on the soft limiter, then lower the gain 3 dB per try;
+- level off target: correct ``gain_db``; dead air: try another random variant.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agents.teams.interfaces import Context, Rewriter
+from agents.teams.records import Event, Score
+
+MAX_RATE = 1.35
+SHORTEN_SYSTEM = "You edit film dialogue. Reply with the edited line only."
+
+
+def _hints(feedback: list[Score]) -> dict[str, object]:
+    merged: dict[str, object] = {}
+    for s in feedback:
+        merged.update(s.hint)
+    return merged
+
+
+class AudioRewriter(Rewriter):
+    event_types = ("speech", "music", "effect")
+
+    def rewrite(self, event: Event, feedback: list[Score], ctx: Context) -> tuple[Event, str] | None:
+        hints = _hints(feedback)
+        params = dict(event.params)
+        if event.type == "speech":
+            return self._speech(event, params, hints, ctx)
+        notes = []
+        if hints.get("limiter"):
+            if not params.get("limiter"):
+                params["limiter"] = True
+                notes.append("clipped: render again through the soft limiter")
+            else:
+                params["gain_db"] = float(params.get("gain_db", 0.0)) - 3.0
+                notes.append(f"still clipped: gain {params['gain_db']:+.1f} dB")
+        elif "gain_db" in hints:
+            params["gain_db"] = round(float(params.get("gain_db", 0.0)) + float(hints["gain_db"]), 2)  # type: ignore[arg-type]
+            notes.append(f"level off: gain {params['gain_db']:+.1f} dB")
+        if hints.get("variant"):
+            params["variant"] = int(params.get("variant", 0)) + 1  # type: ignore[call-overload]
+            notes.append(f"dead air: try random variant {params['variant']}")
+        if not notes:
+            return None
+        return event.model_copy(update={"params": params}), "; ".join(notes)
+
+    def _speech(self, event: Event, params: dict[str, object], hints: dict[str, object],
+                ctx: Context) -> tuple[Event, str] | None:
+        rate = float(params.get("rate", 1.0))  # type: ignore[arg-type]
+        if "speed" in hints:
+            need = rate * float(hints["speed"]) * 1.05  # type: ignore[arg-type]
+            if need <= MAX_RATE:
+                params["rate"] = round(need, 3)
+                return (event.model_copy(update={"params": params}),
+                        f"too long for its slot: speak {params['rate']:.2f}x")
+            words = event.text.split()
+            keep = max(2, int(len(words) * MAX_RATE / need))
+            text = self._shorten(event.text, keep, ctx)
+            params["rate"] = MAX_RATE if rate < MAX_RATE else rate
+            return (event.model_copy(update={"params": params, "text": text}),
+                    f"too long even at {MAX_RATE}x: line shortened to {len(text.split())} words: {text!r}")
+        if hints.get("clearer") and rate > 0.8:
+            params["rate"] = round(rate * 0.9, 3)
+            return event.model_copy(update={"params": params}), f"misheard: speak slower ({params['rate']:.2f}x)"
+        return None
+
+    @staticmethod
+    def _shorten(text: str, max_words: int, ctx: Context) -> str:
+        words = text.split()
+        if ctx.llm is not None:
+            reply = ctx.llm(f"Shorten this line to at most {max_words} words, keeping its meaning:\n{text}",
+                            SHORTEN_SYSTEM, 48).strip().strip('"').splitlines()
+            line = reply[0].strip().strip('"') if reply else ""
+            if line and 1 <= len(line.split()) <= max_words and re.search(r"[A-Za-z]", line):
+                return line
+        return " ".join(words[:max_words]).rstrip(",;") + "."
