@@ -78,8 +78,9 @@ def backend_llm(get_backend: object, seed: int, ctx_trace: object) -> LLM:
 
 def compose(brief_arg: str, outdir: Path, video: Path | None = None, config: Path | None = None,
             seed: int | None = None, max_tries: int = 3, expert: str | None = None,
-            llm: LLM | None = None) -> TeamResult:
-    """Run the audio team on a brief; ``llm`` overrides the configured expert (tests, plug-ins)."""
+            llm: LLM | None = None, profiles: Path | None = None) -> TeamResult:
+    """Run the audio team on a brief; ``llm`` overrides the configured expert (tests, plug-ins);
+    generator profiles persist in ``profiles`` (default ``<home>/teams/audio-profiles.json``)."""
     from agents.runtime import LoadedPool
     from orchestrator.config import load_config
 
@@ -101,8 +102,8 @@ def compose(brief_arg: str, outdir: Path, video: Path | None = None, config: Pat
     name = expert or cfg.default_expert
     cfg.expert(name)
     ctx.llm = llm or backend_llm(lambda: pool.get(name), seed, ctx.trace)
-    profiles = GeneratorProfiles.load(cfg.home / "teams" / "audio-profiles.json")
-    team = build_team(cfg.home, profiles, max_tries=max_tries)
+    learned = GeneratorProfiles.load(profiles or cfg.home / "teams" / "audio-profiles.json")
+    team = build_team(cfg.home, learned, max_tries=max_tries)
     try:
         result = team.run(brief, outdir, ctx)
     finally:

@@ -35,11 +35,10 @@ Each event is an object with:
   "description": what it sounds like (music and effects)
   "loudness": target loudness in LUFS (speech -18, music -28, effects -30 to -20)"""
 
-EXAMPLE = json.dumps([
-    {"type": "music", "start": 0, "duration": 10, "description": "slow calm piano theme", "loudness": -28},
-    {"type": "effect", "start": 0.5, "duration": 3, "description": "waves on the shore", "loudness": -26},
-    {"type": "speech", "start": 2, "duration": 3, "text": "The boat is late again.", "loudness": -18},
-    {"type": "effect", "start": 6, "duration": 1, "description": "door slam", "loudness": -22},
+EXAMPLE = json.dumps([  # deliberately another story: small models copy examples that fit too well
+    {"type": "music", "start": 0, "duration": 9, "description": "slow jazz saxophone", "loudness": -28},
+    {"type": "effect", "start": 0.5, "duration": 2, "description": "train horn in the distance", "loudness": -26},
+    {"type": "speech", "start": 3, "duration": 3, "text": "Last train to the city, all aboard.", "loudness": -18},
 ])
 
 
@@ -57,7 +56,8 @@ def _prompt(brief_text: str, window: tuple[float, float], cuts: list[float], fee
             f"{e.type} {e.start:g}-{e.end:g} s" for e in locked))
     if feedback:
         lines.append("Your previous plan had these problems, fix them: " + "; ".join(i.message for i in feedback))
-    lines.append(f"Example of the format: {EXAMPLE}")
+    lines.append(f"The format, shown for a different brief (a train station at night): {EXAMPLE}")
+    lines.append("Use only sounds and words that belong to the brief above, not to the format example.")
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 
 For every speech line it measures, inside the line's window, the loudness of the voice over
 the sum of everything else (it must be at least ``min_ratio_db`` louder) and transcribes the
-mix itself with Whisper (WER at most ``max_wer``). A masked line sends the events under it
+mix itself with Whisper (its WER at most ``max_wer`` above the voice's own). A masked line sends the events under it
 back to the generation team with a hint to come down in level. Events without audio are
 reported too.
 """
@@ -49,15 +49,16 @@ class MixReviewer(Reviewer):
             rate = wer(e.text, heard)
             ctx.trace.add("review", f"reviewer:{self.name}", f"{e.id} in the mix: voice {ratio:+.1f} dB over the "
                           f"rest, WER {rate:.2f}", e.id, ratio_db=round(ratio, 2), wer=round(rate, 4), heard=heard)
-            if ratio >= self.min_ratio_db and rate <= self.max_wer:
-                continue
+            solo = next((float(sc.measured["wer"]) for sc in best.scores if sc.critic == "wer"), 0.0)
+            if ratio >= self.min_ratio_db and rate <= solo + self.max_wer:
+                continue  # loud enough, and the mix is understood about as well as the voice alone
             need = max(self.min_ratio_db - ratio, 3.0)
             end = e.start + best.artifact.duration
             for o in plan.events:
                 if o.id == e.id or o.id not in ts or o.start >= end or o.end <= e.start:
                     continue
                 message = (f"{o.id} ({o.type}) masks speech {e.id}: voice {ratio:+.1f} dB over the rest "
-                           f"(needs {self.min_ratio_db:g}), mix WER {rate:.2f}")
+                           f"(needs {self.min_ratio_db:g}), WER {rate:.2f} in the mix vs {solo:.2f} alone")
                 delta = -round(need + 1, 1)
                 if o.id not in masking or delta < masking[o.id][0]:
                     masking[o.id] = (delta, message)

@@ -42,7 +42,7 @@ def scene_cuts(path: Path, threshold: float = 27.0) -> list[float]:
         scenes = detect(str(path), ContentDetector(threshold=threshold))
     except Exception as exc:  # scenedetect raises its own and OpenCV's errors
         raise SymoeError(f"cannot detect scenes in {path}: {exc}") from None
-    return [round(start.get_seconds(), 3) for start, _ in scenes[1:]]
+    return [round(float(start.seconds), 3) for start, _ in scenes[1:]]
 
 
 def read_video(path: Path) -> VideoInfo:
