@@ -1,19 +1,44 @@
 """The sentence-transformers embedder, loaded offline from the package that ships it.
 
-``load_embedder(config)`` is shared by skills (keyword -> skill matching) and retrieval;
-one model per process.
+This module owns:
+
+* ``load_embedder(config)``: the model, one per process (shared by skills, for keyword ->
+  skill matching, and by retrieval).
+* ``embedding_identity(config)``: what an index records about the model that built it (the
+  configured name and a fingerprint of the model folder's file names and sizes), so an index
+  is never searched with vectors from another model.
+* ``encode(texts, config)``: L2-normalised float32 vectors (inner product = cosine).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydantic import BaseModel
+
 from agents.errors import SymoeError
 from orchestrator.config import EmbeddingConfig
+
+
+class EmbeddingIdentity(BaseModel):
+    """The model an index was built with; two indexes are compatible when these are equal."""
+
+    name: str
+    fingerprint: str  # sha256 over the model folder's relative file names and sizes (16 hex)
+    dims: int
+
+    def same_model(self, other: EmbeddingIdentity) -> bool:
+        return self.fingerprint == other.fingerprint and self.dims == other.dims
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.dims} dims, fingerprint {self.fingerprint})"
 
 
 def embedder_path(config: EmbeddingConfig) -> Path:
@@ -47,3 +72,49 @@ def load_embedder(config: EmbeddingConfig) -> Any:
     if not path.exists():
         raise SymoeError(f"embedding model folder {path} does not exist")
     return _load(str(path))
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(path: str) -> str:
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        if rel.startswith(".") or "/." in rel:
+            continue  # .gitattributes, caches: not part of the model
+        digest.update(f"{rel}\t{file.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def dimension(model: Any) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def embedding_identity(config: EmbeddingConfig) -> EmbeddingIdentity:
+    """Name, folder fingerprint and dimension of the configured model (loads it for the dims)."""
+    path = embedder_path(config)
+    if not path.exists():
+        raise SymoeError(f"embedding model folder {path} does not exist")
+    model = load_embedder(config)
+    return EmbeddingIdentity(name=config.name, fingerprint=_fingerprint(str(path)),
+                             dims=dimension(model))
+
+
+def encode(texts: list[str], config: EmbeddingConfig,
+           progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Normalised embeddings of ``texts`` as a (n, dims) float32 array, in batches;
+    ``progress(n)`` is called after each batch with the number of texts it held."""
+    model = load_embedder(config)
+    dims = dimension(model)
+    if not texts:
+        return np.zeros((0, dims), dtype=np.float32)
+    step = max(1, config.batch_size) * 4
+    parts = []
+    for start in range(0, len(texts), step):
+        batch = texts[start:start + step]
+        parts.append(model.encode(batch, batch_size=config.batch_size, normalize_embeddings=True,
+                                  show_progress_bar=False, convert_to_numpy=True))
+        if progress:
+            progress(len(batch))
+    return np.ascontiguousarray(np.concatenate(parts).astype(np.float32))
