@@ -1,8 +1,8 @@
 """The audio prompt rewriter: turns failing critics' hints into a changed event for the next try.
 
-- speech too long for its slot: speak faster (``rate``, up to 1.35x); beyond that, ask the
-  LLM to shorten the line (or drop trailing words without one);
-- speech misheard: speak slower (``rate`` x 0.9) when the slot leaves room;
+- speech too long for its slot: speak faster (``rate``, up to 1.2x); beyond that, ask the
+  LLM to shorten the line (or drop trailing words without one) and speak it at 1.1x;
+- speech misheard: speak slower (``rate`` x 0.9) when the slot leaves room, else shorten;
 - clipped effect: turn on the soft limiter, then lower the gain 3 dB per try;
 - level off target: correct ``gain_db``; dead air: try another random variant.
 """
@@ -14,7 +14,8 @@ import re
 from agents.teams.interfaces import Context, Rewriter
 from agents.teams.records import Event, Score
 
-MAX_RATE = 1.35
+CLEAR_RATE = 1.2  # faster than this, Whisper (and listeners) start to miss words
+SHORT_RATE = 1.1  # the pace of a shortened line
 SHORTEN_SYSTEM = "You edit film dialogue. Reply with the edited line only."
 
 
@@ -32,7 +33,7 @@ class AudioRewriter(Rewriter):
         hints = _hints(feedback)
         params = dict(event.params)
         if event.type == "speech":
-            return self._speech(event, params, hints, ctx)
+            return self._speech(event, params, hints, ctx, feedback)
         notes = []
         if hints.get("limiter"):
             if not params.get("limiter"):
@@ -52,23 +53,36 @@ class AudioRewriter(Rewriter):
         return event.model_copy(update={"params": params}), "; ".join(notes)
 
     def _speech(self, event: Event, params: dict[str, object], hints: dict[str, object],
-                ctx: Context) -> tuple[Event, str] | None:
+                ctx: Context, scores: list[Score]) -> tuple[Event, str] | None:
         rate = float(params.get("rate", 1.0))  # type: ignore[arg-type]
+        words = event.text.split()
+        timing = next((s.measured for s in scores if s.critic == "duration"), {})
+        ratio = float(timing.get("ratio", 1.0))
         if "speed" in hints:
             need = rate * float(hints["speed"]) * 1.05  # type: ignore[arg-type]
-            if need <= MAX_RATE:
+            if need <= CLEAR_RATE:
                 params["rate"] = round(need, 3)
                 return (event.model_copy(update={"params": params}),
                         f"too long for its slot: speak {params['rate']:.2f}x")
-            words = event.text.split()
-            keep = max(2, int(len(words) * MAX_RATE / need))
+            keep = max(2, int(len(words) * SHORT_RATE / need * 0.95))
+            params["rate"] = SHORT_RATE
             text = self._shorten(event.text, keep, ctx)
-            params["rate"] = MAX_RATE if rate < MAX_RATE else rate
             return (event.model_copy(update={"params": params, "text": text}),
-                    f"too long even at {MAX_RATE}x: line shortened to {len(text.split())} words: {text!r}")
-        if hints.get("clearer") and rate > 0.8:
-            params["rate"] = round(rate * 0.9, 3)
-            return event.model_copy(update={"params": params}), f"misheard: speak slower ({params['rate']:.2f}x)"
+                    f"too long even at {CLEAR_RATE}x: line shortened to {len(text.split())} words, "
+                    f"spoken {SHORT_RATE}x: {text!r}")
+        if hints.get("clearer"):
+            slower = round(max(0.8, rate * 0.9), 3)
+            if ratio * rate / slower <= 1.0:
+                params["rate"] = slower
+                return event.model_copy(update={"params": params}), f"misheard: speak slower ({slower:.2f}x)"
+            keep = max(2, int(len(words) * slower / (ratio * rate) * 0.95))
+            if keep >= len(words):
+                return None
+            params["rate"] = slower
+            text = self._shorten(event.text, keep, ctx)
+            return (event.model_copy(update={"params": params, "text": text}),
+                    f"misheard, and slower would not fit: shortened to {len(text.split())} words at "
+                    f"{slower:.2f}x: {text!r}")
         return None
 
     @staticmethod

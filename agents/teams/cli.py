@@ -25,6 +25,8 @@ def compose_command(
     seed: Annotated[int | None, typer.Option(help="seed for the LLM and the synthesisers")] = None,
     max_tries: Annotated[int, typer.Option(help="tries per candidate generator", min=1, max=6)] = 3,
     model: Annotated[str | None, typer.Option("--model", "-m", help="LLM expert (default: default_expert)")] = None,
+    profiles: Annotated[Path | None, typer.Option(help="generator profiles JSON to learn into "
+                                                  "(default <home>/teams/audio-profiles.json)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML config file")] = None,
 ) -> None:
@@ -33,7 +35,8 @@ def compose_command(
 
     stem = Path(brief).stem if Path(brief).suffix else "brief"
     outdir = output or Path(f"compose-{stem}")
-    result = compose(brief, outdir, video=video, config=config, seed=seed, max_tries=max_tries, expert=model)
+    result = compose(brief, outdir, video=video, config=config, seed=seed, max_tries=max_tries, expert=model,
+                     profiles=profiles)
     info = summary(result)
     if as_json:
         print(json.dumps(info, indent=2))

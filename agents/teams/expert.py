@@ -4,7 +4,7 @@ their learned profiles and runs the trial-and-error loop.
 For each candidate (best profile first, at most ``max_candidates``) it makes up to
 ``max_tries`` attempts; every attempt is scored by all critics of the type. It stops as soon
 as an attempt scores at least ``threshold`` on every critic; otherwise the rewriter turns the
-failing critics' feedback into a changed event (the prompt rewrite) and it tries again. The
+attempt's scores (hints on the failing ones) into a changed event (the prompt rewrite) and it tries again. The
 best attempt by mean score is chosen. Every choice, score and rewrite goes into the trace,
 and every score into the profiles.
 """
@@ -83,7 +83,7 @@ class DomainExpert:
                     break
                 if att.error is not None or t == self.max_tries - 1 or self.rewriter is None:
                     break
-                rewritten = self.rewriter.rewrite(current, att.failing(self.threshold), ctx)
+                rewritten = self.rewriter.rewrite(current, att.scores, ctx)
                 if rewritten is None:
                     ctx.trace.add("rewrite", self.agent, f"{event.id}: no rewrite helps {gen.name}; next candidate",
                                   event.id, generator=gen.name)

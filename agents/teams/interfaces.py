@@ -59,7 +59,9 @@ class Rewriter(abc.ABC):
 
     @abc.abstractmethod
     def rewrite(self, event: Event, feedback: list[Score], ctx: Context) -> tuple[Event, str] | None:
-        """A changed event and a one-line note, or None when nothing would help."""
+        """A changed event and a one-line note, or None when nothing would help.
+
+        ``feedback`` holds every score of the last attempt; failing critics carry ``hint``s."""
 
 
 class PlanCritic(abc.ABC):

@@ -84,10 +84,15 @@ class Team:
         plan = state["plan"]
         results = dict(state.get("results", {}))
         round_ = state.get("round", 0)
+        plan = plan.model_copy(deep=True)
         for eid in state["pending"]:
             event = plan.event(eid)
             results[eid] = self.experts[event.type].run(event, round_, self.ctx, results.get(eid))
-        return {"results": results}
+            best = results[eid].best
+            if best is not None:  # the plan records what was made (rewritten text, knobs), same times
+                made = best.event.model_copy(update={"start": event.start, "duration": event.duration})
+                plan.events[plan.events.index(event)] = made
+        return {"results": results, "plan": plan}
 
     def _review(self, state: TeamState) -> dict[str, Any]:
         reviews = list(state.get("reviews", []))
