@@ -26,7 +26,8 @@ SCHEMA = EventSchema(
     exclusive=("speech",),
 )
 
-SYSTEM = """You plan the soundtrack of a short film scene. Reply with a JSON list of audio events and nothing else.
+SYSTEM = """You plan the soundtrack of a short film scene. Reply with a JSON list of audio events and nothing else,
+one compact object per line.
 Each event is an object with:
   "type": "speech", "music" or "effect"
   "start": seconds from the start of the film
@@ -35,11 +36,12 @@ Each event is an object with:
   "description": what it sounds like (music and effects)
   "loudness": target loudness in LUFS (speech -18, music -28, effects -30 to -20)"""
 
-EXAMPLE = json.dumps([  # deliberately another story: small models copy examples that fit too well
+# deliberately another story: small models copy examples that fit too well
+EXAMPLE = "[\n" + ",\n".join(json.dumps(e) for e in [
     {"type": "music", "start": 0, "duration": 9, "description": "slow jazz saxophone", "loudness": -28},
     {"type": "effect", "start": 0.5, "duration": 2, "description": "train horn in the distance", "loudness": -26},
     {"type": "speech", "start": 3, "duration": 3, "text": "Last train to the city, all aboard.", "loudness": -18},
-])
+]) + "\n]"
 
 
 def _prompt(brief_text: str, window: tuple[float, float], cuts: list[float], feedback: list[Issue],

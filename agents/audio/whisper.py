@@ -91,8 +91,8 @@ _NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5":
 
 def words(text: str) -> list[str]:
     out = []
-    for w in _WORD.findall(text.lower().replace("-", " ")):
-        out.append(_NUMBERS.get(w, w.strip("'")))
+    for w in _WORD.findall(text.lower().replace("-", " ").replace("\u2019", "'")):
+        out.append(_NUMBERS.get(w, w.replace("'", "")))  # "light's" and "lights" are heard alike
     return [w for w in out if w]
 
 

@@ -233,7 +233,7 @@ class LLMPlanner:
     llm: LLM
     schema: EventSchema
     system: str
-    max_tokens: int = 512
+    max_tokens: int = 360
 
     def events(self, prompt: str, window: tuple[float, float], prefix: str,
                repairs: list[str]) -> tuple[list[Event], str]:
