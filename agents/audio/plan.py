@@ -142,6 +142,11 @@ class AudioPlanner(Planner):
         if not events:
             raise SymoeError("the plan has no events: the brief gave none and the LLM planned none "
                              "(try a more concrete brief)")
+        if brief.duration is None and events:  # no length was asked for: end a second after the last sound
+            end = round(min(total, max(e.end for e in events) + 1.0), 3)
+            if end < total:
+                repairs.append(f"the brief sets no duration: the soundtrack ends at {end:g} s, after its last event")
+                total = end
         return Plan(title=brief.title, duration=total, events=events, cuts=brief.cuts, repairs=repairs,
                     source=source)
 
