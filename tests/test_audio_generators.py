@@ -162,3 +162,16 @@ def test_build_team_has_an_expert_per_type(pool_home: Path) -> None:
     team = build_team(pool_home, GeneratorProfiles())
     assert set(team.experts) == {"speech", "music", "effect"}
     assert [g.name for g in team.experts["speech"].candidates()] == ["piper", "espeak"]
+
+
+def test_misheard_line_is_slowed_then_reworded(ctx: Context) -> None:
+    from agents.teams import Score
+
+    event = Event(id="l", type="speech", start=0, duration=3, text="Light the lamp. Quickly now.")
+    misheard = [Score(critic="wer", score=0.6, measured={"wer": 0.2}, hint={"clearer": True}),
+                Score(critic="duration", score=1.0, measured={"ratio": 0.6})]
+    ctx.llm = lambda prompt, system, n: "Quickly, light the lamp."
+    slowed, note = AudioRewriter().rewrite(event, misheard, ctx)  # type: ignore[misc]
+    assert slowed.params["rate"] == 0.9 and slowed.text == event.text and "slower" in note
+    reworded, note = AudioRewriter().rewrite(slowed, misheard, ctx)  # type: ignore[misc]
+    assert reworded.text == "Quickly, light the lamp." and "reworded" in note

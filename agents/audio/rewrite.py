@@ -3,6 +3,7 @@
 - speech too long for its slot: speak faster (``rate``, up to 1.2x); beyond that, ask the
   LLM to shorten the line (or drop trailing words without one) and speak it at 1.1x;
 - speech misheard: speak slower (``rate`` x 0.9) when the slot leaves room, else shorten;
+  still misheard when slowed: the LLM rewords it;
 - clipped effect: turn on the soft limiter, then lower the gain 3 dB per try;
 - level off target: correct ``gain_db``; dead air: try another random variant.
 """
@@ -72,6 +73,11 @@ class AudioRewriter(Rewriter):
                     f"spoken {SHORT_RATE}x: {text!r}")
         if hints.get("clearer"):
             slower = round(max(0.8, rate * 0.9), 3)
+            if rate < 1.0 and ctx.llm is not None:  # slowing down did not help: say it in other words
+                text = self._shorten(event.text, len(words), ctx)
+                if text != event.text:
+                    return (event.model_copy(update={"text": text}),
+                            f"still misheard at {rate:.2f}x: reworded as {text!r}")
             if ratio * rate / slower <= 1.0:
                 params["rate"] = slower
                 return event.model_copy(update={"params": params}), f"misheard: speak slower ({slower:.2f}x)"
