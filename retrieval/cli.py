@@ -50,12 +50,12 @@ def _where(config: Path | None, index: Path | None, name: str | None) -> tuple[S
 def _print_report(report: BuildReport) -> None:
     for problem in report.failed:
         kept = " (its previous version stays indexed)" if problem.kept_previous else ""
-        err.print(f"skipped {problem.path}: {problem.reason}{kept}", markup=False, highlight=False)
+        err.print(f"skipped {problem.path}: {problem.reason}{kept}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"index {report.index}: {len(report.added)} added, {len(report.updated)} updated, "
               f"{len(report.unchanged)} unchanged, {len(report.removed)} removed, {len(report.failed)} "
               f"unreadable, {report.ignored} ignored (unsupported type); {report.chunks_added} chunks "
               f"embedded, {report.chunks_total} in the index; {report.seconds:.1f} s",
-              markup=False, highlight=False)
+              markup=False, highlight=False, soft_wrap=True)
 
 
 @index_app.command("build")
@@ -119,7 +119,7 @@ def index_search(
         text = hit.text if len(hit.text) <= 300 else hit.text[:300] + "..."
         where_in = f"{hit.source}" + (f" line {hit.line}" if hit.line else f" [{hit.start}:{hit.end}]")
         table.add_row(str(i), f"{hit.score:.3f}", hit.title, where_in, text)
-    out.print(table)
+    out.print(table, soft_wrap=True)
 
 
 @index_app.command("info")
@@ -135,8 +135,8 @@ def index_info(
     if as_json:
         print(meta.model_dump_json(indent=2))
         return
-    out.print(f"index {where}", markup=False, highlight=False)
-    out.print(f"embedding: {meta.embedding.describe()}", markup=False, highlight=False)
+    out.print(f"index {where}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"embedding: {meta.embedding.describe()}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"files: {len(meta.files)}, documents: {sum(f.documents for f in meta.files.values())}, "
-              f"chunks: {meta.chunks} (at most {meta.max_words} words, overlap {meta.overlap})")
-    out.print(f"updated: {meta.updated}")
+              f"chunks: {meta.chunks} (at most {meta.max_words} words, overlap {meta.overlap})", soft_wrap=True)
+    out.print(f"updated: {meta.updated}", soft_wrap=True)
