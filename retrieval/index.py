@@ -358,9 +358,9 @@ def build_index(paths: list[Path], index_dir: Path, embedding: EmbeddingConfig, 
     try:
         stale = [*report.removed, *(k for k in fresh if k in meta.files)]
         for key in stale:
-            ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE file = ?", (key,))]
-            if ids:
-                index.remove_ids(np.array(ids, dtype=np.int64))
+            old_ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE file = ?", (key,))]
+            if old_ids:
+                index.remove_ids(np.array(old_ids, dtype=np.int64))
             db.execute("DELETE FROM chunks WHERE file = ?", (key,))
             meta.files.pop(key, None)
         next_id = (db.execute("SELECT max(id) FROM chunks").fetchone()[0] or 0) + 1
