@@ -97,16 +97,31 @@ class Profile(BaseModel):
     def skills(self) -> list[str]:
         return sorted({s for p in self.experts.values() for s in p.skills})
 
-    def best_aggregator(self, skills: list[str] | None = None) -> str:
-        """The aggregator with the best score on these skills, else overall accuracy."""
+    def best_aggregator(self, skills: list[str] | None = None, min_items: int = 8) -> str:
+        """The best aggregator for these skills.
+
+        Per-skill aggregator scores decide only where every candidate has at least
+        ``min_items`` graded syntheses on them; otherwise overall aggregator-test accuracy
+        decides, and candidates within one standard error of the best are told apart by
+        their competence as experts (thin evidence does not outvote global competence).
+        """
         table = self.aggregators or self.experts
-        def key(name: str) -> tuple[float, float]:
-            prof = table[name]
-            local = sum(prof.score(s) for s in skills or [])
-            total = sum(c.n for c in prof.tasks.values()) or 1
-            overall = sum(c.right for c in prof.tasks.values()) / total
-            return (local, overall)
-        return max(sorted(table), key=key)
+        names = sorted(table)
+        if skills and all(sum(table[n].skills[s].n for s in skills if s in table[n].skills) >= min_items
+                          for n in names):
+            return max(names, key=lambda n: (sum(table[n].score(s) for s in skills),
+                                             self.experts[n].global_competence if n in self.experts else 0))
+
+        def accuracy(name: str) -> tuple[float, int]:
+            counts = table[name].tasks.values()
+            n = sum(c.n for c in counts)
+            return (sum(c.right for c in counts) / n if n else 0.0), n
+
+        best_acc, best_n = max(accuracy(n) for n in names)
+        margin = (best_acc * (1 - best_acc) / best_n) ** 0.5 if best_n else 0.0
+        close = [n for n in names if accuracy(n)[0] >= best_acc - margin]
+        return max(close, key=lambda n: (self.experts[n].global_competence if n in self.experts else 0,
+                                         accuracy(n)[0]))
 
 
 def profile_from_outcomes(outcomes: list[Outcome], experts: list[str]) -> dict[str, ExpertProfile]:
