@@ -9,9 +9,12 @@ to the event's loudness with a peak limit.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +23,20 @@ from agents.errors import SymoeError
 from agents.teams.interfaces import Context, Generator
 from agents.teams.records import Artifact, Event
 from agents.teams.registry import generators
+
+
+def _import_pretty_midi() -> Any:
+    """Import pretty_midi with pyfluidsynth's import-time notice sent to stderr.
+
+    pyfluidsynth prints "'fluidsynth' was found at ..." to stdout when ``CI`` is set, which
+    would corrupt ``symoe compose --json`` output.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.suppress(ImportError):
+            import fluidsynth  # noqa: F401
+        import pretty_midi
+    return pretty_midi
+
 
 SOUNDFONTS = (Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf2/default-GM.sf2"))
 RENDER_SCALE = 0.89
@@ -59,7 +76,7 @@ class Score:
 
 def parse_notes(text: str) -> tuple[Score, list[str]]:
     """Read the LLM's tempo/instrument/notes; out-of-range values are clamped and noted."""
-    import pretty_midi
+    pretty_midi = _import_pretty_midi()
 
     notes_fixed: list[str] = []
     m = re.search(r"tempo\s*[:=]\s*(\d+(?:\.\d+)?)", text, re.I)
@@ -93,7 +110,7 @@ def parse_notes(text: str) -> tuple[Score, list[str]]:
 
 def render(score: Score, seconds: float, loudness: float) -> np.ndarray:
     """Loop the melody (with a pad on each bar's root) to ``seconds`` and render it."""
-    import pretty_midi
+    pretty_midi = _import_pretty_midi()
 
     beat = 60.0 / score.tempo
     pm = pretty_midi.PrettyMIDI(initial_tempo=score.tempo)

@@ -4,7 +4,9 @@ soundtrack with the audio generator/supervisor team. Registered by ``orchestrato
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -35,8 +37,10 @@ def compose_command(
 
     stem = Path(brief).stem if Path(brief).suffix else "brief"
     outdir = output or Path(f"compose-{stem}")
-    result = compose(brief, outdir, video=video, config=config, seed=seed, max_tries=max_tries, expert=model,
-                     profiles=profiles)
+    # Library chatter on stdout (import notices, progress) goes to stderr: stdout carries the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = compose(brief, outdir, video=video, config=config, seed=seed, max_tries=max_tries, expert=model,
+                         profiles=profiles)
     info = summary(result)
     if as_json:
         print(json.dumps(info, indent=2))
