@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_plan(args: argparse.Namespace) -> list[dict]:
     """Routed questions: (question, choices, format, expert slots, aggregator)."""
-    from eval.datasets import load_split
-
     from agents.cache import GenerationCache
     from agents.runtime import LoadedPool
+    from eval.datasets import load_split
     from eval.methods import EvalQuestion, MethodContext, get_method
     from orchestrator.config import load_config
     from orchestrator.profiles import load_profile

@@ -106,6 +106,8 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
         else:
             if base == "single":
                 config.expert(arg)
+            if base == "symoe":
+                symoe_variant(arg)
             out.append(raw)
     return list(dict.fromkeys(out))
 
@@ -172,10 +174,27 @@ def mixture_of_agents(_: str | None) -> PlanFn:
     return plan
 
 
+def symoe_variant(arg: str | None) -> dict[str, object]:
+    """Router overrides from a ``symoe:`` argument: ``k3`` fixes k=3 (samples of one expert
+    allowed), ``k3-distinct`` fixes k=3 with distinct experts only, ``distinct`` keeps the
+    adaptive k with distinct experts only. No argument: the configured router."""
+    if not arg:
+        return {}
+    k_part, _, flag = arg.partition("-")
+    if k_part == "distinct" and not flag:
+        return {"allow_samples": False}
+    if not (k_part.startswith("k") and k_part[1:].isdigit() and int(k_part[1:]) > 0 and flag in ("", "distinct")):
+        raise SymoeError(f"unknown symoe variant {arg!r}; use symoe, symoe:distinct, symoe:kN or symoe:kN-distinct")
+    return {"k": int(k_part[1:]), "adaptive_k": False, "allow_samples": flag != "distinct"}
+
+
 @register_method("symoe")
-def symoe(_: str | None) -> PlanFn:
+def symoe(arg: str | None) -> PlanFn:
+    overrides = symoe_variant(arg)
+
     def plan(ctx: MethodContext, q: EvalQuestion) -> QuestionPlan:
-        rec = recruit(q.skills, ctx.profile.experts, ctx.config.router, seed=question_seed(ctx.seed, q.id))
+        router = ctx.config.router.model_copy(update=overrides) if overrides else ctx.config.router
+        rec = recruit(q.skills, ctx.profile.experts, router, seed=question_seed(ctx.seed, q.id))
         slots = [s if s.sample else s.model_copy(update={"seed": ctx.seed}) for s in rec.slots]
         return QuestionPlan(slots=slots, combine="symoe", aggregator=ctx.profile.best_aggregator(q.skills),
                             weights=rec.weights, note=rec.reason)

@@ -304,7 +304,7 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
         table[method][task] = _stats(rows)
     for (method, task, subject), rows in sgroups.items():
         subjects[method][f"{task}/{subject}"] = _stats(rows)
-    recruited = Counter(e for s in samples if s.method.startswith("symoe") for e in s.experts)
+    recruited = Counter(e for s in samples if s.method.partition("@")[0] == "symoe" for e in s.experts)
     return {"accuracy": table, "per_subject": subjects, "symoe_recruited": dict(recruited)}
 
 

@@ -62,7 +62,8 @@ def annotation_requests(question: str, config: SkillsConfig, seed: int) -> list[
     ]
 
 
-def vote(samples: list[list[str]], matcher: SkillMatcher, min_votes: int) -> tuple[list[str], list[str], dict[str, int]]:
+def vote(samples: list[list[str]], matcher: SkillMatcher,
+         min_votes: int) -> tuple[list[str], list[str], dict[str, int]]:
     """Canonical skills and unknown keywords named in at least ``min_votes`` samples."""
     skill_votes: Counter[str] = Counter()
     unknown_votes: Counter[str] = Counter()
