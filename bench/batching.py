@@ -2,7 +2,7 @@
 recruited expert for each question, and (b) grouped by expert, each model loaded once and
 run as a batch. Prints wall time, model loads and peak RSS of each, and their ratio.
 
-    python bench/batching.py --questions 100 --backend transformers
+    python bench/batching.py --questions 102 --backend transformers [--dtype float32] [--method symoe:k3-distinct]
 
 Each mode runs in its own subprocess (so peak RSS is its own) with no generation cache.
 Both modes answer the same plan: symoe's recruitment (annotation + profile) computed once.
@@ -45,7 +45,7 @@ def build_plan(args: argparse.Namespace) -> list[dict]:
                          SkillMatcher(config.embedding, config.skills.match_threshold), config.skills, cache=cache)
     pool.close()
     profile, _ = load_profile(config)
-    plan_fn = get_method("symoe")
+    plan_fn = get_method(args.method)
     ctx = MethodContext(config=config, profile=profile, seed=0)
     out = []
     for q, ann in zip(questions, anns, strict=True):
@@ -56,7 +56,8 @@ def build_plan(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def run_mode(mode: str, plan: list[dict], backend: str, max_tokens: int) -> dict:
+def run_mode(mode: str, plan: list[dict], backend: str, max_tokens: int, dtype: str | None,
+             batch_size: int | None) -> dict:
     from agents.backends import create_backend
     from agents.runtime import resolve
     from orchestrator.aggregate import agreed_answer, synthesis_request
@@ -66,7 +67,11 @@ def run_mode(mode: str, plan: list[dict], backend: str, max_tokens: int) -> dict
     from orchestrator.records import ExpertAnswer
 
     config = load_config()
-    specs = {n: resolve(s.model_copy(update={"backend": backend}), config.home) for n, s in config.experts.items()}
+    params: dict[str, object] = {"dtype": dtype} if dtype else {}
+    if batch_size:
+        params["batch_size"] = batch_size
+    specs = {n: resolve(s.model_copy(update={"backend": backend, "params": {**s.params, **params}}), config.home)
+             for n, s in config.experts.items()}
     loads: list[str] = []
 
     def request(item: dict, slot: dict):
@@ -129,6 +134,9 @@ def main() -> None:
     parser.add_argument("--tasks", default="mmlu,arc_challenge,medmcqa")
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--method", default="symoe", help="routing of the plan: symoe, symoe:k3-distinct, ...")
+    parser.add_argument("--dtype", help="transformers compute dtype (default: the backend's choice)")
+    parser.add_argument("--batch-size", type=int, help="requests per generate call (default: the backend's)")
     parser.add_argument("--mode", choices=["naive", "grouped"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the figures here")
@@ -136,22 +144,31 @@ def main() -> None:
     args.tasks = [t for t in args.tasks.split(",") if t]
     if args.mode:  # child process
         plan = json.loads(Path(args.plan).read_text())
-        print(json.dumps(run_mode(args.mode, plan, args.backend, args.max_tokens)))
+        print(json.dumps(run_mode(args.mode, plan, args.backend, args.max_tokens, args.dtype, args.batch_size)))
         return
     plan = build_plan(args)
     distinct = sorted({s["expert"] for p in plan for s in p["slots"]})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(plan, handle)
     results = {}
+    if args.backend == "transformers" and not args.dtype:
+        from agents.backends.transformers_backend import default_dtype
+
+        args.dtype = default_dtype()
     for mode in ("grouped", "naive"):
         proc = subprocess.run([sys.executable, __file__, "--mode", mode, "--plan", handle.name, "--backend",
-                               args.backend, "--max-tokens", str(args.max_tokens)], capture_output=True, text=True)
+                               args.backend, "--max-tokens", str(args.max_tokens),
+                               *(["--dtype", args.dtype] if args.dtype else []),
+                               *(["--batch-size", str(args.batch_size)] if args.batch_size else [])],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{mode} run failed:\n{proc.stderr[-2000:]}")
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     g, n = results["grouped"], results["naive"]
     same = sum(g["answers"][q] == n["answers"][q] for q in g["answers"])
-    print(f"{len(plan)} routed questions, backend {args.backend}, max_tokens {args.max_tokens}; "
+    print(f"{len(plan)} questions routed by {args.method}, backend {args.backend} (dtype {args.dtype or 'default'}, "
+          f"batch {args.batch_size or 'default'}), "
+          f"max_tokens {args.max_tokens}; "
           f"distinct recruited experts: {len(distinct)} ({', '.join(distinct)})")
     print("| mode | wall s | model loads | peak RSS MB | expert calls | aggregations |")
     print("|---|---|---|---|---|---|")
@@ -161,7 +178,9 @@ def main() -> None:
     print(f"speed-up grouped vs naive: {n['wall_seconds'] / g['wall_seconds']:.1f}x; "
           f"loads {n['loads']} -> {g['loads']}; same expert answers for {same}/{len(plan)} questions")
     if args.json:
-        Path(args.json).write_text(json.dumps({"plan_questions": len(plan), "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"plan_questions": len(plan), "method": args.method,
+                                               "backend": args.backend, "dtype": args.dtype, "results": results},
+                                              indent=1))
 
 
 if __name__ == "__main__":
