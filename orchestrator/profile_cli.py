@@ -100,7 +100,8 @@ def gate(
     cfg = load_config(config)
     work = cfg.home / "gate-calibration"
     args = EvalArgs(tasks=[t.strip() for t in tasks.split(",") if t.strip()], split="validation", seed=seed,
-                    methods=["symoe@never", "symoe@always", "symoe@auto"], output=work)
+                    methods=["symoe@never", "symoe@always", "symoe@auto"], output=work,
+                    cache_path=cfg.home / "cache" / "generations.sqlite")  # shared with profile build
     with stage_bars(err) as report:
         samples, _ = evaluate(cfg, args, report)
     by = {(s.method, s.question_id): s for s in samples}
