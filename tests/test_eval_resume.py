@@ -98,3 +98,31 @@ def test_killed_run_resumes_without_recomputing(small_setup, tmp_path):
                 for m, rows in table.items()}
 
     assert without_time(resumed["accuracy"]) == without_time(reference["accuracy"])
+
+
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(small_setup, tmp_path):
+    root, task, config = small_setup
+    out = tmp_path / "run"
+    base = [*SYMOE, "eval", "-c", str(config), "--methods", "single:smollm2-135m"]
+    done = subprocess.run([*base, "--tasks", str(task), "--output", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    n, results = stored(out), (out / "results.json").read_text()
+    assert n == 8
+    malformed = tmp_path / "broken.jsonl"
+    malformed.write_text('{"id": "q1", "question": "2+2?", "choices": ["3", "4"], "answer": "B"}\n{"id": oops\n')
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = {
+        "unknown task": ["--tasks", "no_such_task", "--output", str(out)],
+        "broken.jsonl": ["--tasks", str(malformed), "--output", str(out)],
+        "not writable": ["--tasks", str(task), "--output", str(blocker / "sub"),
+                         "--use-cache", str(out / "generations.sqlite")],
+        "unknown method": ["--tasks", str(task), "--methods", "oracle", "--output", str(out)],
+    }
+    for expect, args in cases.items():
+        proc = subprocess.run([*base[:-2], *(["--methods", "single:smollm2-135m"] if "--methods" not in args else []),
+                               *args], capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (expect, proc.stderr[-1500:])
+        assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], (expect, proc.stderr)
+    assert stored(out) == n and (out / "results.json").read_text() == results
