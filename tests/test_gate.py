@@ -1,0 +1,123 @@
+"""The retrieval gate: calibration by grid search, where a gate is loaded from, and (real) its
+decisions on real questions with the real index, embeddings and llama.cpp draft log-probs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.backends import Generation, TokenLogprob
+from orchestrator.gate import (
+    CalibrationRow,
+    GateFeatures,
+    GateModel,
+    calibrate,
+    default_gate_path,
+    draft_confidence,
+    evaluate_gate,
+    load_gate,
+    save_gate,
+)
+
+
+def row(retrieval: float, draft: float, never: bool, always: bool, task: str = "t") -> CalibrationRow:
+    return CalibrationRow(features=GateFeatures(profile_strength=0.5, draft_confidence=draft,
+                                                retrieval_score=retrieval),
+                          correct_never=never, correct_always=always, task=task)
+
+
+def test_calibration_retrieves_only_where_it_helps() -> None:
+    # corpus questions: high retrieval score, right only with the passages;
+    # the rest: low score, right without retrieval and sometimes hurt by it
+    rows = ([row(0.7 + i / 100, 0.2, False, True, "squad") for i in range(10)]
+            + [row(0.3 + i / 100, 0.8, True, i % 2 == 0, "mmlu") for i in range(10)])
+    gate = calibrate(rows, tolerance=0.5)
+    acc, rate = evaluate_gate(gate, rows)
+    assert acc == 100.0 and rate == 50.0
+    assert gate.calibrated["accuracy_always"] == 75.0 and gate.calibrated["accuracy_never"] == 50.0
+    assert gate.calibrated["tasks"] == ["mmlu", "squad"]
+
+
+def test_calibration_prefers_fewer_retrievals_within_tolerance() -> None:
+    # retrieval never changes the outcome: the cheapest gate retrieves nothing
+    rows = [row(i / 20, 0.5, i % 3 == 0, i % 3 == 0) for i in range(20)]
+    gate = calibrate(rows, tolerance=0.0)
+    assert evaluate_gate(gate, rows)[1] == 0.0
+
+
+def test_draft_confidence_is_the_top1_top2_margin() -> None:
+    import math
+
+    sure = TokenLogprob(token="A", logprob=math.log(0.9), top={"A": math.log(0.9), "B": math.log(0.05)})
+    unsure = TokenLogprob(token="A", logprob=math.log(0.5), top={"A": math.log(0.5), "B": math.log(0.4)})
+    gen = Generation(text="A", model="m", token_logprobs=[sure, unsure])
+    assert draft_confidence(gen) == pytest.approx(((0.9 - 0.05) + (0.5 - 0.4)) / 2)
+    assert draft_confidence(Generation(text="A", model="m")) == 0.0
+
+
+def test_gate_loading_order(tmp_path: Path) -> None:
+    mine = GateModel(threshold=0.123)
+    save_gate(mine, tmp_path / "mine.json")
+    assert load_gate(tmp_path / "mine.json", tmp_path).threshold == 0.123
+    save_gate(GateModel(threshold=0.456), tmp_path / "gate.json")  # <home>/gate.json
+    assert load_gate(None, tmp_path).threshold == 0.456
+    shipped = load_gate(None, tmp_path / "nowhere")
+    assert shipped == GateModel.model_validate(json.loads(default_gate_path().read_text()))
+    assert shipped.calibrated.get("rows", 0) >= 100, "the shipped gate is calibrated on validation data"
+
+
+# ---------------------------------------------------------------- real: index, embeddings, llama.cpp draft
+
+
+@pytest.fixture(scope="module")
+def squad_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """A small real index: the gold paragraphs of 3 SQuAD questions among 30 other passages."""
+    from agents.paths import default_home
+    from eval.datasets import corpus_passages, load_task
+    from orchestrator.config import EmbeddingConfig
+    from retrieval.index import build_index
+
+    home = default_home()
+    passages = {p.id: p for p in corpus_passages(home)}
+    questions, seen = [], set()
+    for q in load_task("squad", home):
+        if q.passage_id not in seen:
+            seen.add(q.passage_id)
+            questions.append(q)
+        if len(questions) == 3:
+            break
+    others = [p for p in passages.values() if p.id not in seen][:30]
+    root = tmp_path_factory.mktemp("docs")
+    (root / "docs.jsonl").write_text("".join(
+        json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n"
+        for p in [*(passages[q.passage_id] for q in questions), *others]))
+    index_dir = root / "index"
+    build_index([root / "docs.jsonl"], index_dir, EmbeddingConfig())
+    return index_dir, questions
+
+
+@pytest.mark.real
+def test_gate_retrieves_for_corpus_questions_and_not_for_arithmetic(squad_index) -> None:
+    from orchestrator import Symoe, load_config
+    from orchestrator.answers import is_correct
+
+    index_dir, questions = squad_index
+    config = load_config()
+    config.retrieval.index = index_dir
+    with Symoe(config) as symoe:
+        sums = symoe.ask("What is 17 * 23?", retrieval="auto")
+        assert sums.retrieval is not None and not sums.retrieval.retrieved, sums.retrieval
+        assert "gate score" in sums.retrieval.reason and sums.answer == "391"
+        right = found = 0
+        for q in questions:
+            result = symoe.ask(q.question, retrieval="auto")
+            decision = result.retrieval
+            assert decision is not None and decision.retrieved, (q.question, decision)
+            found += any(p["text"].strip()[:60] in (q.context or "") for p in decision.passages)
+            right += is_correct(result.answer, q.answer, "text", q.aliases)
+        never = symoe.ask(questions[0].question, retrieval="never")
+        assert never.retrieval is not None and not never.retrieval.retrieved
+    assert found >= 2, f"the gold paragraph was among the passages for {found}/3 questions"
+    assert right >= 2, f"{right}/3 SQuAD questions answered from the retrieved passages"
