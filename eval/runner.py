@@ -132,6 +132,8 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
     t0 = time.perf_counter()
     gate_scores: dict[str, float] = {}
     features: dict[str, Any] = {}
+    search_seconds: dict[str, float] = {}  # retrieval's own cost, charged to @always and @auto
+    draft_cost: dict[str, tuple[int, int, float]] = {}  # the gate's draft, charged to @auto
     modes = {m: retrieval_mode(m) for m in args.methods}
     if any(mode in ("always", "auto") for mode in modes.values()):
         from orchestrator.api import open_retriever
@@ -140,12 +142,16 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
         retriever, problem = open_retriever(config)
         if retriever is None:
             raise SymoeError(f"the retrieval axis needs an index: {problem}")
-        hits = {q.id: retriever.search(q.question, config.retrieval.top_k) for q in questions}  # type: ignore[attr-defined]
+        hits = {}
+        for q in questions:
+            t_search = time.perf_counter()
+            hits[q.id] = retriever.search(q.question, config.retrieval.top_k)  # type: ignore[attr-defined]
+            search_seconds[q.id] = time.perf_counter() - t_search
         gate = load_gate(args.gate or config.retrieval.gate, config.home)
         if "auto" in modes.values():
             auto_method = next(m for m, mode in modes.items() if mode == "auto")
-            features = gate_features_batch(config, pool, cache, profile, questions, formats, skills,
-                                           plans[auto_method], hits, gate.draft_tokens, args.seed, tick)
+            features, draft_cost = gate_features_batch(config, pool, cache, profile, questions, formats, skills,
+                                                       plans[auto_method], hits, gate.draft_tokens, args.seed, tick)
         for method, mode in modes.items():
             for qid, qplan in plans[method].items():
                 go = mode == "always" or (mode == "auto" and gate.decide(features[qid])[0])
@@ -234,6 +240,11 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
             if method.startswith("symoe") and qid in annotation_tokens:
                 a_p, a_c, a_s = annotation_tokens[qid]
                 p_tok, c_tok, secs = p_tok + a_p, c_tok + a_c, secs + a_s
+            if retrieval_mode(method) in ("always", "auto"):
+                secs += search_seconds.get(qid, 0.0)
+            if retrieval_mode(method) == "auto" and qid in draft_cost:
+                d_p, d_c, d_s = draft_cost[qid]
+                p_tok, c_tok, secs = p_tok + d_p, c_tok + d_c, secs + d_s
             samples.append(SampleResult(
                 method=method, question_id=qid, task=q.task, subject=q.subject or q.task, answer=answer,
                 gold=q.answer, correct=is_correct(answer, q.answer, formats[qid], q.aliases),
@@ -253,8 +264,10 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: Progress | None = No
 def gate_features_batch(config: SymoeConfig, pool: LoadedPool, cache: GenerationCache, profile: Any,
                         questions: list[Any], formats: dict[str, AnswerFormat], skills: dict[str, list[str]],
                         plans: dict[str, QuestionPlan], hits: dict[str, list[Any]], draft_tokens: int, seed: int,
-                        tick: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
-    """Gate features for every question: drafts by the strongest recruited expert, grouped."""
+                        tick: Callable[[str, int], Callable[[int], None]],
+                        ) -> tuple[dict[str, Any], dict[str, tuple[int, int, float]]]:
+    """Gate features for every question (drafts by the strongest recruited expert, grouped),
+    and each draft's cost (prompt tokens, completion tokens, seconds)."""
     from orchestrator.gate import GateFeatures, draft_confidence, profile_strength
 
     drafts: dict[str, dict[str, GenerationRequest]] = defaultdict(dict)
@@ -268,13 +281,15 @@ def gate_features_batch(config: SymoeConfig, pool: LoadedPool, cache: Generation
         drafts[strongest][key] = request
         owner[q.id] = (strongest, key)
     done = run_grouped(drafts, pool, cache, tick, "gate drafts")
-    out = {}
+    out, cost = {}, {}
     for q in questions:
         experts = list(dict.fromkeys(s.expert for s in plans[q.id].slots))
+        draft = done[owner[q.id][1]]
         out[q.id] = GateFeatures(profile_strength=profile_strength(profile, experts, skills[q.id]),
-                                 draft_confidence=draft_confidence(done[owner[q.id][1]]),
+                                 draft_confidence=draft_confidence(draft),
                                  retrieval_score=max((float(h.score) for h in hits[q.id]), default=0.0))
-    return out
+        cost[q.id] = (draft.prompt_tokens, draft.completion_tokens, draft.seconds)
+    return out, cost
 
 
 def run_grouped(jobs: dict[str, dict[str, GenerationRequest]], pool: LoadedPool, cache: GenerationCache,
