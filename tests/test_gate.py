@@ -71,9 +71,12 @@ def test_gate_loading_order(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- real: index, embeddings, llama.cpp draft
 
 
+N_SQUAD = 6
+
+
 @pytest.fixture(scope="module")
 def squad_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
-    """A small real index: the gold paragraphs of 3 SQuAD questions among 30 other passages."""
+    """A small real index: the gold paragraphs of 6 SQuAD questions among 30 other passages."""
     from agents.paths import default_home
     from eval.datasets import corpus_passages, load_task
     from orchestrator.config import EmbeddingConfig
@@ -86,7 +89,7 @@ def squad_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
         if q.passage_id not in seen:
             seen.add(q.passage_id)
             questions.append(q)
-        if len(questions) == 3:
+        if len(questions) == N_SQUAD:
             break
     others = [p for p in passages.values() if p.id not in seen][:30]
     root = tmp_path_factory.mktemp("docs")
@@ -100,24 +103,31 @@ def squad_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
 
 @pytest.mark.real
 def test_gate_retrieves_for_corpus_questions_and_not_for_arithmetic(squad_index) -> None:
+    """The shipped gate on real questions. It is measured at about 80% retrieval on SQuAD test
+    questions (README), so it must retrieve for most of these, and never for arithmetic."""
     from orchestrator import Symoe, load_config
     from orchestrator.answers import is_correct
 
     index_dir, questions = squad_index
     config = load_config()
     config.retrieval.index = index_dir
+    retrieved = found = right = 0
     with Symoe(config) as symoe:
         sums = symoe.ask("What is 17 * 23?", retrieval="auto")
         assert sums.retrieval is not None and not sums.retrieval.retrieved, sums.retrieval
         assert "gate score" in sums.retrieval.reason and sums.answer == "391"
-        right = found = 0
         for q in questions:
-            result = symoe.ask(q.question, retrieval="auto")
-            decision = result.retrieval
-            assert decision is not None and decision.retrieved, (q.question, decision)
-            found += any(p["text"].strip()[:60] in (q.context or "") for p in decision.passages)
-            right += is_correct(result.answer, q.answer, "text", q.aliases)
+            decision = symoe.ask(q.question, retrieval="auto").retrieval
+            assert decision is not None and "gate score" in decision.reason
+            retrieved += decision.retrieved
+        forced = [symoe.ask(q.question, retrieval="always") for q in questions[:3]]
         never = symoe.ask(questions[0].question, retrieval="never")
-        assert never.retrieval is not None and not never.retrieval.retrieved
+    assert retrieved >= N_SQUAD // 2 + 1, f"the gate retrieved for {retrieved}/{N_SQUAD} SQuAD questions"
+    for q, result in zip(questions, forced, strict=False):
+        decision = result.retrieval
+        assert decision is not None and decision.retrieved and decision.passages
+        found += any(p["text"].strip()[:60] in (q.context or "") for p in decision.passages)
+        right += is_correct(result.answer, q.answer, "text", q.aliases)
+    assert never.retrieval is not None and not never.retrieval.retrieved
     assert found >= 2, f"the gold paragraph was among the passages for {found}/3 questions"
     assert right >= 2, f"{right}/3 SQuAD questions answered from the retrieved passages"
