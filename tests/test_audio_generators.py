@@ -17,7 +17,8 @@ from agents.audio.music import LLMMidi, MotifMidi, parse_notes  # noqa: E402
 from agents.audio.rewrite import AudioRewriter  # noqa: E402
 from agents.audio.sfx import NoiseSfx, SynthSfx  # noqa: E402
 from agents.audio.tts import EspeakTTS, PiperTTS  # noqa: E402
-from agents.audio.whisper import model_dir, sha256, wer  # noqa: E402
+from agents.audio.whisper import model_dir, wer  # noqa: E402
+from agents.pool import sha256_file as sha256  # noqa: E402
 from agents.teams import Context, DomainExpert, Event, GeneratorProfiles  # noqa: E402
 
 pytestmark = pytest.mark.audio
