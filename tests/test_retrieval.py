@@ -94,20 +94,9 @@ def test_missing_index_cli_exit_2(tmp_path: Path, symoe_cli) -> None:
 # ---------------------------------------------------------------- real data, real model
 
 @pytest.fixture(scope="module")
-def squad() -> tuple[list, dict]:
+def squad(squad_with_passages) -> tuple[list, dict]:
     """SQuAD questions (with their gold passage id) and the offline corpus passages by id."""
-    from eval.datasets import corpus_passages, load_task
-
-    home = default_home()
-    passages = {p.id: p for p in corpus_passages(home)}
-    questions, used = [], set()
-    for q in load_task("squad", home):
-        if q.passage_id not in used:
-            used.add(q.passage_id)
-            questions.append(q)
-        if len(questions) == N_QUESTIONS:
-            break
-    return questions, passages
+    return squad_with_passages(N_QUESTIONS)
 
 
 @pytest.fixture(scope="module")
