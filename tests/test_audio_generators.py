@@ -19,7 +19,7 @@ from agents.audio.sfx import NoiseSfx, SynthSfx  # noqa: E402
 from agents.audio.tts import EspeakTTS, PiperTTS  # noqa: E402
 from agents.audio.whisper import model_dir, wer  # noqa: E402
 from agents.pool import sha256_file as sha256  # noqa: E402
-from agents.teams import Context, DomainExpert, Event, GeneratorProfiles  # noqa: E402
+from agents.teams import Artifact, Context, DomainExpert, Event, GeneratorProfiles  # noqa: E402
 
 pytestmark = pytest.mark.audio
 LINE = "The storm is coming, close the shutters now."
@@ -46,11 +46,28 @@ def test_whisper_model_is_assembled_and_verified(pool_home: Path) -> None:
     assert (d / "tokenizer.json").exists() and (d / ".verified").exists()
 
 
+def heard_within_budget(event: Event, ctx: Context, home: Path, tries: int = 3) -> tuple[Artifact, list[dict]]:
+    """Piper takes until one passes the WER critic, as the supervisor retries them.
+
+    Piper samples its prosody noise inside the ONNX graph, which onnxruntime.set_seed does not
+    make repeatable: about one take in ten is misheard by a word or two (a CI run heard "This
+    storm is coming close to the shutters now."). The claim tested is the team's: a line is
+    heard right within its retry budget of three takes."""
+    takes: list[dict] = []
+    critic = WERCritic(home)
+    for _ in range(tries):
+        art = PiperTTS().generate(event, ctx)
+        takes.append(critic.judge(event, art, ctx).measured)
+        if takes[-1]["wer"] <= 0.15:
+            break
+    return art, takes
+
+
 def test_piper_line_passes_every_critic(pool_home: Path, ctx: Context) -> None:
     event = Event(id="l", type="speech", start=0, duration=3.5, text=LINE, loudness=-18)
-    art = PiperTTS().generate(event, ctx)
+    art, takes = heard_within_budget(event, ctx, pool_home)
+    assert takes[-1]["wer"] <= 0.15, takes
     scores = judge_all(event, art, pool_home, ctx)
-    assert scores["wer"].measured["wer"] <= 0.15, scores["wer"].measured
     assert all(s.score >= 0.7 for s in scores.values()), {k: s.score for k, s in scores.items()}
     assert abs(scores["loudness"].measured["lufs"] + 18) <= 2
     assert art.sample_rate == 44100 and 1.5 < art.duration < 3.5
@@ -80,10 +97,10 @@ def test_too_long_line_fails_duration_and_is_sped_up(pool_home: Path, ctx: Conte
     event2, note = AudioRewriter().rewrite(event, [first], ctx)  # type: ignore[misc]
     assert "speak 1.1" in note and event2.params["rate"] == pytest.approx(1.13 * 1.05, abs=0.01)
     assert event2.text == LINE
-    art2 = PiperTTS().generate(event2, ctx)
+    art2, takes = heard_within_budget(event2, ctx, pool_home)
+    assert takes[-1]["wer"] <= 0.15, takes
     assert art2.duration < art.duration
     assert DurationCritic().judge(event2, art2, ctx).score >= 0.7
-    assert WERCritic(pool_home).judge(event2, art2, ctx).measured["wer"] <= 0.15
 
 
 def test_far_too_long_line_is_shortened(pool_home: Path, ctx: Context) -> None:
@@ -93,9 +110,9 @@ def test_far_too_long_line_is_shortened(pool_home: Path, ctx: Context) -> None:
     ctx.llm = lambda prompt, system, n: "Close the shutters right now."
     event2, note = AudioRewriter().rewrite(event, [first], ctx)  # type: ignore[misc]
     assert "shortened to 5 words" in note and event2.text == "Close the shutters right now."
-    art2 = PiperTTS().generate(event2, ctx)
+    art2, takes = heard_within_budget(event2, ctx, pool_home)
+    assert takes[-1]["wer"] <= 0.15, takes
     assert DurationCritic().judge(event2, art2, ctx).score >= 0.7
-    assert WERCritic(pool_home).judge(event2, art2, ctx).measured["wer"] <= 0.15
     ctx.llm = None  # without a model the line is cut at a word boundary
     event3, _ = AudioRewriter().rewrite(event, [first], ctx)  # type: ignore[misc]
     assert event3.text == "The storm is coming, close."
