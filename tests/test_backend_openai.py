@@ -154,17 +154,15 @@ ERROR = {"error": {"message": "overloaded", "type": "server_error"}}
 
 def test_unreachable_endpoint_fails_fast_with_one_line(closed_port: int) -> None:
     backend = create_backend(spec(f"http://127.0.0.1:{closed_port}/v1", max_retries=2))
-    start = time.perf_counter()
     with pytest.raises(BackendError) as info:
         backend.load()
-    elapsed = time.perf_counter() - start
     message = str(info.value)
     assert "\n" not in message
     assert f"http://127.0.0.1:{closed_port}/v1/models" in message
     assert "after 3 attempt(s)" in message and "ConnectError" in message
     assert "start the server" in message
     assert backend.attempts == 3 and backend.retries == 2  # type: ignore[attr-defined]
-    assert elapsed < 5
+    assert len(backend.waits) == 2 and sum(backend.waits) <= 0.1  # type: ignore[attr-defined]
     assert not backend.loaded
 
 
@@ -204,16 +202,14 @@ def test_500_and_429_are_retried_then_succeed_honouring_retry_after() -> None:
     with ScriptedServer(script) as server:
         backend = create_backend(spec(server.url, max_retries=3))
         backend.load()
-        start = time.perf_counter()
         gen = backend.generate([GenerationRequest.user("capital of France?")])[0]
-        elapsed = time.perf_counter() - start
     assert gen.ok, gen.error
     assert gen.text == "Paris" and gen.prompt_tokens == 9 and gen.completion_tokens == 2
     posts = server.posts()
     assert len(posts) == 4 and backend.retries == 3  # type: ignore[attr-defined]
     assert posts[3]["time"] - posts[2]["time"] >= 0.95  # waited the server's Retry-After
-    assert posts[1]["time"] - posts[0]["time"] < 0.5  # backoff itself is small here
-    assert elapsed < 10
+    waits = backend.waits  # type: ignore[attr-defined]
+    assert waits[2] == 1.0 and max(waits[:2]) <= 0.05  # Retry-After, else the small backoff set here
 
 
 def test_failure_after_retries_degrades_to_error_generations() -> None:
@@ -241,24 +237,18 @@ def test_timeouts_are_retried_then_reported() -> None:
     with ScriptedServer([(200, {}, "echo")], delay=1.0) as server:
         backend = create_backend(spec(server.url, max_retries=1, timeout_s=0.3))
         backend.load()  # GET /models is not delayed
-        start = time.perf_counter()
         gen = backend.generate([GenerationRequest.user("slow")])[0]
-        elapsed = time.perf_counter() - start
     assert gen.error is not None and "ReadTimeout" in gen.error
-    assert len(server.posts()) == 2
-    assert elapsed < 3
+    assert len(server.posts()) == 2 and backend.retries == 1  # type: ignore[attr-defined]
 
 
 def test_batch_is_concurrent_bounded_and_ordered() -> None:
     with ScriptedServer([(200, {}, "echo")], delay=0.3) as server:
         backend = create_backend(spec(server.url, params={"concurrency": 3}))
         backend.load()
-        start = time.perf_counter()
         results = backend.generate([GenerationRequest.user(f"q{i}") for i in range(6)])
-        elapsed = time.perf_counter() - start
     assert [g.text for g in results] == [f"echo: q{i}" for i in range(6)]
-    assert server.max_in_flight == 3
-    assert elapsed < 6 * 0.3  # sequential would take 1.8 s; 3 at a time about 0.6 s
+    assert server.max_in_flight == 3  # concurrent, and never more than the bound
 
 
 # -- what goes over the wire ------------------------------------------------------------------
@@ -420,12 +410,9 @@ def test_cli_unreachable_endpoint_is_one_error_line(closed_port: int, tmp_path: 
         f"    base_url: http://127.0.0.1:{closed_port}/v1\n"
         "    max_retries: 1\n    params: {backoff_s: 0.01}\n"
     )
-    start = time.perf_counter()
     result = run_cli("ask", "--config", str(config), "--model", "remote", "What is 2+2?")
-    elapsed = time.perf_counter() - start
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert f"127.0.0.1:{closed_port}" in lines[0] and "Traceback" not in result.stderr
     assert result.stdout == ""
-    assert elapsed < 60
