@@ -71,6 +71,38 @@ def test_mixer_scales_a_clipping_sum_by_one_gain(tmp_path: Path) -> None:
     assert np.max(np.abs(mix)) == pytest.approx(0.98, abs=1e-3) and dsp.clipped_fraction(mix) == 0.0
 
 
+def spoken(text: str, tmp: Path, event: Event) -> EventResult:
+    """A real Piper take of ``text`` placed as ``event``, whose WER critic heard it right alone."""
+    from agents.audio.tts import PiperTTS
+    from agents.teams import Score
+
+    art = PiperTTS().generate(event.model_copy(update={"text": text}), Context(tmp))
+    score = Score(critic="wer", score=1.0, measured={"wer": 0.0, "heard": text})
+    return EventResult(event_id=event.id, attempts=[Attempt(event=event, generator="piper", round=0, try_index=0,
+                                                            artifact=art, scores=[score])], chosen=0)
+
+
+def test_reviewer_turns_down_what_masks_a_line_and_retakes_a_misheard_one(tmp_path: Path, pool_home: Path) -> None:
+    from agents.audio.review import MixReviewer
+
+    line = "Bring the lantern to the window, quickly."
+    speech = Event(id="line", type="speech", start=1.0, duration=3.5, text=line, loudness=-18)
+    noise = Event(id="rain", type="effect", start=0, duration=6, description="rain", loudness=-18)
+    rng = np.random.default_rng(0)
+    rain = dsp.gain_to(rng.normal(0, 0.1, 6 * 44100).astype(np.float32), -18)
+    plan = Plan(duration=6, events=[noise, speech])
+    results = {"rain": result_for(noise, rain, tmp_path), "line": spoken(line, tmp_path, speech)}
+    issues = MixReviewer(pool_home).review(plan, results, Context(tmp_path))
+    # noise as loud as the voice: the rain is asked to come down, the line is left alone
+    assert [(i.event_id, "loudness_delta" in i.hint) for i in issues] == [("rain", True)], issues
+    assert issues[0].hint["loudness_delta"] <= -8 and "masks speech line" in issues[0].message
+    # the voice alone in the mix but saying other words than planned: loud enough, so a new take
+    quiet = {"line": spoken("The kettle is boiling in the kitchen.", tmp_path, speech)}
+    issues = MixReviewer(pool_home).review(Plan(duration=6, events=[speech]), quiet, Context(tmp_path))
+    assert [(i.event_id, i.hint) for i in issues] == [("line", {"params": {"retake": 1}})], issues
+    assert "misheard in the mix" in issues[0].message
+
+
 @pytest.fixture(scope="module")
 def three_scene_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("ffmpeg") is None:

@@ -2,9 +2,11 @@
 
 For every speech line it measures, inside the line's window, the loudness of the voice over
 the sum of everything else (it must be at least ``min_ratio_db`` louder) and transcribes the
-mix itself with Whisper (its WER at most ``max_wer`` above the voice's own). A masked line sends the events under it
-back to the generation team with a hint to come down in level. Events without audio are
-reported too.
+mix itself around the line (``mixer.speech_window``) with Whisper (its WER at most
+``max_wer`` above the voice's own). A masked line (too quiet over the rest) sends the events
+under it back to the generation team with a hint to come down in level; a line loud enough
+yet misheard in the mix is sent back itself for a new take (Piper's takes vary, and Whisper
+can mishear one in context that it hears right alone). Events without audio are reported too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.audio import dsp
-from agents.audio.mixer import mix, offset
+from agents.audio.mixer import mix, offset, speech_window
 from agents.audio.whisper import transcribe, wer
 from agents.teams.interfaces import Context, Reviewer
 from agents.teams.records import EventResult, Issue, Plan
@@ -45,13 +47,21 @@ class MixReviewer(Reviewer):
             voice = ts[e.id][a:b]
             rest = (total[a:b] / gain) - voice
             ratio = dsp.lufs(voice) - dsp.lufs(rest) if np.any(rest) else 99.0
-            heard = transcribe(total[a:b], self.home, dsp.SAMPLE_RATE)
+            heard = transcribe(total[speech_window(e.start, best.artifact.duration, len(total))], self.home,
+                               dsp.SAMPLE_RATE)
             rate = wer(e.text, heard)
             ctx.trace.add("review", f"reviewer:{self.name}", f"{e.id} in the mix: voice {ratio:+.1f} dB over the "
                           f"rest, WER {rate:.2f}", e.id, ratio_db=round(ratio, 2), wer=round(rate, 4), heard=heard)
             solo = next((float(sc.measured["wer"]) for sc in best.scores if sc.critic == "wer"), 0.0)
-            if ratio >= self.min_ratio_db and rate <= solo + self.max_wer:
+            if rate <= solo + self.max_wer and ratio >= self.min_ratio_db:
                 continue  # loud enough, and the mix is understood about as well as the voice alone
+            if ratio >= self.min_ratio_db:
+                # loud enough yet misheard: the take is at fault, not the level; ask for a new one
+                retake = int(e.params.get("retake", 0)) + 1
+                issues.append(Issue(critic=self.name, event_id=e.id, hint={"params": {"retake": retake}},
+                                    message=f"{e.id} is {ratio:+.1f} dB over the rest yet misheard in the mix "
+                                            f"(WER {rate:.2f} vs {solo:.2f} alone, heard {heard!r}): a new take"))
+                continue
             need = max(self.min_ratio_db - ratio, 3.0)
             end = e.start + best.artifact.duration
             for o in plan.events:
