@@ -67,12 +67,15 @@ def load_model(directory: str) -> Any:
 
 
 def transcribe(audio: np.ndarray, home: Path, sr: int = 16000) -> str:
-    """English transcript of mono float audio at ``sr`` (resampled to Whisper's 16 kHz)."""
+    """English transcript of mono float audio at ``sr`` (resampled to Whisper's 16 kHz).
+
+    Beam search of 5 (Whisper's own default): greedy decoding misheard clear Piper takes
+    ("lights out" as "Bites out", "light the lamp" as "write the ramp") that the beam gets right."""
     from agents.audio.dsp import resample
 
     model = load_model(str(model_dir(home)))
     x = resample(audio.astype(np.float32), sr, 16000)
-    segments, _ = model.transcribe(x, language="en", beam_size=1, vad_filter=False,
+    segments, _ = model.transcribe(x, language="en", beam_size=5, vad_filter=False,
                                    condition_on_previous_text=False)
     return " ".join(s.text.strip() for s in segments).strip()
 
