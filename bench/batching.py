@@ -97,14 +97,19 @@ def run_mode(mode: str, plan: list[dict], backend: str, max_tokens: int, dtype: 
                                                         answer=extract(text, item["fmt"], len(item["choices"]))))
     else:
         by_expert: dict[str, list[tuple[str, object]]] = {}
+        slot_of: dict[str, list[tuple[str, int]]] = {}  # per expert: (question, slot index) of each request
         for item in plan:
-            for slot in item["slots"]:
+            for i, slot in enumerate(item["slots"]):
                 by_expert.setdefault(slot["expert"], []).append((item["id"], request(item, slot)))
+                slot_of.setdefault(slot["expert"], []).append((item["id"], i))
+        placed: dict[tuple[str, int], ExpertAnswer] = {}
         for expert, items in by_expert.items():
-            for (qid, _), text in zip(items, run_group(expert, items), strict=True):
+            for (qid, i), text in zip(slot_of[expert], run_group(expert, items), strict=True):
                 item = next(p for p in plan if p["id"] == qid)
-                answers[qid].append(ExpertAnswer(expert=expert, text=text,
-                                                 answer=extract(text, item["fmt"], len(item["choices"]))))
+                placed[(qid, i)] = ExpertAnswer(expert=expert, text=text,
+                                                answer=extract(text, item["fmt"], len(item["choices"])))
+        for item in plan:  # back in slot order, as the naive run has them
+            answers[item["id"]] = [placed[(item["id"], i)] for i in range(len(item["slots"]))]
     # aggregation where the recruited answers disagree, the same way in both modes
     synth: dict[str, list[tuple[str, object]]] = {}
     for item in plan:
