@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -113,6 +114,8 @@ def child(args: argparse.Namespace) -> None:
     )
     backend.unload()
     record["peak_rss"] = _vm("VmHWM")
+    # engines that compute in worker processes (vLLM's engine core): the largest one's peak, once reaped
+    record["worker_peak_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print("RESULT " + json.dumps(record), flush=True)
 
 
@@ -244,6 +247,8 @@ def markdown(rows: list[dict[str, Any]], skipped: dict[str, str], args: argparse
             notes.append(f"cold = GGUF->safetensors conversion, its peak {r['convert_peak_rss'] >> 20} MB")
         if r.get("server_peak_rss"):
             notes.append("load = llama.cpp server start; RSS of the server")
+        if r.get("worker_peak_rss", 0) > 64 << 20:
+            notes.append(f"plus a worker process peaking at {r['worker_peak_rss'] >> 20} MB")
         notes.append(f"{r['b1_tokens']}/{r['b8_tokens']} tokens")
         if r.get("errors"):
             notes.append(f"errors: {r['errors'][0][:60]}")
