@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,7 +82,7 @@ def run_mode(mode: str, plan: list[dict], backend: str, max_tokens: int, dtype: 
     answers: dict[str, list[ExpertAnswer]] = {item["id"]: [] for item in plan}
     start = time.perf_counter()
 
-    def run_group(expert: str, items: list[tuple[str, object]]) -> list[str]:
+    def run_group(expert: str, items: Sequence[tuple[object, object]]) -> list[str]:
         b = create_backend(specs[expert])
         b.load()
         loads.append(expert)
@@ -96,16 +97,15 @@ def run_mode(mode: str, plan: list[dict], backend: str, max_tokens: int, dtype: 
                 answers[item["id"]].append(ExpertAnswer(expert=slot["expert"], text=text,
                                                         answer=extract(text, item["fmt"], len(item["choices"]))))
     else:
-        by_expert: dict[str, list[tuple[str, object]]] = {}
-        slot_of: dict[str, list[tuple[str, int]]] = {}  # per expert: (question, slot index) of each request
+        by_id = {item["id"]: item for item in plan}
+        by_expert: dict[str, list[tuple[tuple[str, int], object]]] = {}  # ((question, slot index), request)
         for item in plan:
             for i, slot in enumerate(item["slots"]):
-                by_expert.setdefault(slot["expert"], []).append((item["id"], request(item, slot)))
-                slot_of.setdefault(slot["expert"], []).append((item["id"], i))
+                by_expert.setdefault(slot["expert"], []).append(((item["id"], i), request(item, slot)))
         placed: dict[tuple[str, int], ExpertAnswer] = {}
-        for expert, items in by_expert.items():
-            for (qid, i), text in zip(slot_of[expert], run_group(expert, items), strict=True):
-                item = next(p for p in plan if p["id"] == qid)
+        for expert, group in by_expert.items():
+            for ((qid, i), _), text in zip(group, run_group(expert, group), strict=True):
+                item = by_id[qid]
                 placed[(qid, i)] = ExpertAnswer(expert=expert, text=text,
                                                 answer=extract(text, item["fmt"], len(item["choices"])))
         for item in plan:  # back in slot order, as the naive run has them

@@ -53,9 +53,9 @@ class MixReviewer(Reviewer):
             ctx.trace.add("review", f"reviewer:{self.name}", f"{e.id} in the mix: voice {ratio:+.1f} dB over the "
                           f"rest, WER {rate:.2f}", e.id, ratio_db=round(ratio, 2), wer=round(rate, 4), heard=heard)
             solo = next((float(sc.measured["wer"]) for sc in best.scores if sc.critic == "wer"), 0.0)
-            if rate <= solo + self.max_wer and ratio >= self.min_ratio_db:
-                continue  # loud enough, and the mix is understood about as well as the voice alone
             if ratio >= self.min_ratio_db:
+                if rate <= solo + self.max_wer:
+                    continue  # loud enough, and the mix is understood about as well as the voice alone
                 # loud enough yet misheard: the take is at fault, not the level; ask for a new one
                 retake = int(e.params.get("retake", 0)) + 1
                 issues.append(Issue(critic=self.name, event_id=e.id, hint={"params": {"retake": retake}},

@@ -115,13 +115,17 @@ class OpenAIBackend(Backend):
         self._client: httpx.Client | None = None
         self._concurrency = 4
         self._stats_lock = threading.Lock()
-        #: Requests sent (every attempt), retries made and the seconds waited before each retry,
-        #: over this backend's life.
+        #: Requests sent (every attempt) and the seconds waited before each retry, over this
+        #: backend's life.
         self.attempts = 0
-        self.retries = 0
         self.waits: list[float] = []
         #: Model ids the server listed at load (empty if it listed none).
         self.server_models: list[str] = []
+
+    @property
+    def retries(self) -> int:
+        """Retries made over this backend's life (one wait before each)."""
+        return len(self.waits)
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -252,7 +256,6 @@ class OpenAIBackend(Backend):
                     ceiling = min(cap, base * 2**n)
                     delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter
                 with self._stats_lock:
-                    self.retries += 1
                     self.waits.append(delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
