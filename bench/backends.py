@@ -108,8 +108,8 @@ def child(args: argparse.Namespace) -> None:
     b8_s = time.perf_counter() - start
     errors = [g.error for g in singles + batch if g.error]
     record.update(
-        b1_tokens=sum(g.completion_tokens for g in singles), b1_s=b1_s,
-        b8_tokens=sum(g.completion_tokens for g in batch), b8_s=b8_s,
+        b1_tokens=sum(g.usage.completion_tokens for g in singles), b1_s=b1_s,
+        b8_tokens=sum(g.usage.completion_tokens for g in batch), b8_s=b8_s,
         sample=batch[0].text[:80], errors=errors[:3],
     )
     backend.unload()

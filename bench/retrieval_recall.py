@@ -3,7 +3,7 @@
     python bench/retrieval_recall.py [--index DIR] [--rebuild] [--split all|validation|test]
                                      [--json out.json]
 
-Builds the built-in corpus index (``retrieval.corpus.build_corpus``: SQuAD's Wikipedia
+Builds the built-in corpus index (``eval.corpus.build_corpus``: SQuAD's Wikipedia
 paragraphs plus the BoolQ and SciQ passages, all ~4.6k of them) into a fresh temporary
 folder, or into ``--index DIR`` (incremental there: an existing index is reused, and the
 build time then only covers what changed; ``--rebuild`` starts it from empty). Then every
@@ -26,6 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from agents.progress import stage_bars  # noqa: E402
+from eval.corpus import build_corpus  # noqa: E402
+from eval.datasets import load_task, split_of  # noqa: E402
+from orchestrator.config import load_config  # noqa: E402
+from retrieval.index import open_index  # noqa: E402
+
 KS = (1, 5, 10)
 
 
@@ -39,15 +48,6 @@ def recall(questions: list, hits: list[list]) -> dict[int, float]:
 
 
 def main() -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from eval.datasets import load_task, split_of
-    from orchestrator.config import load_config
-    from orchestrator.progress import stage_bars
-    from retrieval.corpus import build_corpus
-    from retrieval.index import open_index
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, help="index folder to build or reuse (default: a fresh temp folder)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild --index from empty")

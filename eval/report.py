@@ -1,13 +1,16 @@
 """Reports of an evaluation run: results JSON, a markdown table (methods x tasks), a
-per-subject CSV, samples JSONL and PNG plots. Every file records what made it."""
+per-subject CSV, samples JSONL and PNG plots. Every file records what made it, and every
+file is written whole or not at all (``agents.files``)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+from agents.files import atomic_open, write_bytes, write_text
 from eval.runner import RunStats, SampleResult, summarise
 
 
@@ -18,17 +21,19 @@ def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, me
     files = {"results": output / "results.json", "table": output / "results.md",
              "subjects": output / "per_subject.csv", "plot": output / "accuracy_by_method.png",
              "subject_plot": output / "per_subject.png"}
-    files["results"].write_text(json.dumps({**meta, "stats": stats.model_dump(), **summary}, indent=1, default=str))
-    files["table"].write_text(markdown_table(summary, stats))
-    with open(files["subjects"], "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "task/subject", "n", "accuracy"])
-        for method, rows in summary["per_subject"].items():
-            for subject, row in sorted(rows.items()):
-                writer.writerow([method, subject, row["n"], row["accuracy"]])
+    write_text(files["results"], json.dumps({**meta, "stats": stats.model_dump(), **summary}, indent=1,
+                                            default=str))
+    write_text(files["table"], markdown_table(summary, stats))
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["method", "task/subject", "n", "accuracy"])
+    for method, rows in summary["per_subject"].items():
+        for subject, row in sorted(rows.items()):
+            writer.writerow([method, subject, row["n"], row["accuracy"]])
+    write_text(files["subjects"], table.getvalue())
     if log_samples:
         files["samples"] = output / "samples.jsonl"
-        with open(files["samples"], "w") as handle:
+        with atomic_open(files["samples"], "w", encoding="utf-8") as handle:
             for s in samples:
                 handle.write(s.model_dump_json() + "\n")
     plot_accuracy(summary, files["plot"])
@@ -40,7 +45,7 @@ def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> st
     acc = summary["accuracy"]
     tasks = sorted({t for rows in acc.values() for t in rows if t != "all"})
     with_rag = any("@" in m for m in acc)
-    head = ["method", *tasks, "all", "tokens/q", "s/q", *(["retrieved %"] if with_rag else [])]
+    head = ["method", *tasks, "all", "tokens/q", "s/q", *(["retrieved %"] if with_rag else []), "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, rows in acc.items():
         total = rows["all"]
@@ -49,21 +54,31 @@ def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> st
         lines.append("| " + " | ".join([method, *cells, f"**{total['accuracy']:.1f}**",
                                          f"{(total['prompt_tokens'] + total['completion_tokens']) / per_q:.0f}",
                                          f"{total['seconds'] / per_q:.2f}",
-                                         *([f"{total['retrieval_rate']:.0f}"] if with_rag else [])]) + " |")
+                                         *([f"{total['retrieval_rate']:.0f}"] if with_rag else []),
+                                         str(total["failed"])]) + " |")
     n = {t: next(iter(acc.values()))[t]["n"] for t in tasks} if acc else {}
     text = "\n".join(lines) + "\n\nAccuracy in %; questions per task: " + \
         ", ".join(f"{t} {n[t]}" for t in tasks) + ". tokens/q and s/q: compute per question if run alone.\n"
     if stats:
         text += (f"\nRun: {stats.questions} questions, {stats.generations_needed} distinct generations "
-                 f"({stats.generated} generated now, {stats.from_cache} from cache), model loads: "
-                 f"{len(stats.loads)} ({', '.join(stats.loads)}), wall {stats.wall_seconds:.0f} s.\n")
-    if summary.get("symoe_recruited"):
-        text += "symoe recruited (slots per expert): " + ", ".join(
-            f"{e} {n}" for e, n in sorted(summary["symoe_recruited"].items(), key=lambda kv: -kv[1])) + "\n"
+                 f"({stats.generated} generated now, {stats.from_cache} from cache, {stats.failed} failed"
+                 + (f", {stats.bad_cache_rows} unreadable cache rows regenerated" if stats.bad_cache_rows else "")
+                 + f"), model loads: {len(stats.loads)} ({', '.join(stats.loads)}), "
+                 f"wall {stats.wall_seconds:.0f} s.\n")
+    for method, counts in summary.get("recruited", {}).items():
+        text += f"{method} recruited (questions per expert): " + ", ".join(f"{e} {n}" for e, n in counts.items()) + "\n"
     return text
 
 
-def _plt() -> Any:
+def save_figure(fig: Any, path: Path) -> None:
+    """A PNG written whole (never a truncated picture over the old one)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    pyplot().close(fig)
+    write_bytes(path, buffer.getvalue())
+
+
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,7 +88,7 @@ def _plt() -> Any:
 
 
 def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     acc = summary["accuracy"]
     methods = list(acc)
     tasks = sorted({t for rows in acc.values() for t in rows})
@@ -87,13 +102,12 @@ def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
     ax.set_title("accuracy by method")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_subjects(summary: dict[str, Any], path: Path) -> None:
     """Per-subject accuracy of each single expert against symoe."""
-    plt = _plt()
+    plt = pyplot()
     per = summary["per_subject"]
     methods = [m for m in per if m.startswith("single:") or m.startswith("symoe")]
     if not methods:
@@ -109,5 +123,4 @@ def plot_subjects(summary: dict[str, Any], path: Path) -> None:
     ax.set_title("per-subject accuracy: each expert vs symoe")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

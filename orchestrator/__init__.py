@@ -1,4 +1,6 @@
-"""Orchestrator: configuration, profiling, recruitment, the retrieval gate and the query graph.
+"""Orchestrator: configuration, profiles, recruitment, the retrieval gate, aggregation, and the
+one query pipeline (annotate, plan, gate, execute grouped by model, combine, extract) that
+every face of symoe runs; ``orchestrator.cli`` is the command line (the composition root).
 
 Public API::
 
@@ -10,6 +12,8 @@ Public API::
 
 from orchestrator.api import Symoe, ask
 from orchestrator.config import SymoeConfig, load_config
-from orchestrator.records import AskResult, ExpertAnswer, Recruit
+from orchestrator.methods import Assignment, Method, MethodContext, MethodSpec, methods
+from orchestrator.records import AskResult, ExpertAnswer, Query, Recruit
 
-__all__ = ["AskResult", "ExpertAnswer", "Recruit", "Symoe", "SymoeConfig", "ask", "load_config"]
+__all__ = ["AskResult", "Assignment", "ExpertAnswer", "Method", "MethodContext", "MethodSpec", "Query", "Recruit",
+           "Symoe", "SymoeConfig", "ask", "load_config", "methods"]

@@ -1,22 +1,19 @@
-"""Aggregation: one synthesis round over the experts' answers, and the aggregator test.
+"""Aggregation rules: agreement, the majority vote, and the one synthesis round.
 
 The synthesis prompt follows Mixture-of-Agents (critically evaluate the responses, some may
 be wrong, write one best answer). Reasoning tags are stripped from responses first.
-Aggregation is skipped when every recruited answer states the same final answer.
-The aggregator test (Symbolic-MoE) gives each candidate 1 correct and 2 incorrect responses
-from validation outputs, shuffled, and grades its synthesis.
+Aggregation is skipped when every recruited answer states the same final answer. (Which
+aggregator is best comes from the profile's aggregator test, built in ``eval.profiling``.)
 """
 
 from __future__ import annotations
 
-import random
-
-from pydantic import BaseModel
+from collections import Counter
 
 from agents.backends import GenerationRequest
 from agents.prompts import strip_reasoning
-from orchestrator.answers import INSTRUCTIONS, MAX_TOKENS, AnswerFormat, format_question
-from orchestrator.records import ExpertAnswer
+from orchestrator.answers import INSTRUCTIONS, MAX_TOKENS, format_question
+from orchestrator.records import AnswerFormat, ExpertAnswer
 
 AGGREGATOR_SYSTEM = (
     "You are given several responses from other models to the user's question. Synthesise them "
@@ -27,7 +24,7 @@ AGGREGATOR_SYSTEM = (
 
 def agreed_answer(answers: list[ExpertAnswer]) -> str | None:
     """The shared final answer if every successful expert states the same one."""
-    stated = [a.answer for a in answers if a.error is None]
+    stated = [a.answer for a in answers if a.ok]
     if stated and all(s is not None for s in stated) and len(set(stated)) == 1:
         return stated[0]
     return None
@@ -42,38 +39,11 @@ def synthesis_request(question: str, choices: list[str], fmt: AnswerFormat,
                                   temperature=temperature, seed=seed)
 
 
-class AggregationItem(BaseModel):
-    """One synthetic aggregation question: responses shuffled, one of them correct."""
-
-    question_id: str
-    question: str
-    choices: list[str]
-    fmt: AnswerFormat
-    answer: str
-    task: str
-    skills: list[str]
-    responses: list[str]
-
-
-def build_aggregation_test(items: list[dict[str, object]], seed: int, limit: int) -> list[AggregationItem]:
-    """From graded validation outputs, questions with >=1 right and >=2 wrong responses.
-
-    Each element of ``items`` has the question fields and ``right``/``wrong`` response lists.
-    """
-    rng = random.Random(seed)
-    out: list[AggregationItem] = []
-    for item in items:
-        right = list(item["right"])  # type: ignore[call-overload]
-        wrong = list(item["wrong"])  # type: ignore[call-overload]
-        if not right or len(wrong) < 2:
-            continue
-        responses = [rng.choice(right), *rng.sample(wrong, 2)]
-        rng.shuffle(responses)
-        out.append(AggregationItem(
-            question_id=str(item["id"]), question=str(item["question"]),
-            choices=list(item["choices"]), fmt=item["fmt"],  # type: ignore[call-overload,arg-type]
-            answer=str(item["answer"]), task=str(item["task"]), skills=list(item["skills"]),  # type: ignore[call-overload]
-            responses=responses,
-        ))
-    rng.shuffle(out)
-    return out[:limit]
+def majority(answers: list[ExpertAnswer], weights: dict[str, float]) -> ExpertAnswer | None:
+    """The most common stated answer; ties go to the answer of the heavier expert."""
+    ok = [a for a in answers if a.ok and a.answer is not None]
+    if not ok:
+        ok = [a for a in answers if a.ok]
+        return max(ok, key=lambda a: weights.get(a.expert, 0.0)) if ok else None
+    counts = Counter(a.answer for a in ok)
+    return max(ok, key=lambda a: (counts[a.answer], weights.get(a.expert, 0.0), -a.sample))

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal
 
+from agents.backends import GenerationRequest
 from agents.prompts import strip_reasoning
+from orchestrator.records import AnswerFormat
 
-AnswerFormat = Literal["choice", "number", "text"]
 LETTERS = string.ascii_uppercase
 
 MATH_SKILLS = {"arithmetic", "algebra", "word problems", "geometry", "calculus",
                "probability and statistics", "number theory"}
 
-_INLINE_CHOICE = re.compile(r"^\s*\(?([A-J])[\).:]\s+(.+)$", re.MULTILINE)
+_INLINE_CHOICE = re.compile(r"^\s*\(?([A-Z])[\).:]\s+(.+)$", re.MULTILINE)
 
 
 def split_inline_choices(question: str) -> tuple[str, list[str]]:
@@ -34,6 +34,8 @@ def split_inline_choices(question: str) -> tuple[str, list[str]]:
 
 
 def detect_format(question: str, choices: list[str], skills: list[str] | None = None) -> AnswerFormat:
+    """The answer format of a query that declares none: options make it ``choice``; digits with
+    an arithmetic cue or a math skill make it ``number``; anything else is ``text``."""
     if choices:
         return "choice"
     has_digit = bool(re.search(r"\d", question))
@@ -70,6 +72,13 @@ def expert_user_prompt(question: str, choices: list[str], fmt: AnswerFormat, con
     return f"{body}\n\n{INSTRUCTIONS[fmt]}"
 
 
+def expert_request(question: str, choices: list[str], fmt: AnswerFormat, context: str | None,
+                   temperature: float, seed: int, max_tokens: int | None = None) -> GenerationRequest:
+    """The request an expert answers: the question in its format, passages when retrieved."""
+    return GenerationRequest.user(expert_user_prompt(question, choices, fmt, context), system=EXPERT_SYSTEM,
+                                  max_tokens=max_tokens or MAX_TOKENS[fmt], temperature=temperature, seed=seed)
+
+
 _ANSWER_MARK = re.compile(r"answer\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
 
 
@@ -103,15 +112,15 @@ def extract(text: str, fmt: AnswerFormat, n_choices: int = 0, choices: list[str]
         return None
     lines = _stated_answers(text)
     if fmt == "choice":
-        valid = LETTERS[: max(n_choices, 1)] if n_choices else LETTERS[:10]
+        valid = LETTERS[: max(n_choices, 1)] if n_choices else LETTERS
         for stated in reversed(lines):
-            m = re.match(r"^[\(\[\*\s]*([A-J])(?:[\)\]\.\*:,\s]|$)", stated)
+            m = re.match(r"^[\(\[\*\s]*([A-Z])(?:[\)\]\.\*:,\s]|$)", stated)
             if m and m.group(1) in valid:
                 return m.group(1)
-        m = re.match(r"^[\(\[\*\s]*([A-J])(?:[\)\]\.:]|\s*$)", text.strip())
+        m = re.match(r"^[\(\[\*\s]*([A-Z])(?:[\)\]\.:]|\s*$)", text.strip())
         if m and m.group(1) in valid:
             return m.group(1)
-        m = re.search(r"(?:option|choice)\s*\(?([A-J])\)?\b", text, re.IGNORECASE)
+        m = re.search(r"(?:option|choice)\s*\(?([A-Z])\)?\b", text, re.IGNORECASE)
         if m and m.group(1).upper() in valid:
             return m.group(1).upper()
         if choices:  # exactly one option's text stated in the answer

@@ -1,57 +1,42 @@
 """The typed Python API: ``Symoe(config).ask(question) -> AskResult``.
 
-The same object serves the CLI. Models stay loaded between calls until ``close()``.
+``ask`` is the query pipeline on a batch of one; ``ask_many`` on a batch. The same object
+serves the CLI. Models stay loaded between calls until ``close()``; generations are cached
+in ``<home>/cache/ask.sqlite``.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from agents.backends import GenerationRequest
+from agents.cache import GenerationCache
 from agents.errors import SymoeError
 from agents.prompts import strip_reasoning
-from agents.runtime import LoadedPool
+from orchestrator.answers import split_inline_choices
 from orchestrator.config import SymoeConfig, load_config
+from orchestrator.graph import run
+from orchestrator.methods import MethodSpec
+from orchestrator.pipeline import Pipeline, Plan
 from orchestrator.provenance import provenance
-from orchestrator.records import AskResult, ExpertAnswer, StepUsage
+from orchestrator.records import AnswerFormat, AskResult, Query, RetrievalMode
 
-if TYPE_CHECKING:
-    from orchestrator.gate import RetrieverLike
-    from orchestrator.graph import Router
-
-ANSWER_SYSTEM = "You are a knowledgeable expert. Answer the question correctly and concisely."
+MAX_CHOICES = 26
 
 
 class Symoe:
     """A team of expert LLMs behind one ``ask``."""
 
-    def __init__(self, config: SymoeConfig | None = None, config_path: Path | str | None = None):
+    def __init__(self, config: SymoeConfig | None = None, config_path: Path | str | None = None,
+                 profile: Path | None = None) -> None:
         self.config = config or load_config(config_path)
-        self.pool = LoadedPool(self.config.experts, self.config.home)
-        self._router: Router | None = None
-        self.profile_path: Path | None = None
-
-    def router(self, profile: Path | None = None) -> Router:
-        """The skill router over this pool (loads the profile; raises if there is none)."""
-        if self._router is None:
-            from agents.cache import GenerationCache
-            from orchestrator.gate import load_gate
-            from orchestrator.graph import Router
-            from orchestrator.profiles import load_profile
-
-            loaded, self.profile_path = load_profile(self.config, profile)
-            cache = GenerationCache(self.config.home / "cache" / "ask.sqlite")
-            retriever, problem = open_retriever(self.config)
-            self._router = Router(self.config, self.pool, loaded, cache=cache, retriever=retriever,
-                                  gate=load_gate(self.config.retrieval.gate, self.config.home), retriever_error=problem)
-        return self._router
+        self.pipeline = Pipeline(self.config, cache=GenerationCache(self.config.home / "cache" / "ask.sqlite"),
+                                 profile_path=profile)
 
     def close(self) -> None:
-        if self._router is not None and self._router.cache is not None:
-            self._router.cache.close()
-        self.pool.close()
+        self.pipeline.close()
+        if self.pipeline.cache is not None:
+            self.pipeline.cache.close()
 
     def __enter__(self) -> Symoe:
         return self
@@ -59,84 +44,75 @@ class Symoe:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ask_single(self, question: str, model: str | None = None, max_tokens: int = 256) -> AskResult:
-        """Answer with one expert (``model``, default the config's strongest)."""
-        question = _check_question(question)
-        name = model or self.config.default_expert
-        self.config.expert(name)  # raises a clear error for unknown names
-        start = time.perf_counter()
-        backend = self.pool.get(name)
-        request = GenerationRequest.user(question, system=ANSWER_SYSTEM, max_tokens=max_tokens,
-                                         seed=self.config.seed)
-        gen = backend.generate([request])[0]
-        if gen.error:
-            raise SymoeError(f"expert {name!r} failed: {gen.error}")
-        text = strip_reasoning(gen.text)
-        seconds = time.perf_counter() - start
-        return AskResult(
-            question=question, answer=text, text=text, routed=False,
-            expert_answers=[ExpertAnswer(expert=name, text=gen.text, answer=text,
-                                         prompt_tokens=gen.prompt_tokens,
-                                         completion_tokens=gen.completion_tokens,
-                                         seconds=gen.seconds)],
-            steps=[StepUsage(step="expert", seconds=seconds, prompt_tokens=gen.prompt_tokens,
-                             completion_tokens=gen.completion_tokens)],
-            prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-            seconds=seconds, provenance=provenance(self.config, mode="single", model=name),
-        )
-
-    def ask(self, question: str, model: str | None = None, max_tokens: int = 256,
-            choices: list[str] | None = None, seed: int | None = None, k: int | None = None,
-            profile: Path | None = None, retrieval: str | None = None) -> AskResult:
-        """Route the question to the best-suited experts; ``model`` forces one expert instead."""
+    def method(self, method: str | None = None, model: str | None = None, k: int | None = None,
+               retrieval: RetrievalMode | None = None) -> MethodSpec:
+        """The method a call names: ``model`` (one expert), ``k`` (symoe:kN), else ``method``
+        (default: skill routing, ``symoe``)."""
+        if sum(x is not None for x in (method, model, k)) > 1:
+            raise SymoeError("give one of method, model and k")
         if model is not None:
-            return self.ask_single(question, model=model, max_tokens=max_tokens)
-        question = _check_question(question)
-        router = self.router(profile)
+            self.config.expert(model)
+            text = f"single:{model}"
+        elif k is not None:
+            text = f"symoe:k{k}"
+        else:
+            text = method or "symoe"
+        return MethodSpec.parse(text, self.config, retrieval=retrieval)
+
+    def ask(self, question: str, *, method: str | None = None, model: str | None = None,
+            choices: list[str] | None = None, format: AnswerFormat | None = None, seed: int | None = None,
+            k: int | None = None, profile: Path | None = None, retrieval: RetrievalMode | None = None,
+            task: str | None = None) -> AskResult:
+        """Answer one question: routed to the best-suited experts (``symoe``), or by ``method``;
+        ``model`` forces one expert. Raises ``SymoeError`` when no expert could answer."""
+        query = make_query(question, choices, format, task)
+        result = self.ask_many([query], method=method, model=model, seed=seed, k=k, profile=profile,
+                               retrieval=retrieval)[0]
+        if result.error:
+            raise SymoeError(result.error)
+        return result
+
+    def ask_many(self, queries: list[Query], *, method: str | None = None, model: str | None = None,
+                 seed: int | None = None, k: int | None = None, profile: Path | None = None,
+                 retrieval: RetrievalMode | None = None) -> list[AskResult]:
+        """Answer a batch together (each model loads once for all of it)."""
+        spec = self.method(method, model, k, retrieval)
+        if profile is not None and profile != self.pipeline.profile_path:
+            self.pipeline.profile_path, self.pipeline._profile = profile, None
         start = time.perf_counter()
-        state = router.run(question, choices=choices, seed=seed, k=k, retrieval=retrieval)
+        plans = run(self.pipeline, queries, [spec], seed=seed)
         seconds = time.perf_counter() - start
-        answers = state["expert_answers"]
-        steps = state["steps"]
-        annotation = state["annotation"]
-        return AskResult(
-            question=question, answer=state["answer"], text=strip_reasoning(state["text"]), routed=True,
-            skills=annotation.skills, unknown_skills=annotation.unknown,
-            recruited=state["recruitment"].recruits, expert_answers=answers,
-            aggregator=state.get("aggregator"), aggregated=bool(state.get("aggregated")),
-            retrieval=state.get("retrieval"),
-            profile=str(self.profile_path), steps=steps,
-            prompt_tokens=sum(s.prompt_tokens for s in steps),
-            completion_tokens=sum(s.completion_tokens for s in steps), seconds=seconds,
-            provenance=provenance(self.config, mode="routed", profile=str(self.profile_path),
-                                  annotator=router.annotator, k=state["recruitment"].k,
-                                  recruit_reason=state["recruitment"].reason,
-                                  weights=state["recruitment"].weights),
-        )
+        return [ask_result(p, seconds, self.pipeline) for p in plans]
 
 
-def open_retriever(config: SymoeConfig) -> tuple[RetrieverLike | None, str | None]:
-    """The configured index (``retrieval.index``, else the built-in corpus index if built),
-    or None and the reason it is not there."""
-    try:
-        from retrieval.index import default_index_dir, open_index
-    except ImportError as exc:
-        return None, f"retrieval is unavailable ({exc})"
-
-    path = config.retrieval.index or default_index_dir(config.home)
-    if not path.exists():
-        return None, f"no index at {path}; build one with `symoe index corpus` or `symoe index build PATH`"
-    try:
-        return open_index(path, config.embedding), None
-    except SymoeError as exc:
-        return None, str(exc)
-
-
-def _check_question(question: str) -> str:
+def make_query(question: str, choices: list[str] | None = None, format: AnswerFormat | None = None,
+               task: str | None = None) -> Query:
+    """A checked ``Query``: inline 'A) ...' options become choices."""
     question = (question or "").strip()
     if not question:
         raise SymoeError("the question is empty; pass a question, or '-' to read it from stdin")
-    return question
+    if not choices:
+        question, choices = split_inline_choices(question)
+    if len(choices) > MAX_CHOICES:
+        raise SymoeError(f"{len(choices)} answer choices; at most {MAX_CHOICES} (A-Z) are supported")
+    return Query(question=question, choices=choices, format=format, task=task)
+
+
+def ask_result(p: Plan, seconds: float, ctx: Pipeline) -> AskResult:
+    """The public record of an answered plan."""
+    routed = p.method.routed
+    profile = str(ctx.profile_path) if routed and ctx.profile_path else None
+    answer = p.answer if p.answer is not None else strip_reasoning(p.text)
+    return AskResult(
+        question=p.query.question, answer=answer, text=strip_reasoning(p.text), method=str(p.method),
+        routed=routed, format=p.format, skills=p.skills, experts=p.experts,
+        unknown_skills=p.annotation.unknown if p.annotation else [],
+        recruitment=p.assignment.recruitment, expert_answers=p.answers, aggregator=p.aggregator,
+        aggregated=p.aggregated, fallback=p.fallback, retrieval=p.retrieval, profile=profile,
+        steps=p.steps, usage=p.usage, seconds=round(seconds, 3), error=p.error,
+        provenance=provenance(ctx.config, method=str(p.method), profile=profile,
+                              annotator=ctx.annotator if p.annotation else None, seed=p.seed),
+    )
 
 
 def ask(question: str, **kwargs: object) -> AskResult:

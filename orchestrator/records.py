@@ -1,10 +1,70 @@
-"""Typed records that flow one way through the query pipeline and out to JSON files."""
+"""Typed records that flow one way through the query pipeline and out to JSON files.
+
+    Query -> (SkillAnnotation) -> Plan (recruitment, jobs) -> Jobs filled by ``execute``
+          -> ExpertAnswers -> the plan's final text and answer -> AskResult
+
+A ``Job`` carries its own result back (``generation``), as lm-evaluation-harness's
+``Instance`` carries ``resps``: no side tables. Every cost is a ``Usage``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import hashlib
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from agents.backends import ChatMessage, Generation, GenerationRequest, Usage
+from retrieval.records import Hit
+
+AnswerFormat = Literal["choice", "number", "text"]
+RetrievalMode = Literal["auto", "always", "never"]
+RETRIEVAL_MODES: tuple[RetrievalMode, ...] = ("never", "always", "auto")
+Combine = Literal["single", "vote", "synthesis", "symoe"]
+
+
+class Query(BaseModel):
+    """One question as a caller poses it. ``format`` is the answer format the caller declares
+    (a benchmark knows it; ``symoe ask --format``); None lets the pipeline detect it."""
+
+    question: str
+    choices: list[str] = Field(default_factory=list)
+    format: AnswerFormat | None = None
+    id: str = ""
+    task: str | None = None
+    history: list[ChatMessage] = Field(default_factory=list, description="earlier turns of a conversation")
+
+    def model_post_init(self, _: object) -> None:
+        if not self.id:
+            self.id = "q-" + self.key[:16]
+
+    @property
+    def key(self) -> str:
+        """A digest of what is asked (question and options): routing draws are seeded by it, so
+        the same question is routed the same way whoever asks it and under whatever id."""
+        text = self.question + "\x1f" + "\x1f".join(self.choices)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Job(BaseModel):
+    """One generation to run: which expert's model, what request; ``execute`` fills the rest."""
+
+    model: str
+    request: GenerationRequest
+    generation: Generation | None = None
+    cached: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.generation is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.generation is not None and self.generation.ok
+
+    @property
+    def usage(self) -> Usage:
+        return self.generation.usage if self.generation else Usage()
 
 
 class ExpertAnswer(BaseModel):
@@ -13,12 +73,25 @@ class ExpertAnswer(BaseModel):
     expert: str
     sample: int = 0
     temperature: float = 0.0
-    text: str
+    generation: Generation
     answer: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    error: str | None = None
+    fallback: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.generation.text
+
+    @property
+    def error(self) -> str | None:
+        return self.generation.error
+
+    @property
+    def ok(self) -> bool:
+        return self.generation.ok
+
+    @property
+    def usage(self) -> Usage:
+        return self.generation.usage
 
 
 class Recruit(BaseModel):
@@ -31,19 +104,45 @@ class Recruit(BaseModel):
     slots: int = 1
 
 
+class Slot(BaseModel):
+    expert: str
+    sample: int  # 0 = the greedy answer; 1.. = extra samples at temperature > 0
+    temperature: float
+    seed: int
+
+
+class Recruitment(BaseModel):
+    """Which experts answer and why: the k slots drawn, the weights they were drawn by."""
+
+    recruits: list[Recruit]
+    slots: list[Slot]
+    k: int
+    reason: str
+    weights: dict[str, float]
+
+
 class StepUsage(BaseModel):
+    """What one step of answering a query cost; ``cached`` when its generations came from
+    the cache (their usage is what producing them cost the first time)."""
+
     step: str
-    seconds: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    cached: bool = False
+
+
+class GateFeatures(BaseModel):
+    profile_strength: float
+    draft_confidence: float
+    retrieval_score: float
 
 
 class RetrievalDecision(BaseModel):
-    mode: Literal["auto", "always", "never"]
+    mode: RetrievalMode
     retrieved: bool
     reason: str
     score: float | None = None
-    passages: list[dict[str, Any]] = Field(default_factory=list)
+    features: GateFeatures | None = None
+    passages: list[Hit] = Field(default_factory=list)
 
 
 class AskResult(BaseModel):
@@ -52,22 +151,21 @@ class AskResult(BaseModel):
     question: str
     answer: str
     text: str
+    method: str
     routed: bool
+    format: AnswerFormat
     skills: list[str] = Field(default_factory=list)
     unknown_skills: list[str] = Field(default_factory=list)
-    recruited: list[Recruit] = Field(default_factory=list)
+    experts: list[str] = Field(default_factory=list, description="the distinct experts that answered, heaviest first")
+    recruitment: Recruitment | None = None
     expert_answers: list[ExpertAnswer] = Field(default_factory=list)
     aggregator: str | None = None
     aggregated: bool = False
+    fallback: str | None = Field(None, description="the expert that answered because every recruited one failed")
     retrieval: RetrievalDecision | None = None
     profile: str | None = None
     steps: list[StepUsage] = Field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    provenance: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def experts(self) -> list[str]:
-        """Distinct recruited experts."""
-        return [r.expert for r in self.recruited]
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = Field(0.0, description="wall time of this call")
+    error: str | None = Field(None, description="set when no expert could answer (ask raises it)")
+    provenance: dict[str, object] = Field(default_factory=dict)

@@ -14,26 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel
 
 from orchestrator.config import RouterConfig
 from orchestrator.profiles import ExpertProfile
-from orchestrator.records import Recruit
-
-
-class Slot(BaseModel):
-    expert: str
-    sample: int  # 0 = the greedy answer; 1.. = extra samples at temperature > 0
-    temperature: float
-    seed: int
-
-
-class Recruitment(BaseModel):
-    recruits: list[Recruit]
-    slots: list[Slot]
-    k: int
-    reason: str
-    weights: dict[str, float]
+from orchestrator.records import Recruit, Recruitment, Slot
 
 
 def global_strengths(profiles: dict[str, ExpertProfile], temperature: float) -> dict[str, float]:

@@ -31,7 +31,6 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from agents.embedder import EmbeddingConfig, EmbeddingIdentity, embedding_identity, encode
 from agents.errors import SymoeError
 from agents.pool import sha256_file
-from orchestrator.config import EmbeddingConfig
+from agents.progress import StageReport
 from retrieval.chunking import (
     MAX_WORDS,
     OVERLAP_WORDS,
@@ -51,7 +51,7 @@ from retrieval.chunking import (
     is_supported,
     read_documents,
 )
-from retrieval.embedder import EmbeddingIdentity, embedding_identity, encode
+from retrieval.records import Hit
 
 FORMAT = 1
 INDEX_FILE = "index.faiss"
@@ -59,7 +59,6 @@ CHUNKS_FILE = "chunks.sqlite"
 META_FILE = "meta.json"
 DEFAULT_NAME = "corpus"
 
-Progress = Callable[[str, int, int], None]  # (stage, done increment, stage total), as stage_bars
 
 
 class FileRecord(BaseModel):
@@ -78,21 +77,6 @@ class IndexMeta(BaseModel):
     chunks: int = 0
     updated: str = ""
     files: dict[str, FileRecord] = Field(default_factory=dict)
-
-
-class Hit(BaseModel):
-    """One search result; ``score`` is the cosine similarity of query and chunk."""
-
-    chunk_id: int
-    score: float
-    text: str
-    source: str
-    title: str
-    doc_id: str
-    file: str
-    start: int
-    end: int
-    line: int | None = None
 
 
 class FileProblem(BaseModel):
@@ -116,11 +100,6 @@ class BuildReport(BaseModel):
 
 def default_index_dir(home: Path, name: str = DEFAULT_NAME) -> Path:
     return home / "index" / name
-
-
-def best_score(hits: Iterable[Any]) -> float:
-    """The retrieval signal of the gate: the best hit's score, 0.0 without hits."""
-    return max((float(h.score) for h in hits), default=0.0)
 
 
 def _build_hint(index_dir: Path) -> str:
@@ -281,7 +260,7 @@ def embedding_text(chunk: Chunk) -> str:
 
 
 def build_index(paths: list[Path], index_dir: Path, embedding: EmbeddingConfig, *, rebuild: bool = False,
-                progress: Progress | None = None) -> BuildReport:
+                progress: StageReport | None = None) -> BuildReport:
     """Index (incrementally) the supported files in ``paths`` into ``index_dir``."""
     started = time.perf_counter()
     index_dir = Path(index_dir).expanduser()

@@ -4,8 +4,10 @@ Each sample's keywords are normalised (lowercased, punctuation stripped, overlon
 and mapped onto the canonical vocabulary; a canonical skill is kept when at least
 ``min_votes`` samples name it (self-consistency, as in Symbolic-MoE, but voted after mapping
 so that "multiplication" and "arithmetic" count as the same skill). Unknown keywords are
-voted the same way and reported. Generations are cached on disk by the generation cache,
-keyed by annotator identity and the full request (question included).
+voted the same way and reported.
+
+This module builds the annotator's requests and reads its replies; it runs nothing. The
+query pipeline executes the requests with every other job (grouped, cached, batched).
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
-from agents.backends import Backend, GenerationRequest
-from agents.cache import GenerationCache, generate_cached
-from orchestrator.config import SkillsConfig
+from agents.backends import GenerationRequest
+from skills.config import SkillsConfig
 from skills.vocabulary import SkillMatcher
 
 ANNOTATOR_SYSTEM = (
@@ -77,23 +78,10 @@ def vote(samples: list[list[str]], matcher: SkillMatcher,
     return skills, unknown, dict(skill_votes)
 
 
-def annotate_many(
-    questions: list[str],
-    annotator: Backend,
-    matcher: SkillMatcher,
-    config: SkillsConfig,
-    seed: int = 0,
-    cache: GenerationCache | None = None,
-    on_done: object = None,
-) -> list[SkillAnnotation]:
-    """Annotate a batch of questions with one loaded annotator (cached, resumable)."""
-    requests = [r for q in questions for r in annotation_requests(q, config, seed)]
-    gens = generate_cached(annotator, requests, cache, on_done=on_done)
-    out = []
-    n = config.samples
-    for i, question in enumerate(questions):
-        samples = [parse_keywords(g.text, config.max_keyword_chars) for g in gens[i * n : (i + 1) * n] if g.ok]
-        skills, unknown, votes = vote(samples, matcher, config.min_votes)
-        out.append(SkillAnnotation(question=question, skills=skills, unknown=unknown, votes=votes,
-                                   samples=samples, annotator=annotator.spec.name))
-    return out
+def annotation_from(question: str, replies: list[str | None], matcher: SkillMatcher, config: SkillsConfig,
+                    annotator: str) -> SkillAnnotation:
+    """The voted annotation of one question from its annotator replies (None: a failed sample)."""
+    samples = [parse_keywords(r, config.max_keyword_chars) for r in replies if r is not None]
+    skills, unknown, votes = vote(samples, matcher, config.min_votes)
+    return SkillAnnotation(question=question, skills=skills, unknown=unknown, votes=votes,
+                           samples=samples, annotator=annotator)

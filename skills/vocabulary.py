@@ -7,7 +7,6 @@ similarity clears a threshold, and is kept as an unknown skill otherwise.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel
 
-from orchestrator.config import EmbeddingConfig
+from agents.embedder import EmbeddingConfig, encode
 
 
 class SkillMatch(BaseModel):
@@ -30,20 +29,6 @@ def load_vocabulary(path: Path | None = None) -> dict[str, list[str]]:
     return {str(skill): [str(p) for p in phrases] for skill, phrases in data.items()}
 
 
-@lru_cache(maxsize=4)
-def _embedder(config_json: str):  # type: ignore[no-untyped-def]
-    from retrieval.embedder import load_embedder
-
-    return load_embedder(EmbeddingConfig.model_validate_json(config_json))
-
-
-def embed(texts: list[str], config: EmbeddingConfig) -> np.ndarray:
-    model = _embedder(config.model_dump_json())
-    vectors = model.encode(texts, batch_size=config.batch_size, normalize_embeddings=True,
-                           show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
-
-
 class SkillMatcher:
     """Maps free keywords onto canonical skills by cosine similarity."""
 
@@ -54,7 +39,7 @@ class SkillMatcher:
         self.threshold = threshold
         self._labels = [skill for skill, phrases in self.vocabulary.items() for _ in phrases]
         phrases = [phrase for phrases in self.vocabulary.values() for phrase in phrases]
-        self._matrix = embed(phrases, embedding)
+        self._matrix = encode(phrases, embedding)
         self._memo: dict[str, SkillMatch] = {}
 
     @property
@@ -64,7 +49,7 @@ class SkillMatcher:
     def match(self, keywords: list[str]) -> list[SkillMatch]:
         todo = [k for k in dict.fromkeys(keywords) if k not in self._memo]
         if todo:
-            sims = embed(todo, self.embedding) @ self._matrix.T
+            sims = encode(todo, self.embedding) @ self._matrix.T
             for keyword, row in zip(todo, sims, strict=True):
                 best = int(np.argmax(row))
                 score = float(row[best])

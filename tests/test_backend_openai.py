@@ -204,7 +204,7 @@ def test_500_and_429_are_retried_then_succeed_honouring_retry_after() -> None:
         backend.load()
         gen = backend.generate([GenerationRequest.user("capital of France?")])[0]
     assert gen.ok, gen.error
-    assert gen.text == "Paris" and gen.prompt_tokens == 9 and gen.completion_tokens == 2
+    assert gen.text == "Paris" and gen.usage.prompt_tokens == 9 and gen.usage.completion_tokens == 2
     posts = server.posts()
     assert len(posts) == 4 and backend.retries == 3  # type: ignore[attr-defined]
     assert posts[3]["time"] - posts[2]["time"] >= 0.95  # waited the server's Retry-After
@@ -288,7 +288,7 @@ def test_base_model_uses_completions_with_the_plain_prompt() -> None:
     assert post["path"] == "/v1/completions"
     assert post["body"]["prompt"] == completion_prompt(messages)
     assert post["body"]["stop"] == ["END", *COMPLETION_STOPS] and post["body"]["logprobs"] == 2
-    assert gen.text == "Paris" and gen.prompt_tokens == 12 and gen.completion_tokens == 1
+    assert gen.text == "Paris" and gen.usage.prompt_tokens == 12 and gen.usage.completion_tokens == 1
     assert gen.token_logprobs is not None and gen.token_logprobs[0].top == {" Paris": -0.4, " Lyon": -3.0}
 
 
@@ -357,7 +357,7 @@ def test_real_batch_answers_in_order_with_token_counts(llama_server: str) -> Non
     for (question, expected), gen in zip(FACTS, results, strict=True):
         assert gen.ok, gen.error
         assert expected in gen.text, (question, gen.text)
-        assert gen.prompt_tokens > 0 and gen.completion_tokens > 0
+        assert gen.usage.prompt_tokens > 0 and gen.usage.completion_tokens > 0
         assert gen.finish_reason == "stop" and gen.model == "smol-remote"
     assert backend.retries == 0  # type: ignore[attr-defined]
 
@@ -367,7 +367,7 @@ def test_real_logprobs(llama_server: str) -> None:
     backend = create_backend(spec(llama_server))
     gen = backend.generate([GenerationRequest.user("What is the capital of Japan?", max_tokens=6, logprobs=3)])[0]
     assert gen.ok, gen.error
-    assert gen.token_logprobs is not None and len(gen.token_logprobs) == gen.completion_tokens == 6
+    assert gen.token_logprobs is not None and len(gen.token_logprobs) == gen.usage.completion_tokens == 6
     assert "".join(t.token for t in gen.token_logprobs).strip() == gen.text
     for item in gen.token_logprobs:
         assert item.logprob <= 0 and 1 <= len(item.top) <= 3
@@ -381,7 +381,7 @@ def test_real_completions_path(llama_server: str) -> None:
     question = "The capital of France is Paris. What is the capital of France?"
     gen = backend.generate([GenerationRequest.user(question, max_tokens=8)])[0]
     assert gen.ok, gen.error
-    assert "Paris" in gen.text and gen.prompt_tokens > 0 and gen.completion_tokens > 0
+    assert "Paris" in gen.text and gen.usage.prompt_tokens > 0 and gen.usage.completion_tokens > 0
 
 
 # -- the CLI --------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_batch_in_one_engine_call(loaded: Backend, home: Path) -> None:
     assert sum(right) >= 6, [g.text for g in out]
     for g in out:
         assert g.ok and g.model == "smollm2-135m"
-        assert g.prompt_tokens > 5 and 0 < g.completion_tokens <= 48
+        assert g.usage.prompt_tokens > 5 and 0 < g.usage.completion_tokens <= 48
         assert g.finish_reason in {"stop", "length"}
 
 
@@ -131,14 +131,14 @@ def test_sampling_params_are_per_request(loaded: Backend) -> None:
     ])
     # vLLM rejects a whole batch for one bad prompt; only that request carries the error.
     assert not too_long.ok and "vllm" in (too_long.error or "")
-    assert short.completion_tokens == 3 and short.finish_reason == "length"
+    assert short.usage.completion_tokens == 3 and short.finish_reason == "length"
     assert stopped.text and "Paris" not in stopped.text and stopped.finish_reason == "stop"
-    assert scored.token_logprobs is not None and len(scored.token_logprobs) == scored.completion_tokens
+    assert scored.token_logprobs is not None and len(scored.token_logprobs) == scored.usage.completion_tokens
     for tok in scored.token_logprobs:
         assert 1 <= len(tok.top) <= 3 and tok.logprob <= 0
         assert tok.logprob == pytest.approx(max(tok.top.values()))  # greedy picks the best
     assert "".join(t.token for t in scored.token_logprobs).strip() == scored.text
-    assert seeded_a.completion_tokens > 5 and seeded_a.text == seeded_b.text
+    assert seeded_a.usage.completion_tokens > 5 and seeded_a.text == seeded_b.text
 
 
 @pytest.mark.vllm
@@ -164,10 +164,10 @@ def test_completion_prompt_for_base_models(home: Path, loaded: Backend) -> None:
         prompt_len = len(tokenizer.encode(completion_prompt(requests[0].messages), add_special_tokens=False))
     finally:
         base.unload()
-    assert abs(out[0].prompt_tokens - prompt_len) <= 1  # the completion prompt, not a chat template
+    assert abs(out[0].usage.prompt_tokens - prompt_len) <= 1  # the completion prompt, not a chat template
     for g, city in zip(out, ("paris", "tokyo", "madrid"), strict=True):
         assert city in g.text.lower(), g.text
-        assert "Question" not in g.text and g.completion_tokens < 24  # COMPLETION_STOPS ended it
+        assert "Question" not in g.text and g.usage.completion_tokens < 24  # COMPLETION_STOPS ended it
 
 
 @pytest.mark.vllm

@@ -46,8 +46,8 @@ def _check_batch(out: list[Any], questions: list[tuple[str, tuple[str, ...]]], n
     assert sum(right) >= len(questions) - 1, [g.text for g in out]
     for g in out:
         assert g.ok and g.model == name
-        assert g.prompt_tokens > 5 and 0 < g.completion_tokens <= max_tokens
-        assert g.seconds > 0
+        assert g.usage.prompt_tokens > 5 and 0 < g.usage.completion_tokens <= max_tokens
+        assert g.usage.seconds > 0
 
 
 def _sampled(seed: int, max_tokens: int = 20) -> GenerationRequest:
@@ -92,13 +92,13 @@ def test_llamacpp_base_model_gets_a_completion_prompt(pool_expert: Callable[...,
     _check_batch(out, questions, "gemma3-270m", 24)
     for g in out:
         # the completion stops end the answer before the base model invents the next question
-        assert "Question" not in g.text and "\n\n" not in g.text and g.completion_tokens < 24
+        assert "Question" not in g.text and "\n\n" not in g.text and g.usage.completion_tokens < 24
 
 
 def test_llamacpp_seed_makes_sampling_repeatable(smol_cpp: Backend) -> None:
     a, b, c, d = smol_cpp.generate([_sampled(1), _sampled(1), _sampled(2), _sampled(3)])
     (again,) = smol_cpp.generate([_sampled(1)])
-    assert a.completion_tokens > 5
+    assert a.usage.completion_tokens > 5
     assert a.text == b.text == again.text
     assert len({a.text, c.text, d.text}) > 1  # three seeds giving one text would mean no sampling
 
@@ -108,7 +108,7 @@ def test_llamacpp_stop_and_max_tokens(smol_cpp: Backend) -> None:
         GenerationRequest.user("Which city is the capital of France?", max_tokens=3),
         GenerationRequest.user("Which city is the capital of France?", max_tokens=32, stop=["Paris"]),
     ])
-    assert short.completion_tokens == 3 and short.finish_reason == "length"
+    assert short.usage.completion_tokens == 3 and short.finish_reason == "length"
     assert stopped.text and "Paris" not in stopped.text and stopped.finish_reason == "stop"
 
 
@@ -119,8 +119,8 @@ def test_llamacpp_logprob_draft_matches_greedy_text(smol_cpp: Backend, pool_expe
     drafts = smol_cpp.generate([GenerationRequest.user(q, max_tokens=16, logprobs=5) for q in questions])
     for p, d in zip(plain, drafts, strict=True):
         assert d.ok and d.text == p.text  # the same greedy answer as create_chat_completion
-        assert d.prompt_tokens == p.prompt_tokens
-        assert d.token_logprobs is not None and len(d.token_logprobs) == d.completion_tokens > 0
+        assert d.usage.prompt_tokens == p.usage.prompt_tokens
+        assert d.token_logprobs is not None and len(d.token_logprobs) == d.usage.completion_tokens > 0
         for tok in d.token_logprobs:
             assert len(tok.top) <= 5 and tok.token in tok.top
             assert tok.logprob <= 0 and tok.logprob == pytest.approx(max(tok.top.values()))
@@ -207,7 +207,7 @@ def test_transformers_seed_makes_sampling_repeatable(smol_tf: Backend) -> None:
     # a copy of a request in the same batch gets the same text; another seed another text
     a, b, c = smol_tf.generate([_sampled(1, 12), _sampled(1, 12), _sampled(2, 12)])
     (again,) = smol_tf.generate([_sampled(1, 12)])
-    assert a.completion_tokens > 5
+    assert a.usage.completion_tokens > 5
     assert a.text == b.text == again.text
     assert a.text != c.text
 

@@ -12,13 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from agents.errors import SymoeError
 from agents.paths import default_home
-from eval import data_cli, datasets
-from eval.datasets import LETTERS, Question, load_split, load_task, split_of
+from eval import datasets
+from eval.datasets import Question, load_split, load_task, split_of
+from orchestrator.answers import LETTERS
+from orchestrator.cli import app
 
 # task -> (validation, test); documented in eval/datasets.py
 SIZES = {
@@ -157,7 +158,7 @@ def test_per_subject_and_limit_are_stratified(home):
 
 
 def test_unknown_task_and_split(home):
-    with pytest.raises(SymoeError, match=r"^unknown task 'nope'; known: mmlu, "):
+    with pytest.raises(SymoeError, match=r"^unknown task 'nope'; did you mean 'nq_open'\? \(known: mmlu, "):
         load_task("nope", home)
     with pytest.raises(SymoeError, match="unknown split 'train'"):
         load_split("gsm8k", "train", home)
@@ -232,8 +233,6 @@ def test_corpus_passages(home, loaded):
 
 @pytest.fixture()
 def cli(home, monkeypatch):
-    app = typer.Typer()
-    data_cli.register(app)
     monkeypatch.setenv("SYMOE_HOME", str(home))
     return lambda *args: CliRunner().invoke(app, list(args))
 
@@ -267,5 +266,5 @@ def test_cli_unknown_task_is_one_line_exit_2(home):
     proc = subprocess.run([sys.executable, "-c", code, "data", "show", "x"], capture_output=True,
                           text=True, env=env, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: unknown task 'x'; known: mmlu, arc_challenge")
+    assert proc.stderr.strip().startswith("error: unknown task 'x' (known: mmlu, arc_challenge")
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -9,17 +9,14 @@ from pathlib import Path
 import pytest
 
 from agents.backends import Generation, TokenLogprob
-from orchestrator.gate import (
-    CalibrationRow,
-    GateFeatures,
-    GateModel,
-    calibrate,
-    default_gate_path,
-    draft_confidence,
-    evaluate_gate,
-    load_gate,
-    save_gate,
-)
+from agents.embedder import EmbeddingConfig
+from agents.errors import SymoeError
+from eval.calibration import CalibrationRow, calibrate, evaluate_gate
+from orchestrator import Symoe, load_config
+from orchestrator.answers import is_correct
+from orchestrator.gate import GateModel, default_gate_path, draft_confidence, load_gate, save_gate
+from orchestrator.records import GateFeatures
+from retrieval.index import build_index
 
 
 def row(retrieval: float, draft: float, never: bool, always: bool, task: str = "t") -> CalibrationRow:
@@ -68,6 +65,16 @@ def test_gate_loading_order(tmp_path: Path) -> None:
     assert shipped.calibrated.get("rows", 0) >= 100, "the shipped gate is calibrated on validation data"
 
 
+def test_a_damaged_or_missing_gate_file_is_one_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "gate.json"
+    broken.write_text('{"w_retrieval": ')
+    with pytest.raises(SymoeError, match="retrieval gate .* is unreadable") as err:
+        load_gate(None, tmp_path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SymoeError, match="no retrieval gate at"):
+        load_gate(tmp_path / "missing.json", tmp_path / "elsewhere")
+
+
 # ---------------------------------------------------------------- real: index, embeddings, llama.cpp draft
 
 
@@ -77,9 +84,6 @@ N_SQUAD = 6
 @pytest.fixture(scope="module")
 def squad_index(tmp_path_factory: pytest.TempPathFactory, squad_with_passages) -> tuple[Path, list]:
     """A small real index: the gold paragraphs of 6 SQuAD questions among 30 other passages."""
-    from orchestrator.config import EmbeddingConfig
-    from retrieval.index import build_index
-
     questions, passages = squad_with_passages(N_SQUAD)
     seen = {q.passage_id for q in questions}
     others = [p for p in passages.values() if p.id not in seen][:30]
@@ -96,9 +100,6 @@ def squad_index(tmp_path_factory: pytest.TempPathFactory, squad_with_passages) -
 def test_gate_retrieves_for_corpus_questions_and_not_for_arithmetic(squad_index) -> None:
     """The shipped gate on real questions. It is measured at about 80% retrieval on SQuAD test
     questions (README), so it must retrieve for most of these, and never for arithmetic."""
-    from orchestrator import Symoe, load_config
-    from orchestrator.answers import is_correct
-
     index_dir, questions = squad_index
     config = load_config()
     config.retrieval.index = index_dir
@@ -117,7 +118,7 @@ def test_gate_retrieves_for_corpus_questions_and_not_for_arithmetic(squad_index)
     for q, result in zip(questions, forced, strict=False):
         decision = result.retrieval
         assert decision is not None and decision.retrieved and decision.passages
-        found += any(p["text"].strip()[:60] in (q.context or "") for p in decision.passages)
+        found += any(p.text.strip()[:60] in (q.context or "") for p in decision.passages)
         right += is_correct(result.answer, q.answer, "text", q.aliases)
     assert never.retrieval is not None and not never.retrieval.retrieved
     assert found >= 2, f"the gold paragraph was among the passages for {found}/3 questions"

@@ -1,4 +1,4 @@
-"""Evaluation methods: names, expansion, and the plans they make (no model runs)."""
+"""Methods: names parsed once into MethodSpec, expansion, and the assignments they make (no model runs)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 
 from agents.errors import SymoeError
-from eval.methods import EvalQuestion, MethodContext, expand_methods, get_method, retrieval_mode
 from orchestrator.config import SymoeConfig
+from orchestrator.methods import MethodContext, MethodSpec, expand_methods
 from orchestrator.profiles import ExpertProfile, Profile, SkillCount
+from orchestrator.records import Query
 
 
 def make_profile() -> Profile:
@@ -29,25 +30,50 @@ def ctx() -> MethodContext:
     return MethodContext(config=config, profile=make_profile(), seed=3)
 
 
+def assign(ctx: MethodContext, name: str, q: Query, skills: list[str] | None = None):
+    spec = MethodSpec.parse(name, ctx.config)
+    return spec.method.assign(ctx, q, skills or [], spec.variant)
+
+
 def test_expand_methods_names_every_single_expert_and_retrieval_modes() -> None:
     config = SymoeConfig()
-    names = expand_methods("single,best_single,symoe", config, retrieval=["never", "auto"])
+    names = [str(m) for m in expand_methods("single,best_single,symoe", config, retrieval=["never", "auto"])]
     assert names[: len(config.experts)] == [f"single:{e}" for e in config.experts]
     assert names[-2:] == ["symoe@never", "symoe@auto"]
-    assert retrieval_mode("symoe@auto") == "auto" and retrieval_mode("moa") is None
 
 
-@pytest.mark.parametrize("spec", ["nonsense", "single:nobody", "symoe:k0", "symoe:fast", "symoe@sometimes"])
+@pytest.mark.parametrize("name", ["symoe", "symoe@never", "symoe:k3-distinct@always", "single:qwen-coder-0.5b",
+                                  "moa@auto", "best_single"])
+def test_method_names_are_parsed_once_and_printed_back(name: str) -> None:
+    spec = MethodSpec.parse(name, SymoeConfig())
+    assert str(spec) == name
+    assert spec.needs_skills == (spec.base == "symoe") and spec.routed == (spec.base == "symoe")
+
+
+def test_retrieval_follows_the_config_for_routed_methods_only() -> None:
+    config = SymoeConfig(retrieval={"mode": "always"})
+    assert MethodSpec.parse("symoe", config).retrieval == "always"
+    assert MethodSpec.parse("symoe@never", config).retrieval == "never"
+    assert MethodSpec.parse("moa", config).retrieval == "never" and not MethodSpec.parse("moa", config).retrieves
+
+
+@pytest.mark.parametrize("spec", ["nonsense", "single:nobody", "symoe:k0", "symoe:k17", "symoe:fast",
+                                  "symoe@sometimes", "moa:x", ""])
 def test_unknown_methods_are_refused_in_one_line(spec: str) -> None:
     with pytest.raises(SymoeError) as err:
         expand_methods(spec, SymoeConfig())
     assert "\n" not in str(err.value)
 
 
+def test_a_near_miss_gets_a_suggestion() -> None:
+    with pytest.raises(SymoeError, match="did you mean 'majority'"):
+        MethodSpec.parse("majorty", SymoeConfig())
+
+
 def test_symoe_variants_fix_k_and_distinctness(ctx: MethodContext) -> None:
-    q = EvalQuestion(id="q1", task="gsm8k", skills=["algebra"])
-    fixed = get_method("symoe:k3")(ctx, q)
-    distinct = get_method("symoe:k3-distinct")(ctx, q)
+    q = Query(id="q1", question="x", task="gsm8k")
+    fixed = assign(ctx, "symoe:k3", q, ["algebra"])
+    distinct = assign(ctx, "symoe:k3-distinct", q, ["algebra"])
     assert len(fixed.slots) == 3
     # only a and b score positive on algebra: distinct-only recruits at most those two, once each
     assert sorted(s.expert for s in distinct.slots) == ["a", "b"]
@@ -55,9 +81,10 @@ def test_symoe_variants_fix_k_and_distinctness(ctx: MethodContext) -> None:
     # with samples allowed, a repeated expert is a sampled slot, never a second greedy call
     per = Counter((s.expert, s.temperature == 0.0) for s in fixed.slots)
     assert all(n == 1 for (_, greedy), n in per.items() if greedy)
-    assert get_method("symoe:k3")(ctx, q) == fixed  # deterministic under the seed
+    assert assign(ctx, "symoe:k3", q, ["algebra"]) == fixed  # deterministic under the seed
+    assert fixed.recruitment is not None and fixed.recruitment.k == 3
 
 
 def test_best_single_uses_validation_accuracy(ctx: MethodContext) -> None:
-    plan = get_method("best_single")(ctx, EvalQuestion(id="q2", task="gsm8k"))
+    plan = assign(ctx, "best_single", Query(id="q2", question="x", task="gsm8k"))
     assert [s.expert for s in plan.slots] == ["a"]

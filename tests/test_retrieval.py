@@ -12,7 +12,8 @@ import pytest
 
 from agents.errors import SymoeError
 from agents.paths import default_home
-from orchestrator.config import EmbeddingConfig
+from agents.embedder import EmbeddingConfig
+from eval.corpus import build_corpus
 from retrieval.chunking import (
     Document,
     UnreadableFile,
@@ -21,7 +22,8 @@ from retrieval.chunking import (
     html_to_text,
     read_documents,
 )
-from retrieval.index import META_FILE, Hit, best_score, build_index, open_index, read_meta
+from retrieval.index import META_FILE, build_index, open_index, read_meta
+from retrieval.records import Hit, best_score
 
 EMB = EmbeddingConfig()
 N_QUESTIONS = 12
@@ -259,8 +261,6 @@ def test_index_from_another_embedding_model_is_refused(tmp_path: Path, built) ->
 
 @pytest.mark.real
 def test_builtin_corpus_small(tmp_path: Path, squad) -> None:
-    from retrieval.corpus import build_corpus
-
     questions, passages = squad
     report = build_corpus(default_home(), tmp_path / "idx", EMB, limit=5)
     assert sorted(Path(p).name for p in report.added) == ["boolq.jsonl", "sciq.jsonl", "squad.jsonl"]

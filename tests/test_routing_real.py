@@ -8,12 +8,11 @@ import sys
 import pytest
 
 from agents.cache import GenerationCache
-from agents.runtime import LoadedPool
+from eval.profiling import BuildSpec, build_profile
 from orchestrator.config import load_config
+from orchestrator.pipeline import Pipeline, annotate
 from orchestrator.profiles import read_profile, save_profile
-from orchestrator.profiling import BuildSpec, build_profile
-from skills.annotate import annotate_many
-from skills.vocabulary import SkillMatcher
+from orchestrator.records import Query
 
 pytestmark = pytest.mark.real
 
@@ -30,20 +29,23 @@ def test_annotation_names_canonical_skills_in_three_domains(config, tmp_path):
         "Which of the following is a reason to exclude hearsay evidence in court?": {"law"},
         "Who was the first president of the United States?": {"history", "politics and government"},
     }
-    pool = LoadedPool(config.experts, config.home)
-    matcher = SkillMatcher(config.embedding, config.skills.match_threshold)
     cache = GenerationCache(tmp_path / "cache.sqlite")
-    anns = annotate_many(list(questions), pool.get(config.default_expert), matcher, config.skills, cache=cache)
-    for ann, (question, expected) in zip(anns, questions.items(), strict=True):
+    ctx = Pipeline(config, cache=cache)
+    queries = [Query(question=q) for q in questions]
+    anns = annotate(ctx, queries, seed=0)
+    for query, (question, expected) in zip(queries, questions.items(), strict=True):
+        ann, jobs = anns[query.id]
         assert ann.skills, f"no skill for {question!r}: samples {ann.samples}"
-        assert set(ann.skills) <= set(matcher.skills)
+        assert set(ann.skills) <= set(ctx.matcher.skills)
         assert set(ann.skills) & expected, (question, ann.skills, ann.samples)
-        assert len(ann.samples) == config.skills.samples
+        assert len(ann.samples) == config.skills.samples == len(jobs)
+        assert all(j.usage.completion_tokens > 0 for j in jobs), "every sample's real cost is recorded"
     # cached: a second pass generates nothing
-    stored = cache.count()
-    annotate_many(list(questions), pool.get(config.default_expert), matcher, config.skills, cache=cache)
-    assert cache.count() == stored and cache.hits >= stored
-    pool.close()
+    stored, generated = cache.count(), ctx.stats.generated
+    again = annotate(ctx, queries, seed=0)
+    assert cache.count() == stored and ctx.stats.generated == generated
+    assert all(j.cached for _, jobs in again.values() for j in jobs)
+    ctx.close()
 
 
 def test_profile_from_a_small_real_run(tmp_path):

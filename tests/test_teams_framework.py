@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from agents.errors import SymoeError
+from agents.registry import Registry
 from agents.teams import (
     Aggregator,
     Artifact,
@@ -30,7 +32,7 @@ from agents.teams import (
     TimelineCritic,
 )
 from agents.teams.planner import EventSchema, coerce_events, extract_json
-from agents.teams.registry import Registry
+from agents.teams.registry import create, for_type
 
 SCHEMA = EventSchema(types=("speech", "music", "effect"), aliases={"sfx": "effect", "dialogue": "speech"},
                      default_duration={"music": 8.0, "effect": 2.0}, exclusive=("speech",))
@@ -245,10 +247,10 @@ def test_unlocked_bad_plan_goes_back_to_the_planner(tmp_path: Path) -> None:
     assert list(result.results) == ["a"]
 
 
-def test_registry_rejects_unknown_names() -> None:
-    reg: Registry[Generator] = Registry("generator")
+def test_registry_rejects_unknown_names_and_suggests_near_ones() -> None:
+    reg: Registry[type[Generator]] = Registry("generator")
 
-    @reg.register
+    @reg.register_named
     class Beeper(Generator):
         name = "beeper"
         event_types = ("effect",)
@@ -256,9 +258,9 @@ def test_registry_rejects_unknown_names() -> None:
         def generate(self, event: Event, ctx: Context) -> Artifact:
             raise NotImplementedError
 
-    assert reg.for_type("effect") == ["beeper"] and reg.for_type("speech") == []
-    assert isinstance(reg.create("beeper"), Beeper)
-    from agents.errors import SymoeError
-
-    with pytest.raises(SymoeError, match="unknown generator 'nope'; known: beeper"):
-        reg.create("nope")
+    assert for_type(reg, "effect") == ["beeper"] and for_type(reg, "speech") == []
+    assert isinstance(create(reg, "beeper"), Beeper)
+    with pytest.raises(SymoeError, match=r"unknown generator 'nope' \(known: beeper\)"):
+        create(reg, "nope")
+    with pytest.raises(SymoeError, match="did you mean 'beeper'"):
+        create(reg, "beepr")

@@ -3,13 +3,15 @@ a mixed soundtrack: WAV, timeline JSON, tracks PNG, trace JSON (and the video wi
 
 ``build_team`` wires the audio generators, critics, rewriter, reviewer and mixer into a
 ``Team``; ``compose`` loads the brief, fixes the timeline from the video, lends the team the
-default expert as its LLM (loaded on first use) and writes everything under ``outdir``.
+LLM it is given (``backend_llm`` makes one of a symoe backend, loaded on first call) and
+writes everything under ``outdir``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agents.audio import music, sfx, tts  # noqa: F401  (registers the generators)
@@ -20,9 +22,13 @@ from agents.audio.plan import AudioPlanner
 from agents.audio.review import MixReviewer
 from agents.audio.rewrite import AudioRewriter
 from agents.audio.video import mux, read_video
+from agents.backends import Backend, GenerationRequest
 from agents.errors import SymoeError
-from agents.teams import Context, DomainExpert, GeneratorProfiles, Team, TeamResult, TimelineCritic, generators
+from agents.files import write_text
+from agents.paths import default_home
+from agents.teams import Context, DomainExpert, GeneratorProfiles, Team, TeamResult, TimelineCritic, Trace, generators
 from agents.teams.interfaces import LLM, Critic
+from agents.teams.registry import create, for_type
 
 EVENT_TYPES = ("speech", "music", "effect")
 
@@ -37,10 +43,10 @@ def build_team(home: Path, profiles: GeneratorProfiles, max_tries: int = 3, max_
     rewriter = AudioRewriter()
     experts = {}
     for t in EVENT_TYPES:
-        names = [n for n in generators.for_type(t) if generator_names is None or n in generator_names]
+        names = [n for n in for_type(generators, t) if generator_names is None or n in generator_names]
         if not names:
             raise SymoeError(f"no generator for {t} events (known: {', '.join(generators.names())})")
-        experts[t] = DomainExpert(event_type=t, generators=[generators.create(n) for n in names],
+        experts[t] = DomainExpert(event_type=t, generators=[create(generators, n) for n in names],
                                   critics=default_critics(home, t), profiles=profiles, rewriter=rewriter,
                                   max_candidates=max_candidates, max_tries=max_tries, threshold=threshold)
     return Team(planner=AudioPlanner(), experts=experts, aggregator=MixAggregator(),
@@ -59,16 +65,13 @@ def apply_video(brief: Brief, video: Path) -> tuple[Brief, list[str]]:
     return brief, notes
 
 
-def backend_llm(get_backend: object, seed: int, ctx_trace: object) -> LLM:
+def backend_llm(get_backend: Callable[[], Backend], seed: int) -> LLM:
     """An ``llm(prompt, system, max_tokens)`` over a symoe backend, loaded on first call."""
-    from agents.backends.base import GenerationRequest
 
     def call(prompt: str, system: str, max_tokens: int) -> str:
-        backend = get_backend()  # type: ignore[operator]
+        backend = get_backend()
         req = GenerationRequest.user(prompt, system=system, max_tokens=max_tokens, temperature=0.0, seed=seed)
         gen = backend.generate([req])[0]
-        ctx_trace.add("llm", backend.spec.name, f"{gen.completion_tokens} tokens in {gen.seconds:.1f} s",  # type: ignore[attr-defined]
-                      prompt=prompt[:300], error=gen.error)
         if not gen.ok:
             raise SymoeError(f"the LLM {backend.spec.name} failed: {gen.error}")
         return gen.text
@@ -76,21 +79,35 @@ def backend_llm(get_backend: object, seed: int, ctx_trace: object) -> LLM:
     return call
 
 
-def compose(brief_arg: str, outdir: Path, video: Path | None = None, config: Path | None = None,
-            seed: int | None = None, max_tries: int = 3, expert: str | None = None,
-            llm: LLM | None = None, profiles: Path | None = None) -> TeamResult:
-    """Run the audio team on a brief; ``llm`` overrides the configured expert (tests, plug-ins);
-    generator profiles persist in ``profiles`` (default ``<home>/teams/audio-profiles.json``)."""
-    from agents.runtime import LoadedPool
-    from orchestrator.config import load_config
+def traced(llm: LLM, trace: Trace) -> LLM:
+    """The LLM with every call (prompt start, seconds, failure) written to the run's trace."""
 
+    def call(prompt: str, system: str, max_tokens: int) -> str:
+        began = time.perf_counter()
+        try:
+            text = llm(prompt, system, max_tokens)
+        except SymoeError as exc:
+            trace.add("llm", "planner", f"failed after {time.perf_counter() - began:.1f} s", prompt=prompt[:300],
+                      error=str(exc))
+            raise
+        trace.add("llm", "planner", f"{len(text)} characters in {time.perf_counter() - began:.1f} s",
+                  prompt=prompt[:300])
+        return text
+
+    return call
+
+
+def compose(brief_arg: str, outdir: Path, *, llm: LLM, home: Path | None = None, video: Path | None = None,
+            seed: int = 0, max_tries: int = 3, profiles: Path | None = None) -> TeamResult:
+    """Run the audio team on a brief with ``llm`` as its planner and rewriter; models and
+    generator profiles live under ``home`` (default ``$SYMOE_HOME``); profiles persist in
+    ``profiles`` (default ``<home>/teams/audio-profiles.json``)."""
+    home = home or default_home()
     began = time.perf_counter()
     brief = load_brief(brief_arg)
     notes: list[str] = []
     if video is not None:
         brief, notes = apply_video(brief, Path(video))
-    cfg = load_config(config)
-    seed = cfg.seed if seed is None else seed
     stems = outdir / "stems"
     stems.mkdir(parents=True, exist_ok=True)
     for old in stems.glob("*.wav"):
@@ -98,21 +115,15 @@ def compose(brief_arg: str, outdir: Path, video: Path | None = None, config: Pat
     ctx = Context(workdir=stems, seed=seed)
     for n in notes:
         ctx.trace.add("input", "video", n)
-    pool = LoadedPool({k: v for k, v in cfg.experts.items()}, cfg.home)
-    name = expert or cfg.default_expert
-    cfg.expert(name)
-    ctx.llm = llm or backend_llm(lambda: pool.get(name), seed, ctx.trace)
-    learned = GeneratorProfiles.load(profiles or cfg.home / "teams" / "audio-profiles.json")
-    team = build_team(cfg.home, learned, max_tries=max_tries)
-    try:
-        result = team.run(brief, outdir, ctx)
-    finally:
-        pool.close()
+    ctx.llm = traced(llm, ctx.trace)
+    learned = GeneratorProfiles.load(profiles or home / "teams" / "audio-profiles.json")
+    team = build_team(home, learned, max_tries=max_tries)
+    result = team.run(brief, outdir, ctx)
     if video is not None:
         result.outputs["video"] = mux(Path(video), result.outputs["wav"], outdir / f"{Path(video).stem}.scored.mp4")
     result.seconds = round(time.perf_counter() - began, 2)
-    (outdir / "trace.json").write_text(result.trace.model_dump_json(indent=2))
-    (outdir / "result.json").write_text(json.dumps(summary(result), indent=2))
+    write_text(outdir / "trace.json", result.trace.model_dump_json(indent=2))
+    write_text(outdir / "result.json", json.dumps(summary(result), indent=2))
     return result
 
 

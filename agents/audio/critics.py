@@ -14,19 +14,18 @@ from pathlib import Path
 
 from agents.audio import dsp
 from agents.audio.whisper import transcribe, wer
+from agents.paths import default_home
 from agents.teams.interfaces import Context, Critic
 from agents.teams.records import Artifact, Event, Score
 from agents.teams.registry import critics
 
 
-@critics.register
+@critics.register_named
 class WERCritic(Critic):
     name = "wer"
     event_types = ("speech",)
 
     def __init__(self, home: Path | None = None) -> None:
-        from agents.paths import default_home
-
         self.home = home or default_home()
 
     def judge(self, event: Event, artifact: Artifact, ctx: Context) -> Score:
@@ -38,7 +37,7 @@ class WERCritic(Critic):
                      hint={"clearer": True} if rate > 0.15 else {})
 
 
-@critics.register
+@critics.register_named
 class DurationCritic(Critic):
     name = "duration"
     event_types = ("speech", "music", "effect")
@@ -56,7 +55,7 @@ class DurationCritic(Critic):
         return Score(critic=self.name, score=score, measured=measured)
 
 
-@critics.register
+@critics.register_named
 class LoudnessCritic(Critic):
     name = "loudness"
     event_types = ("speech", "music", "effect")
@@ -70,7 +69,7 @@ class LoudnessCritic(Critic):
                      suggestion=f"{level:.1f} LUFS, target {event.loudness:.1f}" if score < 0.7 else None)
 
 
-@critics.register
+@critics.register_named
 class ClippingCritic(Critic):
     name = "clipping"
     event_types = ("speech", "music", "effect")
@@ -85,7 +84,7 @@ class ClippingCritic(Critic):
                      suggestion=f"{100 * frac:.2f} % of samples clipped" if score < 0.7 else None)
 
 
-@critics.register
+@critics.register_named
 class SilenceCritic(Critic):
     """Dead air: the longest silent stretch may be 1 s or 40 % of the slot, whichever is longer
     (so sparse sounds such as footsteps pass); speech may not start after 0.3 s of silence."""

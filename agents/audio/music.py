@@ -152,7 +152,7 @@ def _artifact(x: np.ndarray, event: Event, ctx: Context, generator: str, **meta:
                     sample_rate=dsp.SAMPLE_RATE, meta=meta)
 
 
-@generators.register
+@generators.register_named
 class LLMMidi(Generator):
     """The LLM writes the notes; the reply is cached per description for retries."""
 
@@ -176,7 +176,7 @@ class LLMMidi(Generator):
                          notes=len(score.notes), repaired=fixed, reply=reply.strip()[:400])
 
 
-@generators.register
+@generators.register_named
 class MotifMidi(Generator):
     """An arpeggiated progression from mood words: minor for dark words, tempo from slow/fast."""
 

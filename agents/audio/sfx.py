@@ -232,7 +232,7 @@ def _artifact(x: np.ndarray, event: Event, ctx: Context, generator: str, **meta:
                     meta={"peak": round(float(np.max(np.abs(x))), 4), **meta})
 
 
-@generators.register
+@generators.register_named
 class SynthSfx(Generator):
     """Renders the recipe matching the description (``params["recipe"]`` overrides)."""
 
@@ -250,7 +250,7 @@ class SynthSfx(Generator):
         return _artifact(x, event, ctx, self.name, recipe=name, limiter=bool(event.params.get("limiter")))
 
 
-@generators.register
+@generators.register_named
 class NoiseSfx(Generator):
     """A generic band of shaped noise: low/deep words lower it, high/hiss words raise it."""
 

@@ -52,7 +52,7 @@ def finish(x: np.ndarray, sr: int, event: Event, ctx: Context, generator: str, *
                     sample_rate=dsp.SAMPLE_RATE, meta={"source_rate": sr, **meta})
 
 
-@generators.register
+@generators.register_named
 class PiperTTS(Generator):
     name = "piper"
     event_types = ("speech",)
@@ -75,7 +75,7 @@ class PiperTTS(Generator):
         return finish(pcm.astype(np.float32) / 32768.0, sr, event, ctx, self.name, rate=rate)
 
 
-@generators.register
+@generators.register_named
 class EspeakTTS(Generator):
     name = "espeak"
     event_types = ("speech",)

@@ -5,6 +5,7 @@ and hash-checked, then loaded with faster-whisper on the CPU.
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.audio.dsp import resample
 from agents.errors import SymoeError
 from agents.pool import sha256_file
 
@@ -23,8 +25,6 @@ _lock = threading.Lock()
 
 
 def _package_data(module: str) -> Path:
-    import importlib
-
     try:
         mod = importlib.import_module(module)
     except ImportError:
@@ -71,8 +71,6 @@ def transcribe(audio: np.ndarray, home: Path, sr: int = 16000) -> str:
 
     Beam search of 5 (Whisper's own default): greedy decoding misheard clear Piper takes
     ("lights out" as "Bites out", "light the lamp" as "write the ramp") that the beam gets right."""
-    from agents.audio.dsp import resample
-
     model = load_model(str(model_dir(home)))
     x = resample(audio.astype(np.float32), sr, 16000)
     segments, _ = model.transcribe(x, language="en", beam_size=5, vad_filter=False,

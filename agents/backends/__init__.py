@@ -1,4 +1,4 @@
-"""Inference backends, each registered by name (see ``registry``).
+"""Inference backends behind one interface, each registered by name (see ``registry``).
 
 Importing this package registers the built-in backends; a backend whose engine is not
 installed registers anyway and fails with a clear message when it is loaded.
@@ -17,6 +17,7 @@ from agents.backends.base import (
     Generation,
     GenerationRequest,
     TokenLogprob,
+    Usage,
 )
 from agents.backends.registry import available_backends, create_backend, register_backend
 
@@ -27,6 +28,7 @@ __all__ = [
     "Generation",
     "GenerationRequest",
     "TokenLogprob",
+    "Usage",
     "available_backends",
     "create_backend",
     "register_backend",

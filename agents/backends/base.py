@@ -8,11 +8,12 @@ engine's own objects.
 from __future__ import annotations
 
 import abc
+import gc
 import threading
 import time
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.errors import SymoeError
 
@@ -57,21 +58,60 @@ class TokenLogprob(BaseModel):
     top: dict[str, float] = Field(default_factory=dict)
 
 
-class Generation(BaseModel):
-    """What a backend returns for one request."""
+class Usage(BaseModel):
+    """What some work cost: tokens in, tokens out, seconds. Records add up with ``+``."""
 
-    text: str
-    model: str
+    model_config = ConfigDict(frozen=True)
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens,
+                     seconds=self.seconds + other.seconds)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def total(cls, usages: list[Usage]) -> Usage:
+        out = cls()
+        for u in usages:
+            out = out + u
+        return out
+
+
+class Generation(BaseModel):
+    """What a backend returns for one request; ``usage`` is what producing it cost."""
+
+    text: str
+    model: str
+    usage: Usage = Field(default_factory=Usage)
     finish_reason: str | None = None
     error: str | None = None
     token_logprobs: list[TokenLogprob] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_usage(cls, data: Any) -> Any:
+        """Accept the flat ``prompt_tokens``/``completion_tokens``/``seconds`` of cache rows
+        written before ``usage`` existed."""
+        if isinstance(data, dict) and "usage" not in data and any(
+                k in data for k in ("prompt_tokens", "completion_tokens", "seconds")):
+            data = dict(data)
+            data["usage"] = {k: data.pop(k) for k in ("prompt_tokens", "completion_tokens", "seconds") if k in data}
+        return data
+
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def failure(cls, model: str, error: str, seconds: float = 0.0) -> Generation:
+        return cls(text="", model=model, error=error, usage=Usage(seconds=seconds))
 
 
 class Backend(abc.ABC):
@@ -115,8 +155,6 @@ class Backend(abc.ABC):
                 return
             self._unload()
             self._loaded = False
-            import gc
-
             gc.collect()
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:

@@ -6,7 +6,7 @@ is the reply otherwise; ``params.fail`` makes every call fail (to test degradati
 
 from __future__ import annotations
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, Usage
 from agents.backends.registry import register_backend
 
 
@@ -29,10 +29,10 @@ class FakeBackend(Backend):
         for request in requests:
             type(self).calls += 1
             if self.spec.params.get("fail"):
-                out.append(Generation(text="", model=self.spec.name, error="scripted failure"))
+                out.append(Generation.failure(self.spec.name, "scripted failure"))
                 continue
             last = request.messages[-1].content
             reply = next((str(v) for k, v in answers.items() if k in last), default)
-            out.append(Generation(text=reply, model=self.spec.name, prompt_tokens=len(last.split()),
-                                  completion_tokens=len(reply.split())))
+            out.append(Generation(text=reply, model=self.spec.name,
+                                  usage=Usage(prompt_tokens=len(last.split()), completion_tokens=len(reply.split()))))
         return out

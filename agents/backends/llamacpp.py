@@ -7,7 +7,9 @@ import os
 import time
 from typing import Any
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob
+import numpy as np
+
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
@@ -92,15 +94,14 @@ class LlamaCppBackend(Backend):
                 out = self._llm.create_completion(completion_prompt(request.messages), **params)
                 text = out["choices"][0]["text"]
         except (ValueError, RuntimeError) as exc:
-            return Generation(text="", model=self.spec.name, error=f"llama.cpp: {exc}",
-                              seconds=time.perf_counter() - start)
+            return Generation.failure(self.spec.name, f"llama.cpp: {exc}", time.perf_counter() - start)
         usage = out.get("usage", {})
         return Generation(
             text=text.strip(),
             model=self.spec.name,
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            seconds=time.perf_counter() - start,
+            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0),
+                        completion_tokens=usage.get("completion_tokens", 0),
+                        seconds=time.perf_counter() - start),
             finish_reason=out["choices"][0].get("finish_reason"),
         )
 
@@ -132,8 +133,6 @@ class LlamaCppBackend(Backend):
         the chat/completion paths do: at an end-of-generation token or a stop string.
         """
         import llama_cpp
-        import numpy as np
-
         llm = self._llm
         tokens = self._prompt_tokens(request)
         if len(tokens) + request.max_tokens > llm.n_ctx():
@@ -172,7 +171,8 @@ class LlamaCppBackend(Backend):
                 break
             llm.eval([token])
         return Generation(
-            text=text.strip(), model=self.spec.name, prompt_tokens=len(tokens),
-            completion_tokens=len(out_tokens), seconds=time.perf_counter() - start,
+            text=text.strip(), model=self.spec.name,
+            usage=Usage(prompt_tokens=len(tokens), completion_tokens=len(out_tokens),
+                        seconds=time.perf_counter() - start),
             finish_reason=finish, token_logprobs=logprobs,
         )

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
@@ -309,7 +309,7 @@ class OpenAIBackend(Backend):
                 error += f" (model {self.model_name!r}; the server lists: {', '.join(self.server_models[:5])})"
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             error = f"{self.base_url}{path}: malformed answer from the server ({type(exc).__name__}: {exc})"
-        return Generation(text="", model=self.spec.name, error=error, seconds=time.perf_counter() - start)
+        return Generation.failure(self.spec.name, error, time.perf_counter() - start)
 
     def _parse(self, data: dict[str, Any], start: float) -> Generation:
         choice = data["choices"][0]
@@ -323,9 +323,9 @@ class OpenAIBackend(Backend):
         return Generation(
             text=text.strip(),
             model=self.spec.name,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            seconds=time.perf_counter() - start,
+            usage=Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                        completion_tokens=int(usage.get("completion_tokens") or 0),
+                        seconds=time.perf_counter() - start),
             finish_reason=choice.get("finish_reason"),
             token_logprobs=logprobs,
         )

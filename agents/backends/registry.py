@@ -1,4 +1,4 @@
-"""Backend registry: a config names a backend by string, as lm-evaluation-harness names models.
+"""The backend registry: a config names its engine by string (``backend: llamacpp``).
 
 Third-party code registers its own engine with ``@register_backend("name")``.
 """
@@ -8,34 +8,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agents.backends.base import Backend, BackendError
+from agents.backends.base import Backend
+from agents.registry import Registry
 
 if TYPE_CHECKING:
     from agents.pool import ExpertSpec
 
-_BACKENDS: dict[str, type[Backend]] = {}
+backends: Registry[type[Backend]] = Registry("backend")
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Class decorator: register ``cls`` as backend ``name`` (and set ``cls.name``)."""
+
     def decorate(cls: type[Backend]) -> type[Backend]:
         cls.name = name
-        _BACKENDS[name] = cls
-        return cls
+        return backends.add(name, cls)
 
     return decorate
 
 
 def available_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return backends.names()
 
 
 def backend_class(name: str) -> type[Backend]:
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise BackendError(
-            f"unknown backend {name!r}; known backends: {', '.join(available_backends())}"
-        ) from None
+    return backends.get(name)
 
 
 def create_backend(spec: ExpertSpec) -> Backend:

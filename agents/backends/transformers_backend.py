@@ -10,13 +10,16 @@ similar length (sorted before chunking) so little compute goes to padding.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, Usage
 from agents.backends.hf_cache import convert_gguf, hf_folder
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
@@ -117,8 +120,8 @@ class TransformersBackend(Backend):
                 text = text.split(stop, 1)[0]
             results.append(Generation(
                 text=text.strip(), model=self.spec.name,
-                prompt_tokens=int(enc["attention_mask"][row].sum()),
-                completion_tokens=len(completion), seconds=seconds / len(requests),
+                usage=Usage(prompt_tokens=int(enc["attention_mask"][row].sum()),
+                            completion_tokens=len(completion), seconds=seconds / len(requests)),
             ))
         return results
 
@@ -138,10 +141,6 @@ def default_dtype() -> str:
 
 def _release_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps the model's freed tensors otherwise)."""
-    import contextlib
-    import ctypes
-    import gc
-
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)

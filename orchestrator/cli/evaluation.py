@@ -1,4 +1,4 @@
-"""``symoe eval``: a thin CLI over ``eval.runner.evaluate`` (lm-evaluation-harness conventions)."""
+"""``symoe eval``: a thin command over ``eval.runner.evaluate`` (lm-evaluation-harness conventions)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from agents.errors import SymoeError
-from orchestrator.config import load_config
-from orchestrator.progress import stage_bars
+from agents.files import locked
+from eval.datasets import SPLITS, load_split, task_and_limit
+from eval.report import markdown_table, write_reports
+from eval.runner import EvalArgs, evaluate, methods_without_answers, questions_for, summarise
+from orchestrator.cli.common import ConfigOpt, config_from, err, out, stage_bars
+from orchestrator.methods import expand_methods
+from orchestrator.provenance import provenance
 
-out = Console()
-err = Console(stderr=True)
 DEFAULT_METHODS = "single,best_single,random_k,majority,moa,symoe"
 
 
@@ -33,7 +35,7 @@ def check_writable(path: Path) -> None:
 def eval_command(
     tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")
     ] = "mmlu,arc_challenge,gsm8k",
-    limit: Annotated[int | None, typer.Option(help="questions per task")] = None,
+    limit: Annotated[int | None, typer.Option(help="questions per task", min=1)] = None,
     split: Annotated[str, typer.Option(help="test or validation")] = "test",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = DEFAULT_METHODS,
     output: Annotated[Path, typer.Option("--output", "--output-path", "-o", help="directory for the reports")] = Path(
@@ -42,37 +44,39 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="seed for sampling, recruitment and data")] = 0,
     use_cache: Annotated[Path | None, typer.Option(help="SQLite generation cache to share across runs")] = None,
     log_samples: Annotated[bool, typer.Option(help="write every answer to samples.jsonl")] = False,
-    memory_budget_gb: Annotated[float | None, typer.Option(help="RAM for resident models, GB")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    memory_budget_gb: Annotated[float | None, typer.Option(help="RAM for resident models, GB", min=0.1)] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
-    from eval.datasets import load_split
-    from eval.methods import expand_methods
-    from eval.report import markdown_table, write_reports
-    from eval.runner import EvalArgs, evaluate, summarise
-    from orchestrator.profiling import task_and_limit
-    from orchestrator.provenance import provenance
-
-    cfg = load_config(config)
+    cfg = config_from(config).model_copy(update={"seed": seed})
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list:
+        raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
-    method_list = expand_methods(methods, cfg, modes)
-    if split not in ("test", "validation"):
+    method_list = [str(m) for m in expand_methods(methods, cfg, modes)]
+    if split not in SPLITS:
         raise SymoeError(f"unknown split {split!r}; use test or validation")
     for entry in task_list:  # fail fast on unknown tasks or malformed files, before any work
-        load_split(task_and_limit(entry, None)[0], split, cfg.home, limit=1, seed=seed)
+        name, count = task_and_limit(entry, None)
+        if count == 0:
+            raise SymoeError(f"task {entry!r} asks for 0 questions; give N of at least 1 (task:N)")
+        load_split(name, split, cfg.home, limit=1, seed=seed)
     check_writable(output)
     args = EvalArgs(tasks=task_list, methods=method_list, limit=limit, split=split, output=output, seed=seed,
                     cache_path=use_cache, log_samples=log_samples,
                     memory_budget=int(memory_budget_gb * 2**30) if memory_budget_gb else None)
-    with stage_bars(err) as report:
-        samples, stats = evaluate(cfg, args, report)
-    meta = {"args": args.model_dump(mode="json"), "config": cfg.public_dict(),
-            "provenance": provenance(cfg, command="eval")}
-    files = write_reports(output, samples, stats, meta, log_samples)
+    with locked(output, "symoe eval"):
+        questions = questions_for(args, cfg.home)
+        if not questions:
+            raise SymoeError(f"the {split} split of {', '.join(task_list)} holds no questions")
+        with stage_bars(err) as report:
+            samples, stats = evaluate(cfg, args, report, questions=questions)
+        meta = {"args": args.model_dump(mode="json"), "config": cfg.public_dict(),
+                "provenance": provenance(cfg, command="eval")}
+        files = write_reports(output, samples, stats, meta, log_samples)
     out.print(markdown_table(summarise(samples), stats))
     out.print(f"reports: {', '.join(str(p) for p in files.values())}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    empty = methods_without_answers(samples)
+    if empty:
+        raise SymoeError(f"no generation of {', '.join(empty)} succeeded (every expert call failed; see "
+                         f"samples or the 'failed' column): its accuracy is no result")

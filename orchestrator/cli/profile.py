@@ -1,25 +1,27 @@
-"""``symoe profile build|show``: make a profile from validation data, print it, plot it."""
+"""``symoe profile build|show|gate``: make a profile from validation data, print it, plot it;
+calibrate the retrieval gate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from orchestrator.config import load_config
-from orchestrator.progress import stage_bars
+from eval.calibration import calibrate_on_validation
+from eval.profiling import BuildSpec, build_profile
+from eval.report import pyplot, save_figure
+from orchestrator.cli.common import ConfigOpt, config_from, err, out, stage_bars
+from orchestrator.gate import save_gate
+from orchestrator.profiles import Profile, load_profile, save_profile
 
-profile_app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles.")
-out = Console()
-err = Console(stderr=True)
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML config file")]
+app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles; calibrate the gate.")
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON file")]
 
 
-@profile_app.command("build")
+@app.command("build")
 def build(
     tasks: Annotated[str, typer.Option(help="comma-separated validation tasks; task:N limits one task")
     ] = "mmlu,arc_challenge,medmcqa,gsm8k",
@@ -31,10 +33,7 @@ def build(
     config: ConfigOpt = None,
 ) -> None:
     """Profile every expert on labelled validation questions (resumable: re-run to continue)."""
-    from orchestrator.profiles import save_profile
-    from orchestrator.profiling import BuildSpec, build_profile
-
-    cfg = load_config(config)
+    cfg = config_from(config)
     spec = BuildSpec(tasks=[t.strip() for t in tasks.split(",") if t.strip()], per_subject=per_subject,
                      limit=limit, seed=seed, aggregator_items=aggregator_items)
     target = output or cfg.home / "profiles" / "profile.json"
@@ -45,13 +44,11 @@ def build(
               f"{profile.data['build_seconds']} s)")
 
 
-@profile_app.command("show")
+@app.command("show")
 def show(profile: ProfileOpt = None, heatmap: Annotated[Path | None, typer.Option(
         help="save a skills x experts heatmap PNG here")] = None, config: ConfigOpt = None) -> None:
     """Print the profile as a table (skills x experts: score = right - wrong, with counts)."""
-    from orchestrator.profiles import load_profile
-
-    cfg = load_config(config)
+    cfg = config_from(config)
     prof, path = load_profile(cfg, profile)
     experts = list(prof.experts)
     table = Table(title=f"profile {path} ({prof.data.get('questions', '?')} validation questions)")
@@ -84,7 +81,7 @@ def show(profile: ProfileOpt = None, heatmap: Annotated[Path | None, typer.Optio
         out.print(f"heatmap saved to {heatmap}")
 
 
-@profile_app.command("gate")
+@app.command("gate")
 def gate(
     tasks: Annotated[str, typer.Option(help="labelled validation tasks: some need the corpus, some do not")
     ] = "squad:40,nq_open:30,mmlu:40,arc_challenge:20,gsm8k:10",
@@ -94,22 +91,10 @@ def gate(
     config: ConfigOpt = None,
 ) -> None:
     """Calibrate the retrieval gate on validation questions (answers with and without retrieval)."""
-    from eval.runner import EvalArgs, evaluate
-    from orchestrator.gate import CalibrationRow, GateFeatures, calibrate, save_gate
-
-    cfg = load_config(config)
-    work = cfg.home / "gate-calibration"
-    args = EvalArgs(tasks=[t.strip() for t in tasks.split(",") if t.strip()], split="validation", seed=seed,
-                    methods=["symoe@never", "symoe@always", "symoe@auto"], output=work,
-                    cache_path=cfg.home / "cache" / "generations.sqlite")  # shared with profile build
+    cfg = config_from(config)
     with stage_bars(err) as report:
-        samples, _ = evaluate(cfg, args, report)
-    by = {(s.method, s.question_id): s for s in samples}
-    rows = [CalibrationRow(features=GateFeatures(**s.gate_features), task=s.task,
-                           correct_never=by[("symoe@never", s.question_id)].correct,
-                           correct_always=by[("symoe@always", s.question_id)].correct)
-            for s in samples if s.method == "symoe@auto" and s.gate_features]
-    model = calibrate(rows, tolerance=tolerance)
+        model = calibrate_on_validation(cfg, [t.strip() for t in tasks.split(",") if t.strip()], seed=seed,
+                                        tolerance=tolerance, progress=report)
     target = output or cfg.home / "gate.json"
     save_gate(model, target)
     c = model.calibrated
@@ -117,16 +102,8 @@ def gate(
               f"always {c['accuracy_always']}%, gated {c['accuracy_gated']}% retrieving {c['retrieval_rate']}%")
 
 
-def save_heatmap(prof: object, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from orchestrator.profiles import Profile
-
-    assert isinstance(prof, Profile)
+def save_heatmap(prof: Profile, path: Path) -> None:
+    plt = pyplot()
     skills = prof.skills()
     experts = list(prof.experts)
     grid = np.array([[prof.experts[e].score(s) for e in experts] for s in skills], dtype=float)
@@ -141,10 +118,4 @@ def save_heatmap(prof: object, path: Path) -> None:
     fig.colorbar(im, ax=ax, label="right - wrong")
     ax.set_title("expert skill profile")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(profile_app, name="profile")
+    save_figure(fig, path)

@@ -1,7 +1,7 @@
 """The ``symoe index`` commands: build, corpus, search and info.
 
-``register(app)`` attaches them to the main CLI (``orchestrator.cli._register``). The index
-itself lives in ``retrieval.index``; this is only the typer layer over it. Every command works
+The index itself lives in ``retrieval.index`` (the built-in corpus in ``eval.corpus``); this
+is only the typer layer over them. Every command works
 on the configured index (``retrieval.index``, default ``<home>/index/corpus``, the one
 ``symoe ask`` searches) unless ``--index DIR`` or ``--name NAME`` (``<home>/index/NAME``) says
 otherwise.
@@ -14,35 +14,30 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from agents.errors import SymoeError
-from orchestrator.config import SymoeConfig, load_config
-from retrieval.index import BuildReport, default_index_dir
+from eval.corpus import build_corpus
+from orchestrator.cli.common import ConfigOpt, config_from, err, out, stage_bars
+from orchestrator.config import SymoeConfig
+from retrieval.index import BuildReport, build_index, default_index_dir, open_index, read_meta
 
-index_app = typer.Typer(no_args_is_help=True, help="The document index for retrieval: build, search, info.")
-
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config file")]  # noqa: UP045
+app = typer.Typer(no_args_is_help=True, help="The document index for retrieval: build, search, info.")
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="index folder (default: the configured one)")]  # noqa: UP045
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="index <home>/index/NAME")]  # noqa: UP045
 RebuildOpt = Annotated[bool, typer.Option("--rebuild", help="start from an empty index")]
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(index_app, name="index")
-
-
 def _where(config: Path | None, index: Path | None, name: str | None) -> tuple[SymoeConfig, Path]:
-    cfg = load_config(config)
+    cfg = config_from(config)
     if index and name:
         raise SymoeError("give --index or --name, not both")
     if index:
         return cfg, index.expanduser()
     if name:
+        if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+            raise SymoeError(f"--name {name!r} must be a plain folder name inside {cfg.home / 'index'} "
+                             "(no '/', no leading '.'); use --index DIR for a folder elsewhere")
         return cfg, default_index_dir(cfg.home, name)
     return cfg, cfg.retrieval.index or default_index_dir(cfg.home)
 
@@ -58,16 +53,13 @@ def _print_report(report: BuildReport) -> None:
               markup=False, highlight=False, soft_wrap=True)
 
 
-@index_app.command("build")
+@app.command("build")
 def index_build(
     paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt .md .html .jsonl ...)")],
     index: IndexOpt = None, name: NameOpt = None, rebuild: RebuildOpt = False, config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the build report as JSON")] = False,
 ) -> None:
     """Index files and folders; files already indexed and unchanged are skipped."""
-    from orchestrator.progress import stage_bars
-    from retrieval.index import build_index
-
     cfg, where = _where(config, index, name)
     with stage_bars(err) as progress:
         report = build_index(paths, where, cfg.embedding, rebuild=rebuild, progress=progress)
@@ -77,22 +69,19 @@ def index_build(
         _print_report(report)
 
 
-@index_app.command("corpus")
+@app.command("corpus")
 def index_corpus(
     index: IndexOpt = None, name: NameOpt = None, rebuild: RebuildOpt = False, config: ConfigOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="only the first N passages of each source")] = None,  # noqa: UP045
 ) -> None:
     """Index the offline Wikipedia/science paragraphs (SQuAD, BoolQ, SciQ; ~4.6k passages)."""
-    from orchestrator.progress import stage_bars
-    from retrieval.corpus import build_corpus
-
     cfg, where = _where(config, index, name)
     with stage_bars(err) as progress:
         report = build_corpus(cfg.home, where, cfg.embedding, limit=limit, rebuild=rebuild, progress=progress)
     _print_report(report)
 
 
-@index_app.command("search")
+@app.command("search")
 def index_search(
     query: Annotated[str, typer.Argument(help="what to look for")],
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
@@ -100,8 +89,6 @@ def index_search(
     as_json: Annotated[bool, typer.Option("--json", help="print the hits as JSON")] = False,
 ) -> None:
     """Show the chunks most similar to a query, with their scores (cosine similarity)."""
-    from retrieval.index import open_index
-
     if not query.strip():
         raise SymoeError("the query is empty")
     if k < 1:
@@ -122,14 +109,12 @@ def index_search(
     out.print(table, soft_wrap=True)
 
 
-@index_app.command("info")
+@app.command("info")
 def index_info(
     index: IndexOpt = None, name: NameOpt = None, config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metadata as JSON")] = False,
 ) -> None:
     """Show what an index holds: embedding model, files, chunks, last update."""
-    from retrieval.index import read_meta
-
     _, where = _where(config, index, name)
     meta = read_meta(where)
     if as_json:

@@ -1,19 +1,18 @@
-"""Control flow of the query graph with scripted (fake) experts: no model runs here.
+"""Control flow of the query pipeline with scripted (fake) experts: no model runs here.
 
 These tests check routing logic and degradation only; real-model behaviour is tested in
-test_routing_real.py.
+test_routing_real.py and test_parity.py.
 """
 
 from __future__ import annotations
 
-import pytest
-
-from agents.errors import SymoeError
 from agents.pool import ExpertSpec
-from agents.runtime import LoadedPool
 from orchestrator.config import SymoeConfig
-from orchestrator.graph import Router
+from orchestrator.graph import run
+from orchestrator.methods import MethodSpec
+from orchestrator.pipeline import Pipeline, Plan
 from orchestrator.profiles import ExpertProfile, Profile, SkillCount
+from orchestrator.records import Query
 
 
 class WordMatcher:
@@ -23,17 +22,21 @@ class WordMatcher:
         return list(dict.fromkeys(keywords)), []
 
 
-def make_router(tmp_path, experts: dict[str, dict], scores: dict[str, int], k: int = 3) -> Router:
+def make_pipeline(tmp_path, experts: dict[str, dict], scores: dict[str, int], k: int = 3) -> Pipeline:
     specs = {name: ExpertSpec(name=name, backend="fake", params=params) for name, params in experts.items()}
     config = SymoeConfig(home=tmp_path, experts=specs, default_expert=next(iter(specs)),
-                         router={"k": k, "adaptive_k": False, "allow_samples": False})
+                         router={"k": k, "adaptive_k": False, "allow_samples": False}, retrieval={"mode": "never"})
     profile = Profile(pool={}, annotator=config.default_expert,
                       experts={n: ExpertProfile(skills={"arithmetic": SkillCount(right=max(s, 0), wrong=max(-s, 0))},
                                                 tasks={"t": SkillCount(right=max(s, 0), wrong=max(-s, 0))})
                                for n, s in scores.items()})
-    router = Router(config, LoadedPool(config.experts, tmp_path), profile)
-    router._matcher = WordMatcher()  # type: ignore[assignment]
-    return router
+    ctx = Pipeline(config, profile=profile)
+    ctx._matcher = WordMatcher()  # type: ignore[assignment]
+    return ctx
+
+
+def ask(ctx: Pipeline, question: str) -> Plan:
+    return run(ctx, [Query(question=question)], [MethodSpec.parse("symoe", ctx.config)])[0]
 
 
 ANNOTATE = {"Which skills": "Keywords: arithmetic, multiplication"}
@@ -41,13 +44,13 @@ ANNOTATE = {"Which skills": "Keywords: arithmetic, multiplication"}
 
 def test_agreeing_experts_skip_aggregation(tmp_path):
     experts = {n: {"answers": {**ANNOTATE, "17 * 23": "17*23 = 391\nAnswer: 391"}} for n in ("a", "b", "c")}
-    router = make_router(tmp_path, experts, {"a": 5, "b": 4, "c": 3})
-    state = router.run("What is 17 * 23?")
-    assert state["annotation"].skills == ["arithmetic", "multiplication"]
-    assert state["fmt"] == "number"
-    assert state["answer"] == "391"
-    assert state["aggregated"] is False and state["aggregator"] is None
-    assert sorted(a.expert for a in state["expert_answers"]) == ["a", "b", "c"]
+    ctx = make_pipeline(tmp_path, experts, {"a": 5, "b": 4, "c": 3})
+    state = ask(ctx, "What is 17 * 23?")
+    assert state.skills == ["arithmetic", "multiplication"]
+    assert state.format == "number"
+    assert state.answer == "391"
+    assert state.aggregated is False and state.aggregator is None
+    assert sorted(a.expert for a in state.answers) == ["a", "b", "c"]
 
 
 def test_disagreement_is_synthesised_by_the_best_aggregator(tmp_path):
@@ -56,10 +59,10 @@ def test_disagreement_is_synthesised_by_the_best_aggregator(tmp_path):
         "b": {"answers": {**ANNOTATE, "Responses from other models": "Answer: 7", "17 * 23": "Answer: 381"}},
         "c": {"answers": {**ANNOTATE, "Responses from other models": "Answer: 8", "17 * 23": "Answer: 411"}},
     }
-    router = make_router(tmp_path, experts, {"a": 5, "b": 4, "c": 3})
-    state = router.run("What is 17 * 23?")
-    assert state["aggregated"] and state["aggregator"] == "a"
-    assert state["answer"] == "391"
+    ctx = make_pipeline(tmp_path, experts, {"a": 5, "b": 4, "c": 3})
+    state = ask(ctx, "What is 17 * 23?")
+    assert state.aggregated and state.aggregator == "a"
+    assert state.answer == "391"
 
 
 def test_a_failing_expert_degrades_but_does_not_lose_the_query(tmp_path):
@@ -68,11 +71,11 @@ def test_a_failing_expert_degrades_but_does_not_lose_the_query(tmp_path):
         "b": {"answers": ANNOTATE, "fail": True},
         "c": {"answers": {**ANNOTATE, "17 * 23": "Answer: 391"}},
     }
-    router = make_router(tmp_path, experts, {"a": 5, "b": 4, "c": 3})
-    state = router.run("What is 17 * 23?")
-    errors = [a for a in state["expert_answers"] if a.error]
+    ctx = make_pipeline(tmp_path, experts, {"a": 5, "b": 4, "c": 3})
+    state = ask(ctx, "What is 17 * 23?")
+    errors = [a for a in state.answers if a.error]
     assert [a.expert for a in errors] == ["b"]
-    assert state["answer"] == "391"
+    assert state.answer == "391"
 
 
 def test_all_recruited_fail_then_default_expert_answers(tmp_path):
@@ -81,17 +84,18 @@ def test_all_recruited_fail_then_default_expert_answers(tmp_path):
         "b": {"fail": True},
         "c": {"fail_load": True},
     }
-    router = make_router(tmp_path, experts, {"d": -50, "b": 9, "c": 9}, k=2)
-    state = router.run("What is 17 * 23?")
-    assert state["answer"] == "391"
-    assert state["expert_answers"][-1].expert == "d"
+    ctx = make_pipeline(tmp_path, experts, {"d": -50, "b": 9, "c": 9}, k=2)
+    state = ask(ctx, "What is 17 * 23?")
+    assert state.answer == "391"
+    assert state.answers[-1].expert == "d" and state.answers[-1].fallback and state.fallback == "d"
 
 
-def test_everything_failing_is_one_clear_error(tmp_path):
+def test_everything_failing_is_recorded_on_the_plan(tmp_path):
     experts = {"a": {"answers": ANNOTATE, "fail": True}, "b": {"fail": True}}
-    router = make_router(tmp_path, experts, {"a": 1, "b": 1}, k=2)
-    with pytest.raises(SymoeError, match="every recruited expert failed"):
-        router.run("What is 17 * 23?")
+    ctx = make_pipeline(tmp_path, experts, {"a": 1, "b": 1}, k=2)
+    state = ask(ctx, "What is 17 * 23?")
+    assert state.error is not None and "every recruited expert failed" in state.error
+    assert state.answer is None
 
 
 def test_aggregator_failure_falls_back_to_majority(tmp_path):
@@ -101,8 +105,8 @@ def test_aggregator_failure_falls_back_to_majority(tmp_path):
         "c": {"answers": {**ANNOTATE, "17 * 23": "Answer: 7"}},
         "agg": {"answers": ANNOTATE, "fail": True},
     }
-    router = make_router(tmp_path, experts, {"a": 5, "b": 5, "c": 5, "agg": -9})
-    router.profile.aggregators = {"agg": ExpertProfile(tasks={"t": SkillCount(right=9)})}
-    state = router.run("What is 17 * 23?")
-    assert state["aggregated"] is False
-    assert state["answer"] == "391"
+    ctx = make_pipeline(tmp_path, experts, {"a": 5, "b": 5, "c": 5, "agg": -9})
+    ctx.profile.aggregators = {"agg": ExpertProfile(tasks={"t": SkillCount(right=9)})}
+    state = ask(ctx, "What is 17 * 23?")
+    assert state.aggregated is False
+    assert state.answer == "391"

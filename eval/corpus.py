@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.config import EmbeddingConfig
-from retrieval.index import BuildReport, Progress, build_index
+from agents.embedder import EmbeddingConfig
+from agents.progress import StageReport
+from eval.datasets import OLMO, corpus_passages
+from retrieval.index import BuildReport, build_index
 
 SOURCE_FOLDER = "corpus-source"
 
 
 def write_corpus_files(home: Path, folder: Path, limit: int | None = None) -> list[Path]:
     """One JSONL file per source (squad, boolq, sciq), ``limit`` passages each if given."""
-    from eval.datasets import OLMO, corpus_passages
-
     by_source: dict[str, list[str]] = {}
     for passage in corpus_passages(home):
         lines = by_source.setdefault(passage.source, [])
@@ -41,7 +41,7 @@ def write_corpus_files(home: Path, folder: Path, limit: int | None = None) -> li
 
 
 def build_corpus(home: Path, index_dir: Path, embedding: EmbeddingConfig, *, limit: int | None = None,
-                 rebuild: bool = False, progress: Progress | None = None) -> BuildReport:
+                 rebuild: bool = False, progress: StageReport | None = None) -> BuildReport:
     """Index the offline corpus into ``index_dir`` (incrementally, like ``build_index``)."""
     files = write_corpus_files(home, index_dir / SOURCE_FOLDER, limit)
     return build_index(files, index_dir, embedding, rebuild=rebuild, progress=progress)

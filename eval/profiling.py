@@ -1,0 +1,123 @@
+"""Building a profile from labelled validation questions, through the one pipeline.
+
+    annotate the questions (the pipeline's annotate stage) -> one ``single:EXPERT`` plan per
+    expert and question (the pipeline: each model loads once) -> grade each expert's own
+    answer -> right/wrong per skill and task -> the synthetic aggregator test (Symbolic-MoE:
+    each candidate synthesises 1 right and 2 wrong responses, shuffled) -> ``Profile``
+
+Every generation goes through the on-disk generation cache, so a build that dies resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from agents.cache import GenerationCache
+from agents.progress import StageReport
+from agents.runtime import LoadedPool, available_memory
+from eval.datasets import Question, load_tasks
+from orchestrator.aggregate import synthesis_request
+from orchestrator.answers import extract, is_correct
+from orchestrator.config import SymoeConfig
+from orchestrator.graph import run
+from orchestrator.methods import MethodSpec
+from orchestrator.pipeline import Pipeline, annotate, execute
+from orchestrator.profiles import Outcome, Profile, profile_from_outcomes
+from orchestrator.provenance import pool_digest, provenance
+from orchestrator.records import AnswerFormat, Job
+
+
+class BuildSpec(BaseModel):
+    tasks: list[str]
+    per_subject: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    aggregator_items: int = 24
+
+
+class AggregationItem(BaseModel):
+    """One synthetic aggregation question: responses shuffled, one of them correct."""
+
+    question_id: str
+    question: str
+    choices: list[str]
+    fmt: AnswerFormat
+    answer: str
+    task: str
+    skills: list[str]
+    responses: list[str]
+
+
+def build_aggregation_test(questions: list[Question], skills: dict[str, list[str]],
+                           responses: dict[str, dict[str, list[str]]], seed: int, limit: int) -> list[AggregationItem]:
+    """From graded validation outputs, questions with >=1 right and >=2 wrong responses."""
+    rng = random.Random(seed)
+    out: list[AggregationItem] = []
+    for q in questions:
+        right, wrong = responses[q.id]["right"], responses[q.id]["wrong"]
+        if not right or len(wrong) < 2:
+            continue
+        shown = [rng.choice(right), *rng.sample(wrong, 2)]
+        rng.shuffle(shown)
+        out.append(AggregationItem(question_id=q.id, question=q.question, choices=q.choices, fmt=q.answer_format,
+                                   answer=q.answer, task=q.task, skills=skills[q.id], responses=shown))
+    rng.shuffle(out)
+    return out[:limit]
+
+
+def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | None = None) -> Profile:
+    started = time.perf_counter()
+    questions = load_tasks(spec.tasks, "validation", config.home, limit=spec.limit, per_subject=spec.per_subject,
+                           seed=spec.seed)
+    cache = GenerationCache(config.home / "cache" / "generations.sqlite")
+    pipeline = Pipeline(config, pool=LoadedPool(config.experts, config.home,
+                                                budget_bytes=int(available_memory() * 0.6)),
+                        cache=cache, progress=progress)
+    try:
+        queries = [q.query() for q in questions]
+        annotations = annotate(pipeline, queries, spec.seed)
+        skills = {qid: ann.skills for qid, (ann, _) in annotations.items()}
+        experts = list(config.experts)
+        plans = run(pipeline, queries, [MethodSpec.parse(f"single:{e}", config) for e in experts], seed=spec.seed)
+        by_id = {q.id: q for q in questions}
+        outcomes: list[Outcome] = []
+        responses: dict[str, dict[str, list[str]]] = {q.id: {"right": [], "wrong": []} for q in questions}
+        for p in plans:
+            q, own = by_id[p.query.id], p.answers[0]  # the expert's own answer, never a fallback
+            correct = own.ok and is_correct(own.answer, q.answer, q.answer_format, q.aliases)
+            outcomes.append(Outcome(expert=own.expert, question_id=q.id, task=q.task, skills=skills[q.id],
+                                    correct=correct))
+            responses[q.id]["right" if correct else "wrong"].append(own.text)
+        items = build_aggregation_test(questions, skills, responses, seed=spec.seed, limit=spec.aggregator_items)
+        syntheses = {(name, it.question_id): Job(model=name, request=synthesis_request(
+            it.question, it.choices, it.fmt, it.responses, seed=spec.seed)) for name in experts for it in items}
+        execute(pipeline, list(syntheses.values()), "aggregator test")
+    finally:
+        pipeline.close()
+        cache.close()
+    agg_outcomes = []
+    for name in experts:
+        for it in items:
+            job = syntheses[(name, it.question_id)]
+            text = job.generation.text if job.ok and job.generation else ""
+            correct = is_correct(extract(text, it.fmt, len(it.choices), it.choices), it.answer, it.fmt)
+            agg_outcomes.append(Outcome(expert=name, question_id=it.question_id, task=it.task, skills=it.skills,
+                                        correct=correct))
+    all_skills = [s for q in questions for s in skills[q.id]]
+    return Profile(
+        pool=pool_digest(config), annotator=pipeline.annotator,
+        data={"tasks": spec.tasks, "split": "validation", "per_subject": spec.per_subject, "limit": spec.limit,
+              "questions": len(questions), "seed": spec.seed, "aggregator_items": len(items),
+              "skills_seen": sorted(set(all_skills)),
+              "questions_without_skill": sum(1 for q in questions if not skills[q.id]),
+              "build_seconds": round(time.perf_counter() - started, 1),
+              "created": datetime.now(UTC).isoformat(timespec="seconds")},
+        experts=profile_from_outcomes(outcomes, experts),
+        aggregators=profile_from_outcomes(agg_outcomes, experts),
+        provenance=provenance(config, annotation_samples=config.skills.samples),
+    )

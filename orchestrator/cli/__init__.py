@@ -1,0 +1,57 @@
+"""The ``symoe`` command line: the composition root, one module per command group.
+
+    symoe ask | models | config | profile | data | eval | index | compose
+
+Each module is a thin typer layer over the library (``orchestrator.api``, ``eval``,
+``retrieval``, ``agents.audio``); nothing imports this package. Every ``SymoeError`` is one
+``error:`` line on stderr and exit status 2; Ctrl-C says what was kept and exits 130.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from agents.errors import SymoeError
+from orchestrator.cli import ask, compose, configure, data, evaluation, index, models, profile
+from orchestrator.cli.common import err, fail
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="symoe: answer questions with a team of expert LLMs.")
+app.command("ask")(ask.ask)
+app.add_typer(models.app, name="models")
+app.add_typer(configure.app, name="config")
+app.add_typer(profile.app, name="profile")
+app.add_typer(data.app, name="data")
+app.command("eval")(evaluation.eval_command)
+app.add_typer(index.app, name="index")
+app.command("compose")(compose.compose_command)
+
+INTERRUPTED = ("interrupted: every finished generation is kept in the generation cache; "
+               "run the same command again to continue where it stopped")
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except SymoeError as exc:
+        fail(str(exc))
+        raise SystemExit(2) from None
+    except typer.Exit as exc:  # --help and friends
+        raise SystemExit(exc.exit_code) from None
+    except (KeyboardInterrupt, typer.Abort):
+        err.print(INTERRUPTED, markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(130) from None
+    except typer.TyperException as exc:  # bad usage: one line saying what to fix
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            raise SystemExit(0) from None
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        fail(" ".join(message.split()) + hint)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

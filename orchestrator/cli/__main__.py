@@ -1,0 +1,5 @@
+"""``python -m orchestrator.cli``: the ``symoe`` command."""
+
+from orchestrator.cli import main
+
+main()

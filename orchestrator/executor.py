@@ -1,0 +1,70 @@
+"""The executor seam: what runs one model's jobs.
+
+``execute`` (in ``orchestrator.pipeline``) groups jobs by model, consults the generation
+cache and hands each model's missing jobs to an ``Executor``. An executor fills each job's
+``generation`` and calls ``done(batch)`` as every batch finishes, so the caller (the only
+writer of the cache) stores it at once and a killed run loses at most the batch in flight.
+
+``LocalExecutor`` runs the models of a ``LoadedPool`` in this process. A distributed
+executor (one actor per model) or a server's request batcher implements the same two
+methods; the stages do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from agents.backends import Generation
+from agents.errors import SymoeError
+from agents.runtime import LoadedPool
+from orchestrator.records import Job
+
+BatchDone = Callable[[list[Job]], None]
+
+
+class Executor(Protocol):
+    def run(self, model: str, jobs: list[Job], done: BatchDone) -> None:
+        """Fill every job's generation (a failure is a ``Generation`` with ``error``), calling
+        ``done`` with each finished batch."""
+
+    def resident(self) -> list[str]:
+        """Models already loaded (they run first, so nothing is reloaded)."""
+
+
+class LocalExecutor:
+    """Runs jobs on this process's pool, in the engine's natural batch size.
+
+    With ``keep_loaded=False`` a model is unloaded after each ``run`` (the naive baseline of
+    ``bench/batching.py``: a load per call).
+    """
+
+    def __init__(self, pool: LoadedPool, keep_loaded: bool = True) -> None:
+        self.pool = pool
+        self.keep_loaded = keep_loaded
+
+    def resident(self) -> list[str]:
+        return self.pool.loaded()
+
+    def run(self, model: str, jobs: list[Job], done: BatchDone) -> None:
+        try:
+            backend = self.pool.get(model)
+        except SymoeError as exc:  # a model that cannot load fails its jobs, not the run
+            for job in jobs:
+                job.generation = Generation.failure(model, str(exc))
+            done(jobs)
+            return
+        size = max(1, backend.preferred_batch)
+        try:
+            for lo in range(0, len(jobs), size):
+                batch = jobs[lo:lo + size]
+                try:
+                    generations = backend.generate([job.request for job in batch])
+                except SymoeError as exc:
+                    generations = [Generation.failure(model, str(exc)) for _ in batch]
+                for job, generation in zip(batch, generations, strict=True):
+                    job.generation = generation
+                done(batch)
+        finally:
+            if not self.keep_loaded:
+                self.pool.unload(model)

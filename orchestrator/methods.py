@@ -1,0 +1,283 @@
+"""Methods: how a query is assigned to expert slots and how their answers are combined.
+
+A method implements one thing, ``assign`` (as a RouteLLM router implements one scoring
+function); the pipeline around it (annotate, gate, execute, combine, extract) is written once.
+Methods are a registry: ``@methods.register("name")`` on a ``Method`` subclass adds one, and
+``symoe ask --method NAME``, ``symoe eval --methods NAME`` and the Python API can use it.
+
+A method is named by a string, parsed once into a frozen ``MethodSpec``:
+``base[:variant][@retrieval]``: ``single:qwen-coder-1.5b``, ``symoe:k3-distinct``,
+``symoe@never``. ``str(spec)`` gives the same string back, for reports.
+
+Built in:
+
+- ``single:EXPERT``: one expert answers (``single`` alone, in ``symoe eval``: every expert);
+- ``best_single``: the expert with the best validation accuracy on the query's task;
+- ``random_k``: k experts drawn at random, synthesised when they disagree;
+- ``majority``: every expert answers, the most common answer wins;
+- ``moa``: every expert answers, the best aggregator synthesises (Mixture-of-Agents);
+- ``symoe``: skill routing (``symoe:kN``, ``symoe:kN-distinct``, ``symoe:distinct`` fix k
+  or forbid repeated draws).
+
+Only routed methods (``symoe``) retrieve by default (the config's ``retrieval.mode``); any
+method can be given ``@never|@always|@auto``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import random
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.errors import SymoeError
+from agents.registry import Registry
+from orchestrator.config import SymoeConfig
+from orchestrator.profiles import Profile
+from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
+from orchestrator.recruit import recruit, recruit_weights
+
+
+class MethodError(SymoeError):
+    """A method name that cannot be parsed or does not exist."""
+
+
+class MethodContext(BaseModel):
+    """What a method may consult: the config, the profile (None before one exists), the seed."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: SymoeConfig
+    profile: Profile | None
+    seed: int
+
+    def need_profile(self, method: str) -> Profile:
+        if self.profile is None:
+            raise MethodError(f"method {method!r} needs a profile; run `symoe profile build`")
+        return self.profile
+
+
+class Assignment(BaseModel):
+    """A method's decision for one query: the slots that answer and how to combine them."""
+
+    slots: list[Slot]
+    combine: Combine
+    aggregator: str | None = None
+    weights: dict[str, float] = Field(default_factory=dict)
+    recruitment: Recruitment | None = None
+    note: str = ""
+
+
+class Method(abc.ABC):
+    """One way of assigning a query to experts. Subclass, implement ``assign``, register."""
+
+    #: annotate the query's skills first (an LLM call) and hand them to ``assign``
+    needs_skills: ClassVar[bool] = False
+    #: route by the profile: retrieval follows the config's ``retrieval.mode`` unless the name says
+    routed: ClassVar[bool] = False
+    #: consult the profile (which must exist then)
+    needs_profile: ClassVar[bool] = True
+    #: when every slot fails, the default expert answers instead (baselines measure only themselves)
+    falls_back: ClassVar[bool] = False
+
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        """Raise ``MethodError`` for a variant this method does not know (default: none allowed)."""
+        if variant:
+            raise MethodError(f"method {type(self).__name__} takes no variant (got {variant!r})")
+
+    @abc.abstractmethod
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        """The slots for this query."""
+
+
+methods: Registry[type[Method]] = Registry("method")
+
+
+class MethodSpec(BaseModel):
+    """A parsed method name: ``base[:variant][@retrieval]``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base: str
+    variant: str | None = None
+    retrieval: RetrievalMode = "never"
+    retrieval_named: bool = Field(False, description="the name said @retrieval (printed back)")
+
+    def __str__(self) -> str:
+        text = self.base + (f":{self.variant}" if self.variant else "")
+        return text + (f"@{self.retrieval}" if self.retrieval_named else "")
+
+    @property
+    def method(self) -> Method:
+        return methods.get(self.base)()
+
+    @property
+    def needs_skills(self) -> bool:
+        return self.method.needs_skills
+
+    @property
+    def routed(self) -> bool:
+        return self.method.routed
+
+    @property
+    def needs_profile(self) -> bool:
+        return self.method.needs_profile
+
+    @property
+    def falls_back(self) -> bool:
+        return self.method.falls_back
+
+    @property
+    def retrieves(self) -> bool:
+        return self.retrieval != "never"
+
+    @classmethod
+    def parse(cls, text: str, config: SymoeConfig, retrieval: RetrievalMode | None = None) -> MethodSpec:
+        """Parse and check a method name; ``retrieval`` overrides what the name says."""
+        name, _, mode = text.strip().partition("@")
+        base, _, variant = name.partition(":")
+        if mode and mode not in RETRIEVAL_MODES:
+            raise MethodError(f"unknown retrieval mode {mode!r} in {text!r}; use: {', '.join(RETRIEVAL_MODES)}")
+        method = methods.get(base)()
+        method.check_variant(variant or None, config)
+        chosen = retrieval or mode or (config.retrieval.mode if method.routed else "never")
+        return cls(base=base, variant=variant or None, retrieval=chosen,  # type: ignore[arg-type]
+                   retrieval_named=bool(mode or retrieval))
+
+
+def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None = None) -> list[MethodSpec]:
+    """'single,best_single,symoe' -> single:e1, single:e2, ..., best_single, symoe.
+
+    With ``retrieval`` modes, every routed method is run once per mode (``symoe@never``, ...).
+    """
+    for mode in retrieval or []:
+        if mode not in RETRIEVAL_MODES:
+            raise MethodError(f"unknown retrieval mode {mode!r}; use: {', '.join(RETRIEVAL_MODES)}")
+    out: list[MethodSpec] = []
+    for raw in [m.strip() for m in spec.split(",") if m.strip()]:
+        if raw == "single":
+            out.extend(MethodSpec.parse(f"single:{name}", config) for name in config.experts)
+            continue
+        parsed = MethodSpec.parse(raw, config)
+        if retrieval and parsed.routed and not parsed.retrieval_named:
+            out.extend(MethodSpec.parse(raw, config, retrieval=m) for m in retrieval)  # type: ignore[arg-type]
+        else:
+            out.append(parsed)
+    if not out:
+        raise MethodError("no method given; e.g. --methods symoe,best_single")
+    return list(dict.fromkeys(out))
+
+
+def question_seed(seed: int, key: str) -> int:
+    """A per-question seed that depends on the question, not on its position or id."""
+    return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % (2**31)
+
+
+def greedy(expert: str, seed: int) -> Slot:
+    return Slot(expert=expert, sample=0, temperature=0.0, seed=seed)
+
+
+@methods.register("single")
+class Single(Method):
+    """One expert answers: ``single:NAME`` (``single`` alone: the default expert)."""
+
+    needs_profile = False
+
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        if variant:
+            config.expert(variant)
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        return Assignment(slots=[greedy(variant or ctx.config.default_expert, ctx.seed)], combine="single")
+
+
+def best_single_expert(profile: Profile, task: str | None) -> str:
+    """The expert with the best validation accuracy on this task (else overall)."""
+    def accuracy(name: str) -> tuple[float, float]:
+        tasks = profile.experts[name].tasks
+        count = tasks.get(task) if task else None
+        overall_n = sum(c.n for c in tasks.values()) or 1
+        overall = sum(c.right for c in tasks.values()) / overall_n
+        return ((count.right / count.n) if count and count.n else overall, overall)
+    return max(sorted(profile.experts), key=accuracy)
+
+
+@methods.register("best_single")
+class BestSingle(Method):
+    """The expert with the best validation accuracy on the query's task answers alone."""
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        expert = best_single_expert(ctx.need_profile("best_single"), query.task)
+        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single",
+                          note=f"best on validation {query.task or 'overall'}")
+
+
+@methods.register("random_k")
+class RandomK(Method):
+    """k experts drawn uniformly (``router.k``), synthesised by the best aggregator if they disagree."""
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        rng = random.Random(question_seed(ctx.seed, query.key))
+        experts = list(ctx.config.experts)
+        chosen = rng.sample(experts, min(ctx.config.router.k, len(experts)))
+        return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="symoe",
+                          aggregator=ctx.need_profile("random_k").best_aggregator())
+
+
+@methods.register("majority")
+class Majority(Method):
+    """Every expert answers; the most common answer wins (ties: the globally stronger expert)."""
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.router.temperature)
+        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.experts], combine="vote", weights=weights)
+
+
+@methods.register("moa")
+class MixtureOfAgents(Method):
+    """Every expert answers; the best aggregator always synthesises (Mixture-of-Agents)."""
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.experts], combine="synthesis",
+                          aggregator=ctx.need_profile("moa").best_aggregator())
+
+
+def symoe_variant(arg: str | None) -> dict[str, object]:
+    """Router overrides from a ``symoe:`` variant: ``k3`` fixes k=3 (samples of one expert
+    allowed), ``k3-distinct`` fixes k=3 with distinct experts only, ``distinct`` keeps the
+    adaptive k with distinct experts only. No variant: the configured router."""
+    if not arg:
+        return {}
+    k_part, _, flag = arg.partition("-")
+    if k_part == "distinct" and not flag:
+        return {"allow_samples": False}
+    digits = k_part[1:]
+    if not (k_part.startswith("k") and digits.isdigit() and 0 < int(digits) <= 16 and flag in ("", "distinct")):
+        raise MethodError(f"unknown symoe variant {arg!r}; use symoe, symoe:distinct, symoe:kN or "
+                          "symoe:kN-distinct (N from 1 to 16)")
+    return {"k": int(digits), "adaptive_k": False, "allow_samples": flag != "distinct"}
+
+
+@methods.register("symoe")
+class SkillRouting(Method):
+    """Symbolic-MoE: recruit by the profile's skill scores, synthesise when the slots disagree."""
+
+    needs_skills = True
+    routed = True
+    falls_back = True
+
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        symoe_variant(variant)
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        profile = ctx.need_profile("symoe")
+        overrides = symoe_variant(variant)
+        router = ctx.config.router.model_copy(update=overrides) if overrides else ctx.config.router
+        rec = recruit(skills, profile.experts, router, seed=question_seed(ctx.seed, query.key))
+        # greedy slots share the plain seed, so single-expert baselines ask the very same prompt
+        slots = [s if s.sample else s.model_copy(update={"seed": ctx.seed}) for s in rec.slots]
+        rec = rec.model_copy(update={"slots": slots})
+        return Assignment(slots=slots, combine="symoe", aggregator=profile.best_aggregator(skills),
+                          weights=rec.weights, recruitment=rec, note=rec.reason)

@@ -1,0 +1,419 @@
+"""The one query pipeline, batch-first: every face of symoe (``symoe ask``, the Python API,
+evaluation, profiling, benchmarks) runs these stages over lists of typed records.
+
+    annotate(queries)          skills of the queries whose methods need them (LLM jobs)
+    plan(queries, methods)     one Plan per (query, method): slots, combine rule, aggregator
+    gate(plans)                retrieve or not (index search; the gate's draft jobs)
+    answer(plans)              the experts' jobs, run by ``execute``
+    combine(plans)             agree / fall back to the default expert / synthesise / majority
+    extract(plans)             the final answer in the query's format, steps and usage
+
+``execute(jobs)`` is the one place that consults the generation cache and calls backends:
+it runs identical requests once, groups the rest by model (resident models first, so each
+model loads once per stage) and hands each group to the executor. ``orchestrator.graph``
+chains the stages as a langgraph graph; ``run`` invokes it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.backends import Generation, GenerationRequest, Usage
+from agents.cache import GenerationCache, request_key
+from agents.errors import SymoeError
+from agents.pool import ExpertSpec
+from agents.progress import StageReport, ignore
+from agents.runtime import LoadedPool
+from orchestrator.aggregate import agreed_answer, majority, synthesis_request
+from orchestrator.answers import detect_format, expert_request, extract
+from orchestrator.config import SymoeConfig
+from orchestrator.executor import Executor, LocalExecutor
+from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
+from orchestrator.methods import Assignment, MethodContext, MethodSpec
+from orchestrator.profiles import Profile, load_profile
+from orchestrator.records import (
+    AnswerFormat,
+    ExpertAnswer,
+    GateFeatures,
+    Job,
+    Query,
+    RetrievalDecision,
+    StepUsage,
+)
+from retrieval.index import default_index_dir, open_index
+from retrieval.records import Hit, best_score, format_passages
+from skills.annotate import SkillAnnotation, annotation_from, annotation_requests
+from skills.vocabulary import SkillMatcher
+
+
+class Plan(BaseModel):
+    """One query under one method, from assignment to final answer. Jobs carry their results."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    query: Query
+    method: MethodSpec
+    seed: int
+    format: AnswerFormat
+    assignment: Assignment
+    annotation: SkillAnnotation | None = None
+    annotation_jobs: list[Job] = Field(default_factory=list)
+    retrieval: RetrievalDecision | None = None
+    search_seconds: float = 0.0
+    draft_job: Job | None = None
+    context: str | None = None
+    answer_jobs: list[Job] = Field(default_factory=list)
+    fallback_job: Job | None = None
+    synthesis_job: Job | None = None
+    answers: list[ExpertAnswer] = Field(default_factory=list)
+    text: str = ""
+    answer: str | None = None
+    aggregator: str | None = None
+    aggregated: bool = False
+    error: str | None = Field(None, description="every recruited expert failed, and the default expert too")
+    steps: list[StepUsage] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def skills(self) -> list[str]:
+        return self.annotation.skills if self.annotation else []
+
+    @property
+    def experts(self) -> list[str]:
+        """The distinct experts of the slots, heaviest first when recruited by weight."""
+        rec = self.assignment.recruitment
+        if rec is not None:
+            return [r.expert for r in rec.recruits]
+        return list(dict.fromkeys(s.expert for s in self.assignment.slots))
+
+    @property
+    def fallback(self) -> str | None:
+        return self.fallback_job.model if self.fallback_job else None
+
+
+class ExecutionStats(BaseModel):
+    """What ``execute`` did over a pipeline's life: distinct jobs, generated now, from cache."""
+
+    needed: int = 0
+    generated: int = 0
+    from_cache: int = 0
+    failed: int = 0
+    failed_by_model: dict[str, int] = Field(default_factory=dict)
+
+
+class Pipeline:
+    """What the stages share: config, pool and executor, cache, profile, retriever, gate.
+
+    Heavy parts load on first use: the skill matcher (embeddings) when a method needs skills,
+    the profile when a method routes by it, the index when a plan retrieves.
+    """
+
+    def __init__(self, config: SymoeConfig, *, pool: LoadedPool | None = None, executor: Executor | None = None,
+                 cache: GenerationCache | None = None, profile: Profile | None = None,
+                 profile_path: Path | None = None, retriever: RetrieverLike | None = None,
+                 gate: GateModel | None = None, progress: StageReport | None = None, grouped: bool = True) -> None:
+        self.config = config
+        self.pool = pool or LoadedPool(config.experts, config.home)
+        self.executor: Executor = executor or LocalExecutor(self.pool)
+        self.cache = cache
+        self.progress = progress or ignore
+        self.grouped = grouped
+        self.stats = ExecutionStats()
+        self._profile = profile
+        self.profile_path = profile_path
+        self._retriever = retriever
+        self._retriever_problem: str | None = None
+        self._retriever_opened = retriever is not None
+        self._gate = gate
+        self._matcher: SkillMatcher | None = None
+
+    # -- lazily loaded parts ------------------------------------------------------------
+    @property
+    def annotator(self) -> str:
+        return self.config.skills.annotator or self.config.default_expert
+
+    @property
+    def matcher(self) -> SkillMatcher:
+        if self._matcher is None:
+            self._matcher = SkillMatcher(self.config.embedding, self.config.skills.match_threshold)
+        return self._matcher
+
+    @property
+    def profile(self) -> Profile:
+        if self._profile is None:
+            self._profile, self.profile_path = load_profile(self.config, self.profile_path)
+        return self._profile
+
+    @property
+    def loaded_profile(self) -> Profile | None:
+        """The profile if one is loaded already (methods that need one load it)."""
+        return self._profile
+
+    @property
+    def gate_model(self) -> GateModel:
+        if self._gate is None:
+            self._gate = load_gate(self.config.retrieval.gate, self.config.home)
+        return self._gate
+
+    def retriever(self) -> tuple[RetrieverLike | None, str | None]:
+        """The index (``retrieval.index``, else the built-in corpus index), or the reason there is none."""
+        if not self._retriever_opened:
+            self._retriever_opened = True
+            path = self.config.retrieval.index or default_index_dir(self.config.home)
+            if not path.exists():
+                self._retriever_problem = (f"no index at {path}; build one with `symoe index corpus` "
+                                           "or `symoe index build PATH`")
+            else:
+                try:
+                    self._retriever = open_index(path, self.config.embedding)
+                except SymoeError as exc:
+                    self._retriever_problem = str(exc)
+        return self._retriever, self._retriever_problem
+
+    def spec(self, model: str) -> ExpertSpec:
+        return self.config.expert(model)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+# -- execute: the one place that calls backends -----------------------------------------
+def checked(generation: Generation) -> Generation:
+    """An empty reply is a failure, not an answer."""
+    if generation.ok and not generation.text.strip():
+        return generation.model_copy(update={"error": "empty generation"})
+    return generation
+
+
+def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
+    """Fill every job's generation: identical requests run once, cached ones are read, the
+    rest run grouped by model (resident models first), each finished batch stored at once."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.generation is None:
+            groups.setdefault(request_key(ctx.spec(job.model), job.request), []).append(job)
+    todo: dict[str, list[str]] = {}
+    for key, same in groups.items():
+        cached = ctx.cache.get(key) if ctx.cache else None
+        if cached is not None:
+            for job in same:
+                job.generation, job.cached = cached, True
+            ctx.stats.from_cache += 1
+        else:
+            todo.setdefault(same[0].model, []).append(key)
+    ctx.stats.needed += len(groups)
+    per_model = {m: sum(1 for k in groups if groups[k][0].model == m) for m in dict.fromkeys(
+        same[0].model for same in groups.values())}
+    for model, total in per_model.items():
+        if total - len(todo.get(model, [])):
+            ctx.progress(f"{stage}: {model}", total - len(todo.get(model, [])), total)
+    key_of = {id(groups[k][0]): k for keys in todo.values() for k in keys}
+
+    def finished(batch: list[Job]) -> None:
+        for job in batch:
+            assert job.generation is not None
+            generation = checked(job.generation)
+            key = key_of[id(job)]
+            if ctx.cache is not None:
+                ctx.cache.put(key, job.model, generation)
+            for other in groups[key]:
+                other.generation = generation
+            ctx.stats.generated += 1
+            if not generation.ok:
+                ctx.stats.failed += 1
+                ctx.stats.failed_by_model[job.model] = ctx.stats.failed_by_model.get(job.model, 0) + 1
+        if batch:
+            ctx.progress(f"{stage}: {batch[0].model}", len(batch), per_model[batch[0].model])
+
+    resident = ctx.executor.resident()
+    order = sorted(todo, key=lambda m: (m not in resident, list(per_model).index(m)))
+    if ctx.grouped:
+        for model in order:
+            ctx.executor.run(model, [groups[k][0] for k in todo[model]], finished)
+    else:  # one call per job, in the order the jobs came (the naive baseline)
+        for key in [k for k in groups if any(k in keys for keys in todo.values())]:
+            ctx.executor.run(groups[key][0].model, [groups[key][0]], finished)
+
+
+# -- the stages ---------------------------------------------------------------------------
+def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[SkillAnnotation, list[Job]]]:
+    """Skills of each query: the annotator's samples (jobs), voted onto the vocabulary."""
+    jobs = {q.id: [Job(model=ctx.annotator, request=r) for r in annotation_requests(q.question, ctx.config.skills,
+                                                                                    seed)]
+            for q in queries}
+    execute(ctx, [j for js in jobs.values() for j in js], "annotate")
+    out = {}
+    for q in queries:
+        replies = [j.generation.text if j.ok and j.generation else None for j in jobs[q.id]]
+        out[q.id] = (annotation_from(q.question, replies, ctx.matcher, ctx.config.skills, ctx.annotator), jobs[q.id])
+    return out
+
+
+def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: int) -> list[Plan]:
+    """One plan per (method, query); annotation runs once per query, for methods that need it."""
+    profile = ctx.profile if any(m.needs_profile for m in methods) else ctx.loaded_profile  # fails fast
+    needing = list({q.id: q for q in queries}.values()) if any(m.needs_skills for m in methods) else []
+    annotations = annotate(ctx, needing, seed) if needing else {}
+    mctx = MethodContext(config=ctx.config, profile=profile, seed=seed)
+    plans = []
+    for method in methods:
+        for q in queries:
+            annotation, jobs = annotations.get(q.id, (None, [])) if method.needs_skills else (None, [])
+            skills = annotation.skills if annotation else []
+            assignment = method.method.assign(mctx, q, skills, method.variant)
+            fmt = q.format or detect_format(q.question, q.choices)
+            plans.append(Plan(query=q, method=method, seed=seed, format=fmt, assignment=assignment,
+                              annotation=annotation, annotation_jobs=jobs))
+    return plans
+
+
+def gate(ctx: Pipeline, plans: list[Plan]) -> None:
+    """Decide retrieval for plans whose method retrieves; put the passages into their context."""
+    wanted = [p for p in plans if p.method.retrieves]
+    if not wanted:
+        return
+    retriever, problem = ctx.retriever()
+    if retriever is None:
+        for p in wanted:
+            if p.method.retrieval == "always":
+                raise SymoeError(f"retrieval was asked for (always) but there is no usable index: {problem}")
+            p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=False, reason=problem or "no index")
+        return
+    hits: dict[str, tuple[list[Hit], float]] = {}
+    for p in wanted:
+        if p.query.question not in hits:
+            start = time.perf_counter()
+            found = retriever.search(p.query.question, ctx.config.retrieval.top_k)
+            hits[p.query.question] = (found, time.perf_counter() - start)
+        p.search_seconds = hits[p.query.question][1]
+    auto = [p for p in wanted if p.method.retrieval == "auto"]
+    profile = ctx.loaded_profile
+    for p in auto:
+        strongest = max(p.experts, key=lambda e: profile.experts[e].global_competence
+                        if profile and e in profile.experts else -1e9)
+        draft = expert_request(p.query.question, p.query.choices, p.format, None, 0.0, p.seed,
+                               max_tokens=ctx.gate_model.draft_tokens).model_copy(update={"logprobs": 2})
+        p.draft_job = Job(model=strongest, request=draft)
+    execute(ctx, [p.draft_job for p in auto if p.draft_job], "gate drafts")
+    for p in wanted:
+        found = hits[p.query.question][0]
+        if p.method.retrieval == "always":
+            go, why, score, features = True, "retrieval forced (always)", None, None
+        else:
+            assert p.draft_job is not None and p.draft_job.generation is not None
+            features = GateFeatures(
+                profile_strength=profile_strength(profile, p.experts, p.skills) if profile else 0.0,
+                draft_confidence=draft_confidence(p.draft_job.generation),
+                retrieval_score=best_score(found))
+            go, why = ctx.gate_model.decide(features)
+            score = ctx.gate_model.score(features)
+        p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=go, reason=why, score=score,
+                                        features=features, passages=found if go else [])
+        p.context = format_passages(found) if go else None
+
+
+def answer(ctx: Pipeline, plans: list[Plan]) -> None:
+    """Every slot's job, executed together (grouped by model)."""
+    for p in plans:
+        q = p.query
+        p.answer_jobs = [Job(model=s.expert, request=_with_history(
+            expert_request(q.question, q.choices, p.format, p.context, s.temperature, s.seed), q))
+            for s in p.assignment.slots]
+    execute(ctx, [j for p in plans for j in p.answer_jobs], "experts")
+
+
+def combine(ctx: Pipeline, plans: list[Plan]) -> None:
+    """One rule for every method: the slots' answers; when all failed, the default expert
+    answers (for methods that fall back: routed ones); when the plan synthesises and the
+    answers disagree, the aggregator synthesises; otherwise (or when the synthesis fails)
+    the majority answer stands."""
+    for p in plans:
+        p.answers = [_answer(p, s.expert, s.sample, s.temperature, j)
+                     for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)]
+    for p in plans:
+        if not p.method.falls_back and not any(a.ok for a in p.answers):
+            first = next((a for a in p.answers if a.error), None)
+            p.error = (f"expert {first.expert!r} failed: {first.error}" if len(p.answers) == 1 and first else
+                       f"every expert failed ({first.expert if first else '?'}: {first.error if first else '?'})")
+    lost = [p for p in plans if p.method.falls_back and not any(a.ok for a in p.answers)]
+    for p in lost:
+        q = p.query
+        p.fallback_job = Job(model=ctx.config.default_expert, request=_with_history(
+            expert_request(q.question, q.choices, p.format, p.context, 0.0, p.seed), q))
+    execute(ctx, [p.fallback_job for p in lost if p.fallback_job], "fallback")
+    for p in lost:
+        assert p.fallback_job is not None
+        fallback = _answer(p, p.fallback_job.model, 0, 0.0, p.fallback_job)
+        p.answers.append(fallback.model_copy(update={"fallback": True}))
+        if not fallback.ok:
+            first = next((a.error for a in p.answers if a.error), "")
+            p.error = f"every recruited expert failed and so did {fallback.expert!r}: {first}"
+    for p in plans:
+        ok = [a for a in p.answers if a.ok]
+        a = p.assignment
+        if (a.combine in ("synthesis", "symoe") and len(ok) >= 2 and a.aggregator is not None
+                and not (a.combine == "symoe" and agreed_answer(ok) is not None)):
+            q = p.query
+            p.synthesis_job = Job(model=a.aggregator, request=_with_history(
+                synthesis_request(q.question, q.choices, p.format, [x.text for x in ok], seed=p.seed), q))
+    execute(ctx, [p.synthesis_job for p in plans if p.synthesis_job], "aggregate")
+    for p in plans:
+        synth = p.synthesis_job
+        if synth is not None and synth.ok and synth.generation is not None:
+            p.text, p.aggregator, p.aggregated = synth.generation.text, synth.model, True
+        else:
+            best = majority(p.answers, p.assignment.weights)
+            p.text = best.text if best else ""
+
+
+def extract_answers(ctx: Pipeline, plans: list[Plan]) -> None:
+    """The final answer in each plan's format (the majority's when a synthesis states none),
+    and what each step cost."""
+    for p in plans:
+        q = p.query
+        p.answer = extract(p.text, p.format, len(q.choices), q.choices) if p.text else None
+        if p.answer is None:
+            best = majority(p.answers, p.assignment.weights)
+            p.answer = best.answer if best else None
+        p.steps = plan_steps(p)
+        p.usage = Usage.total([s.usage for s in p.steps])
+
+
+def plan_steps(p: Plan) -> list[StepUsage]:
+    steps = []
+    if p.annotation_jobs:
+        steps.append(_step("annotate", p.annotation_jobs))
+    if p.retrieval is not None:
+        drafts = [p.draft_job] if p.draft_job else []
+        steps.append(StepUsage(step="gate", usage=Usage(seconds=p.search_seconds) + Usage.total(
+            [j.usage for j in drafts]), cached=all(j.cached for j in drafts) and bool(drafts)))
+    for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True):
+        steps.append(_step(f"expert:{s.expert}#{s.sample}", [job]))
+    if p.fallback_job:
+        steps.append(_step(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
+    if p.synthesis_job:
+        steps.append(_step(f"aggregate:{p.synthesis_job.model}", [p.synthesis_job]))
+    return steps
+
+
+def _step(name: str, jobs: list[Job]) -> StepUsage:
+    return StepUsage(step=name, usage=Usage.total([j.usage for j in jobs]), cached=all(j.cached for j in jobs))
+
+
+def _answer(p: Plan, expert: str, sample: int, temperature: float, job: Job) -> ExpertAnswer:
+    generation = job.generation or Generation.failure(expert, "not run")
+    q = p.query
+    stated = extract(generation.text, p.format, len(q.choices), q.choices) if generation.ok else None
+    return ExpertAnswer(expert=expert, sample=sample, temperature=temperature, generation=generation, answer=stated)
+
+
+def _with_history(request: GenerationRequest, query: Query) -> GenerationRequest:
+    """The request with the conversation's earlier turns before its last user message."""
+    if not query.history:
+        return request
+    system = [m for m in request.messages if m.role == "system"]
+    rest = [m for m in request.messages if m.role != "system"]
+    return request.model_copy(update={"messages": [*system, *query.history, *rest]})
