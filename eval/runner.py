@@ -115,7 +115,7 @@ def score(p: Plan, q: Question, log_samples: bool = False) -> SampleResult:
             *([p.synthesis_job] if p.synthesis_job else [])]
     ret = p.retrieval
     return SampleResult(
-        method=str(p.method), routed=p.method.routed, question_id=q.id, task=q.task, subject=q.subject or q.task,
+        method=str(p.method), routed=p.method.impl.routed, question_id=q.id, task=q.task, subject=q.subject or q.task,
         answer=p.answer, gold=q.answer, correct=is_correct(p.answer, q.answer, p.format, q.aliases), experts=p.experts,
         aggregator=p.aggregator, aggregated=p.aggregated, fallback=p.fallback,
         failed=sum(1 for j in jobs if not j.ok), succeeded=sum(1 for j in jobs if j.ok), usage=p.usage, skills=p.skills,

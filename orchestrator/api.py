@@ -28,10 +28,10 @@ class Symoe:
     """A team of expert LLMs behind one ``ask``."""
 
     def __init__(self, config: SymoeConfig | None = None, config_path: Path | str | None = None,
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, cache_path: Path | None = None) -> None:
         self.config = config or load_config(config_path)
-        self.pipeline = Pipeline(self.config, cache=GenerationCache(self.config.home / "cache" / "ask.sqlite"),
-                                 profile_path=profile)
+        cache = GenerationCache(cache_path or self.config.home / "cache" / "ask.sqlite")
+        self.pipeline = Pipeline(self.config, cache=cache, profile_path=profile)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -62,10 +62,10 @@ class Symoe:
     def ask(self, question: str, *, method: str | None = None, model: str | None = None,
             choices: list[str] | None = None, format: AnswerFormat | None = None, seed: int | None = None,
             k: int | None = None, profile: Path | None = None, retrieval: RetrievalMode | None = None,
-            task: str | None = None) -> AskResult:
+            task: str | None = None, max_tokens: int | None = None) -> AskResult:
         """Answer one question: routed to the best-suited experts (``symoe``), or by ``method``;
         ``model`` forces one expert. Raises ``SymoeError`` when no expert could answer."""
-        query = make_query(question, choices, format, task)
+        query = make_query(question, choices, format, task, max_tokens)
         result = self.ask_many([query], method=method, model=model, seed=seed, k=k, profile=profile,
                                retrieval=retrieval)[0]
         if result.error:
@@ -86,7 +86,7 @@ class Symoe:
 
 
 def make_query(question: str, choices: list[str] | None = None, format: AnswerFormat | None = None,
-               task: str | None = None) -> Query:
+               task: str | None = None, max_tokens: int | None = None) -> Query:
     """A checked ``Query``: inline 'A) ...' options become choices."""
     question = (question or "").strip()
     if not question:
@@ -95,12 +95,14 @@ def make_query(question: str, choices: list[str] | None = None, format: AnswerFo
         question, choices = split_inline_choices(question)
     if len(choices) > MAX_CHOICES:
         raise SymoeError(f"{len(choices)} answer choices; at most {MAX_CHOICES} (A-Z) are supported")
-    return Query(question=question, choices=choices, format=format, task=task)
+    if max_tokens is not None and not 1 <= max_tokens <= 8192:
+        raise SymoeError(f"max_tokens must be from 1 to 8192, not {max_tokens}")
+    return Query(question=question, choices=choices, format=format, task=task, max_tokens=max_tokens)
 
 
 def ask_result(p: Plan, seconds: float, ctx: Pipeline) -> AskResult:
     """The public record of an answered plan."""
-    routed = p.method.routed
+    routed = p.method.impl.routed
     profile = str(ctx.profile_path) if routed and ctx.profile_path else None
     answer = p.answer if p.answer is not None else strip_reasoning(p.text)
     return AskResult(

@@ -110,24 +110,13 @@ class MethodSpec(BaseModel):
         return text + (f"@{self.retrieval}" if self.retrieval_named else "")
 
     @property
-    def method(self) -> Method:
+    def impl(self) -> Method:
+        """The registered ``Method`` this name stands for."""
         return methods.get(self.base)()
 
     @property
     def needs_skills(self) -> bool:
-        return self.method.needs_skills
-
-    @property
-    def routed(self) -> bool:
-        return self.method.routed
-
-    @property
-    def needs_profile(self) -> bool:
-        return self.method.needs_profile
-
-    @property
-    def falls_back(self) -> bool:
-        return self.method.falls_back
+        return self.impl.needs_skills
 
     @property
     def retrieves(self) -> bool:
@@ -161,7 +150,7 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
             out.extend(MethodSpec.parse(f"single:{name}", config) for name in config.experts)
             continue
         parsed = MethodSpec.parse(raw, config)
-        if retrieval and parsed.routed and not parsed.retrieval_named:
+        if retrieval and parsed.impl.routed and not parsed.retrieval_named:
             out.extend(MethodSpec.parse(raw, config, retrieval=m) for m in retrieval)  # type: ignore[arg-type]
         else:
             out.append(parsed)

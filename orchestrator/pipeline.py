@@ -254,7 +254,7 @@ def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[
 
 def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: int) -> list[Plan]:
     """One plan per (method, query); annotation runs once per query, for methods that need it."""
-    profile = ctx.profile if any(m.needs_profile for m in methods) else ctx.loaded_profile  # fails fast
+    profile = ctx.profile if any(m.impl.needs_profile for m in methods) else ctx.loaded_profile  # fails fast
     needing = list({q.id: q for q in queries}.values()) if any(m.needs_skills for m in methods) else []
     annotations = annotate(ctx, needing, seed) if needing else {}
     mctx = MethodContext(config=ctx.config, profile=profile, seed=seed)
@@ -263,7 +263,7 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
         for q in queries:
             annotation, jobs = annotations.get(q.id, (None, [])) if method.needs_skills else (None, [])
             skills = annotation.skills if annotation else []
-            assignment = method.method.assign(mctx, q, skills, method.variant)
+            assignment = method.impl.assign(mctx, q, skills, method.variant)
             fmt = q.format or detect_format(q.question, q.choices)
             plans.append(Plan(query=q, method=method, seed=seed, format=fmt, assignment=assignment,
                               annotation=annotation, annotation_jobs=jobs))
@@ -272,6 +272,9 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
 
 def gate(ctx: Pipeline, plans: list[Plan]) -> None:
     """Decide retrieval for plans whose method retrieves; put the passages into their context."""
+    for p in plans:
+        if not p.method.retrieves:
+            p.retrieval = RetrievalDecision(mode="never", retrieved=False, reason="retrieval off (never)")
     wanted = [p for p in plans if p.method.retrieves]
     if not wanted:
         return
@@ -320,7 +323,7 @@ def answer(ctx: Pipeline, plans: list[Plan]) -> None:
     for p in plans:
         q = p.query
         p.answer_jobs = [Job(model=s.expert, request=_with_history(
-            expert_request(q.question, q.choices, p.format, p.context, s.temperature, s.seed), q))
+            expert_request(q.question, q.choices, p.format, p.context, s.temperature, s.seed, q.max_tokens), q))
             for s in p.assignment.slots]
     execute(ctx, [j for p in plans for j in p.answer_jobs], "experts")
 
@@ -334,15 +337,15 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
         p.answers = [_answer(p, s.expert, s.sample, s.temperature, j)
                      for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)]
     for p in plans:
-        if not p.method.falls_back and not any(a.ok for a in p.answers):
+        if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
             first = next((a for a in p.answers if a.error), None)
             p.error = (f"expert {first.expert!r} failed: {first.error}" if len(p.answers) == 1 and first else
                        f"every expert failed ({first.expert if first else '?'}: {first.error if first else '?'})")
-    lost = [p for p in plans if p.method.falls_back and not any(a.ok for a in p.answers)]
+    lost = [p for p in plans if p.method.impl.falls_back and not any(a.ok for a in p.answers)]
     for p in lost:
         q = p.query
         p.fallback_job = Job(model=ctx.config.default_expert, request=_with_history(
-            expert_request(q.question, q.choices, p.format, p.context, 0.0, p.seed), q))
+            expert_request(q.question, q.choices, p.format, p.context, 0.0, p.seed, q.max_tokens), q))
     execute(ctx, [p.fallback_job for p in lost if p.fallback_job], "fallback")
     for p in lost:
         assert p.fallback_job is not None

@@ -32,6 +32,7 @@ class Query(BaseModel):
     format: AnswerFormat | None = None
     id: str = ""
     task: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=8192, description="cap on each expert's answer (default: by format)")
     history: list[ChatMessage] = Field(default_factory=list, description="earlier turns of a conversation")
 
     def model_post_init(self, _: object) -> None:

@@ -1,11 +1,15 @@
-"""Shared fixtures: the prepared default pool, process memory, the ``symoe`` command."""
+"""Shared fixtures: the prepared default pool, process memory, the ``symoe`` command, a real
+llama.cpp server. Imports of symoe's upper layers stay inside the fixtures: ``.ci/vllm.sh``
+runs this file in a venv that has only the backends' dependencies."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,3 +97,56 @@ def squad_with_passages() -> Callable[[int], tuple[list, dict]]:
         return questions, passages
 
     return pick
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` with SmolLM2-135M on a free loopback port; yields its /v1 URL."""
+    pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server]")
+    pytest.importorskip("sse_starlette", reason="needs llama-cpp-python[server]")
+    import httpx
+
+    # imported here: .ci/vllm.sh runs this conftest in a venv without symoe's dependencies
+    from agents.runtime import resolve
+    from orchestrator.config import load_config
+
+    cfg = load_config()
+    model = resolve(cfg.expert("smollm2-135m"), cfg.home).path
+    assert model is not None and Path(model).exists(), model
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready after 90 s: {log_path.read_text()[-2000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

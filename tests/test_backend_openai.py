@@ -21,7 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agents.backends import BackendError, GenerationRequest, create_backend
@@ -37,12 +36,6 @@ ENV_VARS = ("SYMOE_OPENAI_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "SYMOE
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -293,49 +286,6 @@ def test_base_model_uses_completions_with_the_plain_prompt() -> None:
 
 
 # -- a real llama.cpp server ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m llama_cpp.server`` with SmolLM2-135M on a free loopback port; yields its /v1 URL."""
-    pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server]")
-    pytest.importorskip("sse_starlette", reason="needs llama-cpp-python[server]")
-    from agents.runtime import resolve
-    from orchestrator.config import load_config
-
-    cfg = load_config()
-    model = resolve(cfg.expert("smollm2-135m"), cfg.home).path
-    assert model is not None and Path(model).exists(), model
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready after 90 s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 #: Questions SmolLM2-135M answers right at temperature 0 (checked through this server).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,11 +70,29 @@ def test_ask_json_record_from_stdin(symoe_cli: Cli) -> None:
     record = json.loads(proc.stdout)
     assert record["question"] == "What is the capital of France?"
     assert "paris" in record["answer"].lower()
-    assert record["routed"] is False and record["provenance"]["model"] == "qwen-coder-0.5b"
+    assert record["routed"] is False and record["method"] == "single:qwen-coder-0.5b"
     (expert,) = record["expert_answers"]
     assert expert["expert"] == "qwen-coder-0.5b"
-    assert record["prompt_tokens"] > 5 and 0 < record["completion_tokens"] <= 32
-    assert record["seconds"] > 0 and expert["seconds"] > 0
+    assert record["usage"]["prompt_tokens"] > 5 and 0 < record["usage"]["completion_tokens"] <= 32
+    assert record["seconds"] > 0 and expert["generation"]["usage"]["seconds"] > 0
+
+
+@pytest.mark.real
+def test_ask_json_reports_every_steps_real_cost_annotation_included(symoe_cli: Cli) -> None:
+    """A routed ask on a question no cache holds: the annotation's five samples are counted."""
+    nonce = uuid.uuid4().hex[:8]
+    proc = symoe_cli("ask", "--json", "--retrieval", "never", f"What is 17 * 23? (request {nonce})")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    steps = {s["step"]: s for s in record["steps"]}
+    annotate = steps["annotate"]
+    assert not annotate["cached"] and annotate["usage"]["completion_tokens"] > 5
+    assert annotate["usage"]["prompt_tokens"] > 5 * 20 and annotate["usage"]["seconds"] > 0
+    experts = [s for name, s in steps.items() if name.startswith("expert:")]
+    assert experts and all(s["usage"]["completion_tokens"] > 0 and s["usage"]["seconds"] > 0 for s in experts)
+    for key in ("prompt_tokens", "completion_tokens"):
+        assert record["usage"][key] == sum(s["usage"][key] for s in record["steps"])
+    assert record["answer"] == "391" and record["recruitment"]["k"] >= 1
 
 
 def test_models_list_shows_the_four_experts_ready(symoe_cli: Cli) -> None:

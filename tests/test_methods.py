@@ -32,7 +32,7 @@ def ctx() -> MethodContext:
 
 def assign(ctx: MethodContext, name: str, q: Query, skills: list[str] | None = None):
     spec = MethodSpec.parse(name, ctx.config)
-    return spec.method.assign(ctx, q, skills or [], spec.variant)
+    return spec.impl.assign(ctx, q, skills or [], spec.variant)
 
 
 def test_expand_methods_names_every_single_expert_and_retrieval_modes() -> None:
@@ -47,7 +47,7 @@ def test_expand_methods_names_every_single_expert_and_retrieval_modes() -> None:
 def test_method_names_are_parsed_once_and_printed_back(name: str) -> None:
     spec = MethodSpec.parse(name, SymoeConfig())
     assert str(spec) == name
-    assert spec.needs_skills == (spec.base == "symoe") and spec.routed == (spec.base == "symoe")
+    assert spec.needs_skills == (spec.base == "symoe") and spec.impl.routed == (spec.base == "symoe")
 
 
 def test_retrieval_follows_the_config_for_routed_methods_only() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from agents.embedder import EmbeddingConfig
 from agents.pool import ExpertSpec
-from eval.datasets import Question, load_task
+from eval.datasets import Question, load_split, load_task
 from eval.runner import EvalArgs, evaluate
 from orchestrator import Symoe
 from orchestrator.config import SymoeConfig, load_config
@@ -116,9 +116,9 @@ def decisions(result_answer: str | None, experts: list[str], aggregated: bool, a
             "fallback": fallback, "retrieved": retrieved, "retrieval_reason": reason}
 
 
-def ask_each(config: SymoeConfig, questions: list[Question]) -> dict[str, dict[str, object]]:
+def ask_each(config: SymoeConfig, questions: list[Question], cache: Path | None = None) -> dict[str, dict[str, object]]:
     out = {}
-    with Symoe(config) as symoe:
+    with Symoe(config, cache_path=cache) as symoe:
         for q in questions:
             r = symoe.ask(q.question, choices=q.choices, format=q.answer_format, task=q.task)
             out[q.id] = decisions(r.answer, r.experts, r.aggregated, r.aggregator, r.fallback,
@@ -190,14 +190,13 @@ def test_every_recruited_expert_failing_falls_back_in_both(fake_setup, tmp_path:
 
 @pytest.mark.real
 def test_ask_and_evaluate_agree_on_the_real_default_pool(tmp_path: Path) -> None:
-    """8 real test questions (ARC, MMLU, GSM8K, NQ-open) on the default pool and profile."""
-    from eval.datasets import load_split
-
-    config = load_config().model_copy(update={"home": load_config().home})
+    """8 real test questions (ARC, MMLU, GSM8K, NQ-open) on the default pool and profile, each
+    path with a cache of its own (so both generate everything)."""
+    config = load_config()
     questions = [*load_split("arc_challenge", "test", limit=2, seed=3), *load_split("mmlu", "test", limit=2, seed=3),
                  *load_split("gsm8k", "test", limit=2, seed=3), *load_split("nq_open", "test", limit=2, seed=3)]
     task = tmp_path / "real8.jsonl"
     task.write_text("".join(q.model_dump_json() + "\n" for q in questions))
-    one_by_one = ask_each(config, questions)
+    one_by_one = ask_each(config, questions, cache=tmp_path / "ask.sqlite")
     batch, _ = evaluated(config, task, tmp_path / "eval")
     assert batch == one_by_one

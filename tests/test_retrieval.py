@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.embedder import EmbeddingConfig
 from agents.errors import SymoeError
 from agents.paths import default_home
-from agents.embedder import EmbeddingConfig
 from eval.corpus import build_corpus
 from retrieval.chunking import (
     Document,

@@ -84,6 +84,10 @@ class LlamaCppBackend(Backend):
         try:
             if request.logprobs:
                 return self._draft_with_logprobs(request, start)
+            # Start from an empty KV cache: reusing the previous request's prefix changes how the
+            # prompt is batched, hence the float rounding, hence (on this CPU's kernels) the text.
+            # A generation must depend on its request alone, not on what ran before it.
+            self._llm.reset()
             if self.spec.chat_template:
                 out = self._llm.create_chat_completion(
                     messages=[m.model_dump() for m in request.messages], **params

@@ -28,6 +28,8 @@ def ask(
     answer_format: Annotated[str | None, typer.Option("--format", help="choice, number or text (default: detected)")
                              ] = None,
     seed: Annotated[int | None, typer.Option(help="seed for routing and sampling")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="cap on each expert's answer in tokens (1-8192; "
+                                                   "default: by answer format)", min=1, max=8192)] = None,
     profile: Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON to route with")] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -42,7 +44,7 @@ def ask(
     text = read_question(question)
     with Symoe(cfg, profile=profile) as symoe:
         result = symoe.ask(text, method=method, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
-                           format=answer_format)  # type: ignore[arg-type]
+                           format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]
     if as_json:
         out.print_json(result.model_dump_json())
         return
