@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q torch==2.13.0           # the local CPU wheel; never the CUDA one
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python[server]==0.3.36"
-	$(PY) -m pip install -q -e ".[dev,audio]"
+	$(PY) -m pip install -q -e ".[dev,audio,lm-eval,ray]"
 	$(SYMOE) models prepare
 	$(SYMOE) index corpus                           # the built-in retrieval index (a few minutes, once)
 	touch $@

@@ -5,16 +5,34 @@ request (prompt and every sampling parameter), so a killed run redoes nothing th
 and methods that ask the same prompt share the answer. Failed generations are not cached.
 The query pipeline's ``execute`` stage is its only reader and writer.
 
-A row that cannot be read back (invalid JSON, a record of another shape) is a miss: it is
-generated again and counted in ``bad_rows``. A file that is not an SQLite database is one
-``SymoeError`` line naming it.
+Damage is handled at two levels:
+
+* a row that cannot be read back (NULL, invalid UTF-8, invalid JSON, a record of another
+  shape, a failed or empty generation) is a miss: it is generated again (and overwritten)
+  and counted in ``bad_rows``;
+* a file that cannot be used is one ``CacheError`` line naming it and saying what to do. A
+  damaged file (not a database, truncated, a corrupt page) is found when it is opened
+  (``PRAGMA quick_check`` reads every page once) or, if it is damaged
+  while in use, by the query that touches the damage; the message says to move it aside. A
+  cache locked by another process, a read-only file, a full disk and an SQLite database that
+  is not a generation cache each get their own message. Opening never writes to a file it
+  refuses: a damaged file is left exactly as it was.
+
+Several processes may share one cache (two runs of one evaluation, a server beside an
+eval): before generating, a process ``claim``s the keys it is about to run; another process
+skips keys claimed by a live owner and picks their results up from the cache when they are
+stored, so finished work is shared, not done twice. A claim whose owner died (same host,
+no such process) or went silent for ``CLAIM_TTL_S`` is taken over.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,6 +40,12 @@ from pydantic import ValidationError
 from agents.backends.base import Generation, GenerationRequest
 from agents.errors import SymoeError
 from agents.pool import ExpertSpec
+
+COLUMNS = ("key", "expert", "result")
+CLAIM_TTL_S = 900.0
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ")
+LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
 def expert_identity(spec: ExpertSpec) -> str:
@@ -38,48 +62,125 @@ class CacheError(SymoeError):
     """The cache file cannot be used; the message names it and says what to do."""
 
 
-class GenerationCache:
-    """SQLite store of generations; safe to share between threads of one process."""
+def sqlite_problem(exc: sqlite3.Error) -> str:
+    """What kind of failure an SQLite error is: damaged, locked, readonly, cantopen, full or other."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    text = str(exc).lower()
+    if name.startswith(DAMAGED) or "malformed" in text or "not a database" in text:
+        return "damaged"
+    if name.startswith(LOCKED) or "locked" in text:
+        return "locked"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return "readonly"
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return "cantopen"
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "full"
+    return "other"
 
-    def __init__(self, path: Path) -> None:
+
+class GenerationCache:
+    """SQLite store of generations; safe to share between threads of one process.
+
+    ``timeout`` is how long a write waits for another process's lock before it is an error.
+    """
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, expert TEXT, result TEXT)"
-            )
-        except OSError as exc:
-            raise CacheError(f"cannot create the generation cache {path} ({exc.strerror})") from None
-        except sqlite3.DatabaseError as exc:
-            raise self._unreadable(exc) from None
         self.hits = 0
         self.misses = 0
         self.stored = 0
         self.bad_rows = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create the generation cache {path} ({exc.strerror or exc})") from None
+        if path.is_dir():
+            raise CacheError(f"the generation cache {path} is a folder; give a file path for the cache")
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc) from None
+        except CacheError:
+            self._db.close()
+            raise
 
-    def _unreadable(self, exc: Exception) -> CacheError:
-        return CacheError(f"the generation cache {self.path} is unreadable ({exc}); move it aside "
+    def _open(self) -> None:
+        """Check the file before anything is written to it, then make it a cache if it is empty."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            first = " ".join(" ".join(problems).split())[:160]
+            raise self._damaged(f"corrupt: {first}")
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "generations" in tables:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}
+            if not set(COLUMNS) <= columns:
+                raise CacheError(f"{self.path} has a table `generations` without the columns {', '.join(COLUMNS)}; "
+                                 "it is not a symoe generation cache: give another file")
+        elif tables:
+            raise CacheError(f"{self.path} is an SQLite database but not a symoe generation cache (its tables: "
+                             f"{', '.join(sorted(tables)[:5])}); give another file")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, expert TEXT, result TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, at REAL)")
+
+    def _damaged(self, why: str) -> CacheError:
+        return CacheError(f"the generation cache {self.path} is damaged ({why}); move it aside "
                           f"(mv {self.path} {self.path}.bad) and run again: what it held is generated anew")
+
+    def _error(self, exc: sqlite3.Error) -> CacheError:
+        """One line for an SQLite failure, saying what to do about this kind of failure."""
+        kind = sqlite_problem(exc)
+        if kind == "damaged":
+            return self._damaged(str(exc))
+        if kind == "locked":
+            return CacheError(f"the generation cache {self.path} is locked by another process ({exc}); wait "
+                              "for the other run to finish, or give this one another cache file")
+        if kind == "readonly":
+            return CacheError(f"the generation cache {self.path} is read-only ({exc}); make it writable or "
+                              "give another cache file")
+        if kind == "cantopen":
+            return CacheError(f"cannot open the generation cache {self.path} ({exc}); check that its folder "
+                              "exists and is writable, or give another cache file")
+        if kind == "full":
+            return CacheError(f"the disk holding the generation cache {self.path} is full ({exc}); free "
+                              "some space and run again: what finished is kept")
+        return CacheError(f"the generation cache {self.path} cannot be used ({exc}); if this persists, move "
+                          f"it aside (mv {self.path} {self.path}.bad) and run again")
 
     def get(self, key: str) -> Generation | None:
         try:
             with self._lock:
-                row = self._db.execute("SELECT result FROM generations WHERE key=?", (key,)).fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise self._unreadable(exc) from None
+                row = self._db.execute("SELECT CAST(result AS BLOB) FROM generations WHERE key=?",
+                                       (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         if row is not None:
-            try:
-                gen = Generation.model_validate_json(row[0])
-            except (ValidationError, ValueError, TypeError):
+            gen = self._parse(row[0])
+            if gen is None:
                 self.bad_rows += 1
             else:
                 self.hits += 1
                 return gen
         self.misses += 1
         return None
+
+    @staticmethod
+    def _parse(raw: bytes | None) -> Generation | None:
+        """A stored generation, or None for a row that ``put`` could not have written."""
+        if raw is None:
+            return None
+        try:
+            gen = Generation.model_validate_json(raw)
+        except (ValidationError, ValueError, TypeError):
+            return None
+        return gen if gen.ok and gen.text.strip() else None
 
     def put(self, key: str, expert: str, generation: Generation) -> None:
         if generation.error:
@@ -89,16 +190,77 @@ class GenerationCache:
                 self._db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
                                  (key, expert, generation.model_dump_json()))
                 self.stored += 1
-        except sqlite3.DatabaseError as exc:
-            raise self._unreadable(exc) from None
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def claim(self, keys: list[str]) -> list[str]:
+        """The keys this process may generate now: those nobody claimed (now claimed by it),
+        its own, and those whose owner is dead or silent. Keys held by a live owner are left."""
+        if not keys:
+            return []
+        now = time.time()
+        mine: list[str] = []
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for lo in range(0, len(keys), 500):
+                        part = keys[lo:lo + 500]
+                        self._db.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
+                                             [(k, OWNER, now) for k in part])
+                        marks = ",".join("?" * len(part))
+                        for key, owner, at in self._db.execute(
+                                f"SELECT key, owner, at FROM claims WHERE key IN ({marks})", part).fetchall():
+                            if owner == OWNER:
+                                mine.append(key)
+                            elif _stale(owner, at, now):
+                                self._db.execute("UPDATE claims SET owner=?, at=? WHERE key=?", (OWNER, now, key))
+                                mine.append(key)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return mine
+
+    def release(self, keys: list[str]) -> None:
+        """Drop this process's claims on these keys (their results are stored, or failed)."""
+        try:
+            with self._lock:
+                for lo in range(0, len(keys), 500):
+                    part = keys[lo:lo + 500]
+                    self._db.execute(f"DELETE FROM claims WHERE owner=? AND key IN ({','.join('?' * len(part))})",
+                                     [OWNER, *part])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def touch(self) -> None:
+        """Keep this process's claims fresh while it works on them."""
+        try:
+            with self._lock:
+                self._db.execute("UPDATE claims SET at=? WHERE owner=?", (time.time(), OWNER))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def count(self, expert: str | None = None) -> int:
-        with self._lock:
-            if expert is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
-            return int(self._db.execute("SELECT COUNT(*) FROM generations WHERE expert=?",
-                                        (expert,)).fetchone()[0])
+        try:
+            with self._lock:
+                if expert is None:
+                    return int(self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
+                return int(self._db.execute("SELECT COUNT(*) FROM generations WHERE expert=?",
+                                            (expert,)).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _stale(owner: str, at: float, now: float) -> bool:
+    """A claim nobody will finish: its process is gone (same host), or it went silent."""
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        return True
+    return now - at > CLAIM_TTL_S

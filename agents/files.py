@@ -61,3 +61,22 @@ def locked(folder: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block, waiting for other holders.
+
+    The lock goes with the process: one that dies (even by SIGKILL) releases it, so a lock
+    file left behind never blocks anyone.
+    """
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 (closed in the finally below)
+    except OSError as exc:
+        raise SymoeError(f"cannot open lock file {path} ({exc.strerror or exc}); "
+                         "make its folder writable") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock

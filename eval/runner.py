@@ -21,15 +21,22 @@ from pydantic import BaseModel, Field
 
 from agents.backends import Usage
 from agents.cache import GenerationCache
+from agents.errors import SymoeError
 from agents.progress import StageReport
 from agents.runtime import LoadedPool, available_memory
 from eval.datasets import Question, load_tasks
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
+from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.graph import run
 from orchestrator.methods import MethodSpec
 from orchestrator.pipeline import Pipeline, Plan
 from orchestrator.records import ExpertAnswer, GateFeatures
+
+try:  # the optional extra: without it `--executor ray` says what to install
+    from orchestrator import ray_executor
+except ImportError:  # pragma: no cover - depends on the install
+    ray_executor = None  # type: ignore[assignment]
 
 
 class EvalArgs(BaseModel):
@@ -86,6 +93,20 @@ def questions_for(args: EvalArgs, home: Path) -> list[Question]:
     return load_tasks(args.tasks, args.split, home, limit=args.limit, seed=args.seed)
 
 
+def make_executor(config: SymoeConfig, pool: LoadedPool) -> Executor:
+    """The configured executor (``executor.kind``): this process's pool, or one Ray actor per model."""
+    if config.executor.kind == "local":
+        return LocalExecutor(pool)
+    if ray_executor is None:
+        raise SymoeError("--executor ray needs Ray: pip install 'symoe[ray]' (ray==2.60.0)")
+    ex = config.executor
+    return ray_executor.RayExecutor(config, ex.address, ex.max_restarts, ex.batch_size)
+
+
+def loads_of(executor: Executor, pool: LoadedPool) -> list[str]:
+    return list(getattr(executor, "loads", pool.loads))
+
+
 def evaluate(config: SymoeConfig, args: EvalArgs, progress: StageReport | None = None,
              questions: list[Question] | None = None) -> tuple[list[SampleResult], RunStats]:
     """Every method of ``args`` on every question, through the one pipeline, scored."""
@@ -94,18 +115,21 @@ def evaluate(config: SymoeConfig, args: EvalArgs, progress: StageReport | None =
     methods = [MethodSpec.parse(m, config) for m in args.methods]
     cache = GenerationCache(args.cache_path or args.output / "generations.sqlite")
     budget = args.memory_budget if args.memory_budget is not None else int(available_memory() * 0.6)
-    pipeline = Pipeline(config, pool=LoadedPool(config.experts, config.home, budget_bytes=budget), cache=cache,
-                        progress=progress)
+    pool = LoadedPool(config.experts, config.home, budget_bytes=budget)
+    executor = make_executor(config, pool)
+    pipeline = Pipeline(config, pool=pool, executor=executor, cache=cache, progress=progress)
     try:
         plans = run(pipeline, [q.query() for q in questions], methods, seed=args.seed)
     finally:
+        loads = loads_of(executor, pool)
+        executor.close()
         pipeline.close()
         cache.close()
     by_id = {q.id: q for q in questions}
     samples = [score(p, by_id[p.query.id], args.log_samples) for p in plans]
     stats = RunStats(questions=len(questions), generations_needed=pipeline.stats.needed,
                      generated=pipeline.stats.generated, from_cache=pipeline.stats.from_cache,
-                     failed=pipeline.stats.failed, bad_cache_rows=cache.bad_rows, loads=pipeline.pool.loads,
+                     failed=pipeline.stats.failed, bad_cache_rows=cache.bad_rows, loads=loads,
                      wall_seconds=round(time.perf_counter() - started, 2))
     return samples, stats
 

@@ -7,17 +7,20 @@ in ``<home>/cache/ask.sqlite``.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from agents.backends import ChatMessage
 from agents.cache import GenerationCache
 from agents.errors import SymoeError
 from agents.prompts import strip_reasoning
 from orchestrator.answers import split_inline_choices
 from orchestrator.config import SymoeConfig, load_config
-from orchestrator.graph import run
+from orchestrator.graph import answer_plans, run
 from orchestrator.methods import MethodSpec
-from orchestrator.pipeline import Pipeline, Plan
+from orchestrator.pipeline import Pipeline, Plan, plan
 from orchestrator.provenance import provenance
 from orchestrator.records import AnswerFormat, AskResult, Query, RetrievalMode
 
@@ -62,12 +65,60 @@ class Symoe:
     def ask(self, question: str, *, method: str | None = None, model: str | None = None,
             choices: list[str] | None = None, format: AnswerFormat | None = None, seed: int | None = None,
             k: int | None = None, profile: Path | None = None, retrieval: RetrievalMode | None = None,
-            task: str | None = None, max_tokens: int | None = None) -> AskResult:
+            task: str | None = None, max_tokens: int | None = None, deadline_s: float | None = None) -> AskResult:
         """Answer one question: routed to the best-suited experts (``symoe``), or by ``method``;
-        ``model`` forces one expert. Raises ``SymoeError`` when no expert could answer."""
+        ``model`` forces one expert. Raises ``SymoeError`` when no expert could answer, or
+        when ``deadline_s`` passes first (saying which stage it was waiting for)."""
         query = make_query(question, choices, format, task, max_tokens)
-        result = self.ask_many([query], method=method, model=model, seed=seed, k=k, profile=profile,
-                               retrieval=retrieval)[0]
+        check_fits(query, self.config)
+
+        def answer() -> AskResult:
+            return self.ask_many([query], method=method, model=model, seed=seed, k=k, profile=profile,
+                                 retrieval=retrieval)[0]
+
+        result = answer() if deadline_s is None else self._within(deadline_s, answer)
+        if result.error:
+            raise SymoeError(result.error)
+        return result
+
+    def _within(self, deadline_s: float, answer: Callable[[], AskResult]) -> AskResult:
+        """``answer()`` on a daemon thread; past the deadline, one error naming the stage it was in."""
+        box: list[AskResult | BaseException] = []
+        stage = ["starting"]
+        previous = self.pipeline.progress
+
+        def note(name: str, done: int, total: int) -> None:
+            stage[0] = name
+            previous(name, done, total)
+
+        def work() -> None:
+            try:
+                box.append(answer())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box.append(exc)
+
+        self.pipeline.progress = note
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(deadline_s)
+        self.pipeline.progress = previous
+        if not box:
+            raise SymoeError(f"no answer within the deadline of {deadline_s:g} s (last stage: {stage[0]}); "
+                             "a slow or hung expert? raise --deadline or check the experts with `symoe models list`")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def stream(self, query: Query, on_text: Callable[[str], None], *, method: str | None = None,
+               seed: int | None = None) -> AskResult:
+        """Answer one query, handing the final answer's text to ``on_text`` as it is produced
+        (the single recruited expert's, or the aggregator's; an agreed answer comes whole)."""
+        spec = self.method(method)
+        start = time.perf_counter()
+        made = plan(self.pipeline, [query], [spec], self.config.seed if seed is None else seed)
+        made[0].on_text = on_text
+        done = answer_plans(self.pipeline, made)[0]
+        result = ask_result(done, time.perf_counter() - start, self.pipeline)
         if result.error:
             raise SymoeError(result.error)
         return result
@@ -98,6 +149,30 @@ def make_query(question: str, choices: list[str] | None = None, format: AnswerFo
     if max_tokens is not None and not 1 <= max_tokens <= 8192:
         raise SymoeError(f"max_tokens must be from 1 to 8192, not {max_tokens}")
     return Query(question=question, choices=choices, format=format, task=task, max_tokens=max_tokens)
+
+
+#: characters per token when estimating a prompt's length before any tokenizer is loaded
+CHARS_PER_TOKEN = 4
+
+
+def check_fits(query: Query, config: SymoeConfig) -> None:
+    """Refuse, before any model runs, a query far longer than every expert's context."""
+    text = query.question + "".join(query.choices) + "".join(m.content for m in query.history)
+    tokens = len(text) // CHARS_PER_TOKEN
+    longest = max((spec.n_ctx for spec in config.experts.values()), default=0)
+    if longest and tokens > longest:
+        name = max(config.experts, key=lambda n: config.experts[n].n_ctx)
+        raise SymoeError(f"the question is about {tokens} tokens, longer than any expert's context (the longest: "
+                         f"{longest} tokens, {name}'s n_ctx): shorten it, or add an expert with a longer context")
+
+
+def conversation_query(turns: list[ChatMessage], max_tokens: int | None = None) -> Query:
+    """A conversation as a query: the last user message is what is annotated and routed; the
+    turns before it go to the experts and the aggregator as history."""
+    last = max((i for i, t in enumerate(turns) if t.role == "user"), default=None)
+    if last is None or not turns[last].content.strip():
+        raise SymoeError("the conversation holds no user message with text to answer")
+    return Query(question=turns[last].content.strip(), max_tokens=max_tokens, history=turns[:last])
 
 
 def ask_result(p: Plan, seconds: float, ctx: Pipeline) -> AskResult:

@@ -12,20 +12,23 @@ replaces the pool instead.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from agents.embedder import EmbeddingConfig
 from agents.errors import SymoeError
 from agents.paths import default_home
 from agents.pool import ExpertSpec
+from orchestrator.executor import ExecutorConfig
 from orchestrator.records import RetrievalMode
+from orchestrator.server.config import ServerConfig
 from skills.config import SkillsConfig
 
 
@@ -39,6 +42,7 @@ def default_pool() -> dict[str, ExpertSpec]:
 
 
 MAX_K = 16
+MAX_SEED = 2**31 - 1
 
 
 class RouterConfig(BaseModel):
@@ -46,15 +50,21 @@ class RouterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(3, ge=1, le=MAX_K)
+    k: int = Field(default=3, ge=1, le=MAX_K)
     adaptive_k: bool = True
-    min_k: int = Field(1, ge=1, le=MAX_K)
-    max_k: int = Field(4, ge=1, le=MAX_K)
-    temperature: float = Field(0.5, gt=0.0, le=10.0, description="global-strength temperature")
+    min_k: int = Field(default=1, ge=1, le=MAX_K)
+    max_k: int = Field(default=4, ge=1, le=MAX_K)
+    temperature: float = Field(default=0.5, gt=0.0, le=10.0, description="global-strength temperature")
     allow_samples: bool = True
-    sample_temperature: float = Field(0.7, ge=0.0, le=2.0)
-    dominance: float = Field(0.8, gt=0.0, le=1.0)
+    sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    dominance: float = Field(default=0.8, gt=0.0, le=1.0)
     profile: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_k(self) -> RouterConfig:
+        if self.min_k > self.max_k:
+            raise ValueError(f"min_k ({self.min_k}) must not exceed max_k ({self.max_k})")
+        return self
 
 
 class RetrievalConfig(BaseModel):
@@ -64,17 +74,18 @@ class RetrievalConfig(BaseModel):
 
     mode: RetrievalMode = "auto"
     index: Path | None = None  # index folder; default <home>/index/corpus
-    top_k: int = Field(3, ge=1, le=50)
+    top_k: int = Field(default=3, ge=1, le=50)
     gate: Path | None = None  # calibrated gate JSON; default <home>/gate.json, else the shipped one
 
 
 class SymoeConfig(BaseSettings):
     """Everything symoe needs to run; every field has an offline default."""
 
-    model_config = SettingsConfigDict(env_prefix="SYMOE_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="SYMOE_", env_nested_delimiter="__", extra="forbid",
+                                      env_ignore_empty=True)  # SYMOE_X= (empty) is the same as unset
 
     home: Path = Field(default_factory=default_home)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     default_expert: str = "qwen-coder-1.5b"
     experts: dict[str, ExpertSpec] = Field(default_factory=default_pool)
     replace_pool: bool = False
@@ -82,6 +93,25 @@ class SymoeConfig(BaseSettings):
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_default(cls, value: Any) -> Any:
+        return default_home() if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    @field_validator("home")
+    @classmethod
+    def _home_directory(cls, value: Path) -> Path:
+        home = value.expanduser()
+        for candidate in (home, *home.parents):  # the nearest existing ancestor must be a directory
+            if candidate.exists():
+                if not candidate.is_dir():
+                    what = f"{home}" if candidate == home else f"{home}: {candidate}"
+                    raise ValueError(f"{what} is not a directory; point SYMOE_HOME (or home:) at a directory")
+                break
+        return home
 
     @model_validator(mode="after")
     def _check(self) -> SymoeConfig:
@@ -123,18 +153,54 @@ class SymoeConfig(BaseSettings):
 _CONFIG_FILE: Path | None = None
 
 
+def decode_utf8(data: bytes, what: str) -> str:
+    """``data`` as text; bytes that are not UTF-8 raise one line naming ``what``, the line and the byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{what} is not valid UTF-8 (line {line}, byte {exc.start}); save it as UTF-8") from None
+
+
+def _check_environment() -> None:
+    """Every ``SYMOE_*`` variable must be UTF-8 text (the OS hands undecodable bytes on as surrogates)."""
+    for name, value in os.environ.items():
+        if not name.upper().startswith("SYMOE_"):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            offset = len(value[: exc.start].encode("utf-8", "surrogateescape"))
+            raise ConfigError(f"environment variable {name} is not valid UTF-8 (byte {offset})") from None
+
+
+def _syntax_error(exc: Exception) -> str:
+    """' at line N: reason' of a YAML or TOML parse error (what the parser says, on one line)."""
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        found = re.search(r"\(at line (\d+), column \d+\)|\(at end of document\)", str(exc))
+        reason = str(exc)[: found.start()].strip() if found else str(exc)
+        line = f" at line {found.group(1)}" if found and found.group(1) else ""
+    else:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        reason = str(getattr(exc, "problem", "") or "")
+    reason = " ".join(reason.split())
+    return f"{line}: {reason}" if reason else line
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse a YAML or TOML config file, merging its experts into the default pool."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    text = decode_utf8(raw, f"config file {path}")
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}{line}") from None
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}{_syntax_error(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -166,17 +232,55 @@ class _FileSource(PydanticBaseSettingsSource):
         return read_config_file(path) if path else {}
 
 
+def allowed_range(loc: tuple[int | str, ...]) -> str:
+    """'from 1 to 16', 'more than 0 and at most 10', ...: the bounds of the numeric setting at ``loc``; '' if none."""
+    model: Any = SymoeConfig
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return ""
+        model = field.annotation
+        args = [a for a in get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if args:  # dict[str, ExpertSpec], Model | None: the model inside
+            model = args[0]
+    if field is None:
+        return ""
+    bounds = {kind: getattr(m, kind) for m in field.metadata for kind in ("gt", "ge", "lt", "le")
+              if type(m).__name__ == kind.title() and getattr(m, kind, None) is not None}  # annotated_types.Ge, ...
+    if "ge" in bounds and "le" in bounds:
+        return f"from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    words = {"gt": "more than", "ge": "at least", "lt": "less than", "le": "at most"}
+    return " and ".join(f"{words[k]} {_number(v)}" for k, v in bounds.items())
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def load_config(path: Path | str | None = None, **overrides: Any) -> SymoeConfig:
     """Build the effective config; raise ``ConfigError`` with one line on bad input."""
     global _CONFIG_FILE
     _CONFIG_FILE = Path(path).expanduser() if path else None
     try:
+        _check_environment()
         return SymoeConfig(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
+        where = " at " + ".".join(str(p) for p in first["loc"]) if first["loc"] else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        bounds = allowed_range(tuple(first["loc"]))
+        if bounds:
+            message += f" (allowed: {bounds})"
         file = _CONFIG_FILE or os.environ.get("SYMOE_CONFIG")
         origin = f" (config file {file} or SYMOE_* variables)" if file else " (SYMOE_* variables)"
-        raise ConfigError(f"invalid configuration at {where}: {first['msg']}{origin}") from None
+        raise ConfigError(f"invalid configuration{where}: {message}{origin}") from None
+    except SettingsError as exc:  # a SYMOE_<SECTION> variable that is not JSON
+        found = re.search(r'field "([^"]+)"', str(exc))
+        name = f"SYMOE_{found.group(1).upper()}" if found else "a SYMOE_* variable"
+        raise ConfigError(f"environment variable {name} is not a valid JSON object; give JSON "
+                          f"(e.g. SYMOE_ROUTER='{{\"k\": 2}}') or set one key (e.g. SYMOE_ROUTER__K=2)") from None
     finally:
         _CONFIG_FILE = None

@@ -6,14 +6,16 @@ cache and hands each model's missing jobs to an ``Executor``. An executor fills 
 writer of the cache) stores it at once and a killed run loses at most the batch in flight.
 
 ``LocalExecutor`` runs the models of a ``LoadedPool`` in this process. A distributed
-executor (one actor per model) or a server's request batcher implements the same two
+executor (one actor per model) or a server's request batcher implements the same three
 methods; the stages do not change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import Generation
 from agents.errors import SymoeError
@@ -23,13 +25,31 @@ from orchestrator.records import Job
 BatchDone = Callable[[list[Job]], None]
 
 
+class ExecutorConfig(BaseModel):
+    """Where batch work (``symoe eval``, ``symoe profile build``) runs (``executor:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, description="Ray cluster: auto or HOST:PORT; none starts a local one")
+    max_restarts: int = Field(default=2, ge=0, le=10, description="actor restarts per model after it dies")
+    batch_size: int = Field(default=4, ge=1, le=256, description="jobs per call to an actor")
+
+
 class Executor(Protocol):
+    #: True when different models' jobs may run at the same time (``execute`` then hands
+    #: each model its jobs from a thread of its own)
+    parallel: bool
+
     def run(self, model: str, jobs: list[Job], done: BatchDone) -> None:
         """Fill every job's generation (a failure is a ``Generation`` with ``error``), calling
         ``done`` with each finished batch."""
 
     def resident(self) -> list[str]:
         """Models already loaded (they run first, so nothing is reloaded)."""
+
+    def close(self) -> None:
+        """Free what the executor holds (actors, workers); the pool is the pipeline's."""
 
 
 class LocalExecutor:
@@ -39,12 +59,17 @@ class LocalExecutor:
     ``bench/batching.py``: a load per call).
     """
 
+    parallel = False  # one process, one memory budget: models run one after another
+
     def __init__(self, pool: LoadedPool, keep_loaded: bool = True) -> None:
         self.pool = pool
         self.keep_loaded = keep_loaded
 
     def resident(self) -> list[str]:
         return self.pool.loaded()
+
+    def close(self) -> None:
+        pass
 
     def run(self, model: str, jobs: list[Job], done: BatchDone) -> None:
         try:
@@ -55,9 +80,17 @@ class LocalExecutor:
             done(jobs)
             return
         size = max(1, backend.preferred_batch)
+        streamed = [job for job in jobs if job.on_text is not None]
+        batched = [job for job in jobs if job.on_text is None]
         try:
-            for lo in range(0, len(jobs), size):
-                batch = jobs[lo:lo + size]
+            for job in streamed:  # a caller reads this one as it is produced: it runs alone
+                try:
+                    job.generation = backend.generate_streaming(job.request, job.on_text)  # type: ignore[arg-type]
+                except SymoeError as exc:
+                    job.generation = Generation.failure(model, str(exc))
+                done([job])
+            for lo in range(0, len(batched), size):
+                batch = batched[lo:lo + size]
                 try:
                     generations = backend.generate([job.request for job in batch])
                 except SymoeError as exc:

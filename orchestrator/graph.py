@@ -27,6 +27,8 @@ class PipelineState(TypedDict, total=False):
 
 def build_graph(ctx: Pipeline) -> Any:
     def plan_node(state: PipelineState) -> dict[str, Any]:
+        if state.get("plans"):  # planned by the caller already (a server watching its plans)
+            return {"plans": state["plans"]}
         return {"plans": plan(ctx, state["queries"], state["methods"], state["seed"])}
 
     def on_plans(stage: Any) -> Any:
@@ -55,5 +57,13 @@ def run(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: in
     if not queries or not methods:
         return []
     state = build_graph(ctx).invoke({"queries": queries, "methods": methods,
-                          "seed": ctx.config.seed if seed is None else seed})
+                                     "seed": ctx.config.seed if seed is None else seed})
+    return list(state["plans"])
+
+
+def answer_plans(ctx: Pipeline, plans: list[Plan]) -> list[Plan]:
+    """The stages after planning, on plans the caller made (``pipeline.plan``) and holds."""
+    if not plans:
+        return []
+    state = build_graph(ctx).invoke({"queries": [], "methods": [], "seed": plans[0].seed, "plans": plans})
     return list(state["plans"])

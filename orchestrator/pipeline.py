@@ -16,7 +16,11 @@ chains the stages as a langgraph graph; ``run`` invokes it.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +34,7 @@ from agents.runtime import LoadedPool
 from orchestrator.aggregate import agreed_answer, majority, synthesis_request
 from orchestrator.answers import detect_format, expert_request, extract
 from orchestrator.config import SymoeConfig
-from orchestrator.executor import Executor, LocalExecutor
+from orchestrator.executor import BatchDone, Executor, LocalExecutor
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
 from orchestrator.methods import Assignment, MethodContext, MethodSpec
 from orchestrator.profiles import Profile, load_profile
@@ -73,9 +77,11 @@ class Plan(BaseModel):
     answer: str | None = None
     aggregator: str | None = None
     aggregated: bool = False
-    error: str | None = Field(None, description="every recruited expert failed, and the default expert too")
+    error: str | None = Field(default=None, description="every recruited expert failed, and the default expert too")
     steps: list[StepUsage] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    on_text: Callable[[str], None] | None = Field(default=None, exclude=True, repr=False,
+                                                 description="receives the final answer's text as it is produced")
 
     @property
     def skills(self) -> list[str]:
@@ -114,8 +120,10 @@ class Pipeline:
     def __init__(self, config: SymoeConfig, *, pool: LoadedPool | None = None, executor: Executor | None = None,
                  cache: GenerationCache | None = None, profile: Profile | None = None,
                  profile_path: Path | None = None, retriever: RetrieverLike | None = None,
-                 gate: GateModel | None = None, progress: StageReport | None = None, grouped: bool = True) -> None:
+                 gate: GateModel | None = None, progress: StageReport | None = None, grouped: bool = True,
+                 available: Callable[[], set[str]] | None = None) -> None:
         self.config = config
+        self.available = available  # experts that may be recruited now (a server's health); None: all
         self.pool = pool or LoadedPool(config.experts, config.home)
         self.executor: Executor = executor or LocalExecutor(self.pool)
         self.cache = cache
@@ -129,6 +137,7 @@ class Pipeline:
         self._retriever_opened = retriever is not None
         self._gate = gate
         self._matcher: SkillMatcher | None = None
+        self._lock = threading.RLock()  # the server runs several requests' stages at once
 
     # -- lazily loaded parts ------------------------------------------------------------
     @property
@@ -137,15 +146,17 @@ class Pipeline:
 
     @property
     def matcher(self) -> SkillMatcher:
-        if self._matcher is None:
-            self._matcher = SkillMatcher(self.config.embedding, self.config.skills.match_threshold)
-        return self._matcher
+        with self._lock:
+            if self._matcher is None:
+                self._matcher = SkillMatcher(self.config.embedding, self.config.skills.match_threshold)
+            return self._matcher
 
     @property
     def profile(self) -> Profile:
-        if self._profile is None:
-            self._profile, self.profile_path = load_profile(self.config, self.profile_path)
-        return self._profile
+        with self._lock:
+            if self._profile is None:
+                self._profile, self.profile_path = load_profile(self.config, self.profile_path)
+            return self._profile
 
     @property
     def loaded_profile(self) -> Profile | None:
@@ -154,12 +165,17 @@ class Pipeline:
 
     @property
     def gate_model(self) -> GateModel:
-        if self._gate is None:
-            self._gate = load_gate(self.config.retrieval.gate, self.config.home)
-        return self._gate
+        with self._lock:
+            if self._gate is None:
+                self._gate = load_gate(self.config.retrieval.gate, self.config.home)
+            return self._gate
 
     def retriever(self) -> tuple[RetrieverLike | None, str | None]:
         """The index (``retrieval.index``, else the built-in corpus index), or the reason there is none."""
+        with self._lock:
+            return self._open_retriever()
+
+    def _open_retriever(self) -> tuple[RetrieverLike | None, str | None]:
         if not self._retriever_opened:
             self._retriever_opened = True
             path = self.config.retrieval.index or default_index_dir(self.config.home)
@@ -190,51 +206,103 @@ def checked(generation: Generation) -> Generation:
 
 def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
     """Fill every job's generation: identical requests run once, cached ones are read, the
-    rest run grouped by model (resident models first), each finished batch stored at once."""
+    rest run grouped by model (resident models first), each finished batch stored at once.
+    Keys another live process has claimed in a shared cache are waited for, not redone."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         if job.generation is None:
-            groups.setdefault(request_key(ctx.spec(job.model), job.request), []).append(job)
-    todo: dict[str, list[str]] = {}
-    for key, same in groups.items():
-        cached = ctx.cache.get(key) if ctx.cache else None
-        if cached is not None:
-            for job in same:
+            same = groups.setdefault(request_key(ctx.spec(job.model), job.request), [])
+            # a job someone reads as it is produced runs for its group: it goes first
+            same.insert(0 if job.on_text is not None else len(same), job)
+    with ctx._lock:
+        ctx.stats.needed += len(groups)
+    per_model: dict[str, int] = {}
+    for same in groups.values():
+        per_model[same[0].model] = per_model.get(same[0].model, 0) + 1
+
+    def from_cache(keys: list[str]) -> list[str]:
+        """Fill the keys the cache holds; return those it does not."""
+        missing, found = [], Counter[str]()
+        for key in keys:
+            cached = ctx.cache.get(key) if ctx.cache else None
+            if cached is None:
+                missing.append(key)
+                continue
+            for job in groups[key]:
                 job.generation, job.cached = cached, True
-            ctx.stats.from_cache += 1
-        else:
-            todo.setdefault(same[0].model, []).append(key)
-    ctx.stats.needed += len(groups)
-    per_model = {m: sum(1 for k in groups if groups[k][0].model == m) for m in dict.fromkeys(
-        same[0].model for same in groups.values())}
-    for model, total in per_model.items():
-        if total - len(todo.get(model, [])):
-            ctx.progress(f"{stage}: {model}", total - len(todo.get(model, [])), total)
-    key_of = {id(groups[k][0]): k for keys in todo.values() for k in keys}
+                if job.on_text is not None and cached.text:
+                    job.on_text(cached.text)
+            found[groups[key][0].model] += 1
+        with ctx._lock:
+            ctx.stats.from_cache += sum(found.values())
+        for model, n in found.items():
+            ctx.progress(f"{stage}: {model}", n, per_model[model])
+        return missing
 
     def finished(batch: list[Job]) -> None:
-        for job in batch:
-            assert job.generation is not None
-            generation = checked(job.generation)
-            key = key_of[id(job)]
+        with ctx._lock:
+            for job in batch:
+                assert job.generation is not None
+                generation = checked(job.generation)
+                key = request_key(ctx.spec(job.model), job.request)
+                if ctx.cache is not None:
+                    ctx.cache.put(key, job.model, generation)
+                for other in groups[key]:
+                    other.generation = generation
+                ctx.stats.generated += 1
+                if not generation.ok:
+                    ctx.stats.failed += 1
+                    ctx.stats.failed_by_model[job.model] = ctx.stats.failed_by_model.get(job.model, 0) + 1
             if ctx.cache is not None:
-                ctx.cache.put(key, job.model, generation)
-            for other in groups[key]:
-                other.generation = generation
-            ctx.stats.generated += 1
-            if not generation.ok:
-                ctx.stats.failed += 1
-                ctx.stats.failed_by_model[job.model] = ctx.stats.failed_by_model.get(job.model, 0) + 1
+                ctx.cache.touch()
         if batch:
             ctx.progress(f"{stage}: {batch[0].model}", len(batch), per_model[batch[0].model])
 
+    waiting = from_cache(list(groups))
+    while waiting:
+        by_model: dict[str, list[str]] = {}
+        for key in waiting:
+            by_model.setdefault(groups[key][0].model, []).append(key)
+        resident = ctx.executor.resident()
+        order = sorted(by_model, key=lambda m: (m not in resident, list(by_model).index(m)))
+        # claim a model's keys just before running it, so a second process sharing the cache
+        # takes another model meanwhile (all at once for an executor that runs them side by side)
+        parts = [order] if getattr(ctx.executor, "parallel", False) else [[m] for m in order]
+        done: set[str] = set()
+        for models in parts:
+            claimed = {m: ctx.cache.claim(by_model[m]) if ctx.cache else by_model[m] for m in models}
+            held = [k for keys in claimed.values() for k in keys]
+            if not held:
+                continue
+            # another process may have stored some of them between our last look and the claim
+            missing = set(from_cache(held)) if ctx.cache else set(held)
+            todo = {m: [k for k in keys if k in missing] for m, keys in claimed.items()}
+            _dispatch(ctx, {m: keys for m, keys in todo.items() if keys}, groups, finished)
+            if ctx.cache is not None:
+                ctx.cache.release(held)
+            done.update(held)
+        waiting = [k for k in waiting if k not in done]
+        if waiting:  # claimed by another live process: its results arrive in the cache
+            if not done:
+                time.sleep(0.5)
+            waiting = from_cache(waiting)
+
+
+def _dispatch(ctx: Pipeline, todo: dict[str, list[str]], groups: dict[str, list[Job]], finished: BatchDone) -> None:
+    """Hand each model its jobs: resident models first; side by side where the executor allows;
+    one call per job, in order, when grouping is off (the naive baseline)."""
     resident = ctx.executor.resident()
-    order = sorted(todo, key=lambda m: (m not in resident, list(per_model).index(m)))
-    if ctx.grouped:
+    order = sorted(todo, key=lambda m: (m not in resident, list(todo).index(m)))
+    if ctx.grouped and getattr(ctx.executor, "parallel", False) and len(order) > 1:
+        with ThreadPoolExecutor(len(order)) as models:  # e.g. one Ray actor per model, side by side
+            for running in [models.submit(ctx.executor.run, m, [groups[k][0] for k in todo[m]], finished)
+                            for m in order]:
+                running.result()
+    elif ctx.grouped:
         for model in order:
             ctx.executor.run(model, [groups[k][0] for k in todo[model]], finished)
-    else:  # one call per job, in the order the jobs came (the naive baseline)
-        for key in [k for k in groups if any(k in keys for keys in todo.values())]:
+    else:
+        for key in [k for keys in todo.values() for k in keys]:
             ctx.executor.run(groups[key][0].model, [groups[key][0]], finished)
 
 
@@ -255,6 +323,9 @@ def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[
 def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: int) -> list[Plan]:
     """One plan per (method, query); annotation runs once per query, for methods that need it."""
     profile = ctx.profile if any(m.impl.needs_profile for m in methods) else ctx.loaded_profile  # fails fast
+    if profile is not None and ctx.available is not None:  # experts cooled down by a server are not recruited
+        healthy = ctx.available()
+        profile = profile.restricted([e for e in profile.experts if e in healthy] or list(profile.experts))
     needing = list({q.id: q for q in queries}.values()) if any(m.needs_skills for m in methods) else []
     annotations = annotate(ctx, needing, seed) if needing else {}
     mctx = MethodContext(config=ctx.config, profile=profile, seed=seed)
@@ -286,12 +357,19 @@ def gate(ctx: Pipeline, plans: list[Plan]) -> None:
             p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=False, reason=problem or "no index")
         return
     hits: dict[str, tuple[list[Hit], float]] = {}
-    for p in wanted:
-        if p.query.question not in hits:
-            start = time.perf_counter()
-            found = retriever.search(p.query.question, ctx.config.retrieval.top_k)
-            hits[p.query.question] = (found, time.perf_counter() - start)
-        p.search_seconds = hits[p.query.question][1]
+    try:
+        for p in wanted:
+            if p.query.question not in hits:
+                start = time.perf_counter()
+                found = retriever.search(p.query.question, ctx.config.retrieval.top_k)
+                hits[p.query.question] = (found, time.perf_counter() - start)
+            p.search_seconds = hits[p.query.question][1]
+    except SymoeError as exc:  # damage a search found: asked for explicitly, an error; else no retrieval
+        for p in wanted:
+            if p.method.retrieval == "always":
+                raise
+            p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=False, reason=str(exc))
+        return
     auto = [p for p in wanted if p.method.retrieval == "auto"]
     profile = ctx.loaded_profile
     for p in auto:
@@ -325,6 +403,8 @@ def answer(ctx: Pipeline, plans: list[Plan]) -> None:
         p.answer_jobs = [Job(model=s.expert, request=_with_history(
             expert_request(q.question, q.choices, p.format, p.context, s.temperature, s.seed, q.max_tokens), q))
             for s in p.assignment.slots]
+        if p.on_text is not None and len(p.answer_jobs) == 1:  # the sole slot's text is the answer
+            p.answer_jobs[0].on_text = p.on_text
     execute(ctx, [j for p in plans for j in p.answer_jobs], "experts")
 
 
@@ -334,7 +414,7 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     answers disagree, the aggregator synthesises; otherwise (or when the synthesis fails)
     the majority answer stands."""
     for p in plans:
-        p.answers = [_answer(p, s.expert, s.sample, s.temperature, j)
+        p.answers = [expert_answer(p, s.expert, s.sample, s.temperature, j)
                      for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)]
     for p in plans:
         if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
@@ -349,11 +429,11 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     execute(ctx, [p.fallback_job for p in lost if p.fallback_job], "fallback")
     for p in lost:
         assert p.fallback_job is not None
-        fallback = _answer(p, p.fallback_job.model, 0, 0.0, p.fallback_job)
+        fallback = expert_answer(p, p.fallback_job.model, 0, 0.0, p.fallback_job)
         p.answers.append(fallback.model_copy(update={"fallback": True}))
         if not fallback.ok:
-            first = next((a.error for a in p.answers if a.error), "")
-            p.error = f"every recruited expert failed and so did {fallback.expert!r}: {first}"
+            reason = next((a.error for a in p.answers if a.error), "")
+            p.error = f"every recruited expert failed and so did {fallback.expert!r}: {reason}"
     for p in plans:
         ok = [a for a in p.answers if a.ok]
         a = p.assignment
@@ -361,7 +441,8 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
                 and not (a.combine == "symoe" and agreed_answer(ok) is not None)):
             q = p.query
             p.synthesis_job = Job(model=a.aggregator, request=_with_history(
-                synthesis_request(q.question, q.choices, p.format, [x.text for x in ok], seed=p.seed), q))
+                synthesis_request(q.question, q.choices, p.format, [x.text for x in ok], seed=p.seed), q),
+                on_text=p.on_text)
     execute(ctx, [p.synthesis_job for p in plans if p.synthesis_job], "aggregate")
     for p in plans:
         synth = p.synthesis_job
@@ -406,7 +487,8 @@ def _step(name: str, jobs: list[Job]) -> StepUsage:
     return StepUsage(step=name, usage=Usage.total([j.usage for j in jobs]), cached=all(j.cached for j in jobs))
 
 
-def _answer(p: Plan, expert: str, sample: int, temperature: float, job: Job) -> ExpertAnswer:
+def expert_answer(p: Plan, expert: str, sample: int, temperature: float, job: Job) -> ExpertAnswer:
+    """A job's generation as an expert's answer in the plan's format."""
     generation = job.generation or Generation.failure(expert, "not run")
     q = p.query
     stated = extract(generation.text, p.format, len(q.choices), q.choices) if generation.ok else None

@@ -152,10 +152,13 @@ def read_profile(path: Path) -> Profile:
             raise ValueError("not a symoe profile")
         if data.get("version") != PROFILE_VERSION:
             raise ValueError(f"profile version {data.get('version')}, expected {PROFILE_VERSION}")
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except (ValueError, ValidationError, AttributeError) as exc:
         reason = str(exc).splitlines()[0][:120]
         raise ProfileError(f"profile file {path} is corrupt ({reason}); {BUILD_HINT}") from None
+    if not profile.experts:
+        raise ProfileError(f"profile file {path} profiles no experts (its `experts` is empty); {BUILD_HINT}")
+    return profile
 
 
 def load_profile(config: SymoeConfig, path: Path | None = None) -> tuple[Profile, Path]:
@@ -172,4 +175,8 @@ def load_profile(config: SymoeConfig, path: Path | None = None) -> tuple[Profile
         what = f"experts {', '.join(missing)} are not profiled" if missing else \
             f"experts {', '.join(changed)} have other model files"
         raise ProfileError(f"profile {chosen} was built for another pool ({what}); {BUILD_HINT}")
-    return profile.restricted(list(config.experts)), Path(chosen)
+    restricted = profile.restricted(list(config.experts))
+    if not restricted.experts:
+        raise ProfileError(f"profile {chosen} profiles none of the pool's experts ({', '.join(config.experts)}); "
+                           f"{BUILD_HINT}")
+    return restricted, Path(chosen)

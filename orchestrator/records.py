@@ -10,6 +10,7 @@ A ``Job`` carries its own result back (``generation``), as lm-evaluation-harness
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -48,12 +49,14 @@ class Query(BaseModel):
 
 
 class Job(BaseModel):
-    """One generation to run: which expert's model, what request; ``execute`` fills the rest."""
+    """One generation to run: which expert's model, what request; ``execute`` fills the rest.
+    ``on_text`` (never serialised) asks for the text piece by piece as it is produced."""
 
     model: str
     request: GenerationRequest
     generation: Generation | None = None
     cached: bool = False
+    on_text: Callable[[str], None] | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def done(self) -> bool:

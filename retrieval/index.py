@@ -11,6 +11,19 @@ This module owns the on-disk format and the two operations on it:
 * ``open_index(index_dir, embedding)`` -> ``Retriever``: ``search(query, k)`` returns typed
   ``Hit`` records, best first. An index built by another embedding model, a missing index
   or an inconsistent one is a ``SymoeError`` whose one line says which command fixes it.
+* ``check_index(index_dir)``: the health check of ``symoe index info`` (no model needed).
+
+Damage is found when an index is opened (for searching, for an incremental build or by
+``check_index``), before anything is written: ``index.faiss`` must load and hold
+``meta.chunks`` vectors of the model's dimensions; ``chunks.sqlite`` must pass ``PRAGMA
+quick_check``, hold exactly the chunk ids of ``index.faiss`` and no row with a column of the
+wrong type. Damage found later (a row that cannot be read back when a search touches it,
+e.g. text that is not UTF-8) is the same kind of error. Every sqlite and faiss failure
+becomes one ``SymoeError`` line: a damaged index says to rebuild it (``--rebuild``), a chunk
+store locked by a running build says to wait. A journal left by a build killed before its
+commit is rolled back when the index is next opened. ``--rebuild`` deletes the index files
+(and sqlite's journal files) whatever state they are in; so does a build into a folder
+without ``meta.json`` (what a first build killed part-way leaves).
 
 Layout of an index folder:
 
@@ -38,6 +51,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from agents.cache import sqlite_problem
 from agents.embedder import EmbeddingConfig, EmbeddingIdentity, embedding_identity, encode
 from agents.errors import SymoeError
 from agents.pool import sha256_file
@@ -58,7 +72,11 @@ INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.sqlite"
 META_FILE = "meta.json"
 DEFAULT_NAME = "corpus"
-
+CHUNK_COLUMNS = ("id", "file", "doc_id", "title", "source", "start", "end_", "line", "text")
+#: a chunk row that ``Hit`` could not hold (one SQL scan; invalid UTF-8 is found when a search reads it)
+GARBLED = ("typeof(file) != 'text' OR typeof(doc_id) != 'text' OR typeof(title) != 'text' OR "
+           "typeof(source) != 'text' OR typeof(text) != 'text' OR typeof(start) != 'integer' OR "
+           "typeof(end_) != 'integer' OR typeof(line) NOT IN ('integer', 'null')")
 
 
 class FileRecord(BaseModel):
@@ -131,6 +149,36 @@ def _check_model(index_dir: Path, meta: IndexMeta, current: EmbeddingIdentity) -
             f"`symoe index build PATH... --index {index_dir} --rebuild` (or `symoe index corpus --rebuild`)")
 
 
+def _rebuild_hint(index_dir: Path) -> str:
+    return f"rebuild it with `symoe index build PATH... --index {index_dir} --rebuild`"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _store_error(index_dir: Path, exc: sqlite3.Error) -> SymoeError:
+    """One line for an SQLite failure of the chunk store, saying what to do about it."""
+    path = index_dir / CHUNKS_FILE
+    kind = sqlite_problem(exc)
+    if kind == "locked":
+        return SymoeError(f"the chunk store {path} is locked by another process ({_one_line(exc)}); wait for "
+                          "the running `symoe index build` to finish and try again")
+    if kind == "readonly" and "ROLLBACK" in (getattr(exc, "sqlite_errorname", None) or ""):
+        return SymoeError(f"the chunk store {path} has an unfinished write to roll back ({path.name}-journal, "
+                          f"left by an interrupted build) and {index_dir} is read-only; make it writable and "
+                          "try again")
+    if kind == "readonly":
+        return SymoeError(f"the chunk store {path} is read-only ({_one_line(exc)}); make {index_dir} writable")
+    if kind == "full":
+        return SymoeError(f"the disk holding {path} is full ({_one_line(exc)}); free some space and build again")
+    if kind == "cantopen":
+        return SymoeError(f"cannot open the chunk store {path} ({_one_line(exc)}); check that {index_dir} "
+                          f"is readable, or {_rebuild_hint(index_dir)}")
+    return SymoeError(f"index {index_dir} is damaged: its chunk store {path.name} is unreadable "
+                      f"({_one_line(exc)}); {_rebuild_hint(index_dir)}")
+
+
 def _faiss() -> Any:
     import faiss
 
@@ -138,8 +186,9 @@ def _faiss() -> Any:
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """The chunk store; sqlite errors are the caller's to turn into ``_store_error``."""
     if readonly:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, file TEXT NOT NULL, "
                "doc_id TEXT, title TEXT, source TEXT, start INTEGER, end_ INTEGER, line INTEGER, "
@@ -179,24 +228,37 @@ class Retriever:
                 for srow, irow in zip(scores, ids, strict=True)]
 
     def _rows(self, ids: list[int]) -> dict[int, tuple[Any, ...]]:
-        db = _connect(self.index_dir / CHUNKS_FILE, readonly=True)
+        """The chunk rows of ``ids``; a missing row is a damaged index (one ``SymoeError`` line)."""
         try:
-            out: dict[int, tuple[Any, ...]] = {}
-            for start in range(0, len(ids), 500):
-                part = ids[start:start + 500]
-                marks = ",".join("?" * len(part))
-                for row in db.execute(f"SELECT id, file, doc_id, title, source, start, end_, line, text "
-                                      f"FROM chunks WHERE id IN ({marks})", part):
-                    out[int(row[0])] = row
-            return out
-        finally:
-            db.close()
+            db = _connect(self.index_dir / CHUNKS_FILE, readonly=True)
+            try:
+                out: dict[int, tuple[Any, ...]] = {}
+                for start in range(0, len(ids), 500):
+                    part = ids[start:start + 500]
+                    marks = ",".join("?" * len(part))
+                    for row in db.execute(f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks WHERE id IN ({marks})",
+                                          part):
+                        out[int(row[0])] = row
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise _store_error(self.index_dir, exc) from None
+        missing = [i for i in ids if i not in out]
+        if missing:
+            raise SymoeError(f"index {self.index_dir} is damaged: {len(missing)} chunk id(s) of {INDEX_FILE} "
+                             f"have no row in {CHUNKS_FILE} (first: {missing[0]}); {_rebuild_hint(self.index_dir)}")
+        return out
 
-    @staticmethod
-    def _hit(row: tuple[Any, ...], score: float) -> Hit:
+    def _hit(self, row: tuple[Any, ...], score: float) -> Hit:
         chunk_id, file, doc_id, title, source, start, end, line, text = row
-        return Hit(chunk_id=chunk_id, score=score, text=text, source=source, title=title, doc_id=doc_id,
-                   file=file, start=start, end=end, line=line)
+        try:
+            return Hit(chunk_id=chunk_id, score=score, text=text, source=source, title=title, doc_id=doc_id,
+                       file=file, start=start, end=end, line=line)
+        except ValidationError as exc:
+            field = ".".join(str(x) for x in exc.errors()[0]["loc"])
+            raise SymoeError(f"index {self.index_dir} is damaged: row {chunk_id} of {CHUNKS_FILE} is garbled "
+                             f"(its {field} is {exc.errors()[0]['msg'].lower()}); "
+                             f"{_rebuild_hint(self.index_dir)}") from None
 
 
 def open_index(index_dir: Path, embedding: EmbeddingConfig) -> Retriever:
@@ -204,24 +266,90 @@ def open_index(index_dir: Path, embedding: EmbeddingConfig) -> Retriever:
     index_dir = Path(index_dir).expanduser()
     meta = read_meta(index_dir)
     _check_model(index_dir, meta, embedding_identity(embedding))
-    index = _load_faiss(index_dir, meta)
+    index = _load(index_dir, meta)
     return Retriever(index_dir, meta, index, embedding)
 
 
-def _load_faiss(index_dir: Path, meta: IndexMeta) -> Any:
+def check_index(index_dir: Path) -> IndexMeta:
+    """The metadata of a healthy index; a damaged one is a one-line ``SymoeError`` (``symoe index info``).
+
+    The same checks as opening it for a search, without the embedding model: ``index.faiss``
+    loads and agrees with ``meta.json``, ``chunks.sqlite`` passes ``quick_check``, holds
+    exactly the chunk ids of ``index.faiss`` and no garbled row.
+    """
+    index_dir = Path(index_dir).expanduser()
+    meta = read_meta(index_dir)
+    _load(index_dir, meta)
+    return meta
+
+
+def _load(index_dir: Path, meta: IndexMeta) -> Any:
+    """The faiss index of a folder, after checking it and the chunk store against the metadata."""
     faiss = _faiss()
     path = index_dir / INDEX_FILE
-    rebuild = f"rebuild it with `symoe index build PATH... --index {index_dir} --rebuild`"
-    if not path.exists() or not (index_dir / CHUNKS_FILE).exists():
+    rebuild = _rebuild_hint(index_dir)
+    if not path.is_file() or not (index_dir / CHUNKS_FILE).is_file():
         raise SymoeError(f"index {index_dir} is incomplete (no {path.name} or {CHUNKS_FILE}); {rebuild}")
     try:
         index = faiss.read_index(str(path))
-    except RuntimeError:
-        raise SymoeError(f"{path} is not a readable faiss index; {rebuild}") from None
+    except (RuntimeError, MemoryError, ValueError):
+        raise SymoeError(f"index {index_dir} is damaged: {path.name} is not a readable faiss index; "
+                         f"{rebuild}") from None
     if index.ntotal != meta.chunks or index.d != meta.embedding.dims:
         raise SymoeError(f"index {index_dir} is inconsistent ({index.ntotal} vectors of {index.d} dims, "
                          f"metadata says {meta.chunks} of {meta.embedding.dims}); {rebuild}")
+    _roll_back_unfinished_write(index_dir)
+    id_map = getattr(index, "id_map", None)
+    if id_map is None:
+        raise SymoeError(f"index {index_dir} is damaged: {path.name} has no chunk ids; {rebuild}")
+    _check_store(index_dir, meta, np.sort(faiss.vector_to_array(id_map).astype(np.int64)))
     return index
+
+
+def _roll_back_unfinished_write(index_dir: Path) -> None:
+    """A build killed before its commit leaves ``chunks.sqlite-journal``: a read-only
+    connection cannot roll it back (``SQLITE_READONLY_ROLLBACK``), a read-write one does, on
+    its first read. Without a journal there is nothing to do."""
+    if not (index_dir / f"{CHUNKS_FILE}-journal").exists():
+        return
+    try:
+        db = _connect(index_dir / CHUNKS_FILE)
+        db.close()
+    except sqlite3.Error as exc:
+        raise _store_error(index_dir, exc) from None
+
+
+def _check_store(index_dir: Path, meta: IndexMeta, vector_ids: np.ndarray) -> None:
+    """``chunks.sqlite`` passes ``quick_check``, holds one well-typed row for each id of ``index.faiss``."""
+    rebuild = _rebuild_hint(index_dir)
+    try:
+        db = _connect(index_dir / CHUNKS_FILE, readonly=True)
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise SymoeError(f"index {index_dir} is damaged: its chunk store {CHUNKS_FILE} is corrupt "
+                                 f"({' '.join(' '.join(problems).split())[:160]}); {rebuild}")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(chunks)")}
+            if not set(CHUNK_COLUMNS) <= columns:
+                raise SymoeError(f"index {index_dir} is damaged: its chunk store {CHUNKS_FILE} has no chunks "
+                                 f"table; {rebuild}")
+            rows = np.fromiter((row[0] for row in db.execute("SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
+            garbled = db.execute(f"SELECT id FROM chunks WHERE {GARBLED} LIMIT 1").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _store_error(index_dir, exc) from None
+    if len(rows) != meta.chunks or sum(f.chunks for f in meta.files.values()) != meta.chunks:
+        raise SymoeError(f"index {index_dir} is inconsistent: {CHUNKS_FILE} holds {len(rows)} chunks, "
+                         f"{INDEX_FILE} {len(vector_ids)} and {META_FILE} says {meta.chunks}; {rebuild}")
+    if garbled is not None:
+        raise SymoeError(f"index {index_dir} is damaged: row {garbled[0]} of {CHUNKS_FILE} is garbled (a column "
+                         f"of the wrong type); {rebuild}")
+    if not np.array_equal(rows, vector_ids):
+        lost = np.setdiff1d(vector_ids, rows)
+        first = f" (first: {int(lost[0])})" if len(lost) else ""
+        raise SymoeError(f"index {index_dir} is damaged: {len(lost) or 'some'} chunk id(s) of {INDEX_FILE} have "
+                         f"no row in {CHUNKS_FILE}{first}; {rebuild}")
 
 
 # ---------------------------------------------------------------- building
@@ -270,14 +398,13 @@ def build_index(paths: list[Path], index_dir: Path, embedding: EmbeddingConfig, 
     faiss = _faiss()
 
     exists = (index_dir / META_FILE).exists()
-    if rebuild and exists:
-        for name in (INDEX_FILE, CHUNKS_FILE, META_FILE):
-            (index_dir / name).unlink(missing_ok=True)
+    if rebuild or not exists:  # without metadata, what is left is an unfinished first build
+        _remove_index_files(index_dir)
         exists = False
     if exists:
         meta = read_meta(index_dir)
         _check_model(index_dir, meta, current)
-        index = _load_faiss(index_dir, meta)
+        index = _load(index_dir, meta)
     else:
         meta = IndexMeta(embedding=current)
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(current.dims))
@@ -326,6 +453,33 @@ def build_index(paths: list[Path], index_dir: Path, embedding: EmbeddingConfig, 
                      progress=(lambda n: progress("embedding chunks", n, total)) if progress else None)
 
     index_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _write(index_dir, index, meta, fresh, report, vectors)
+    except sqlite3.Error as exc:
+        raise _store_error(index_dir, exc) from None
+    report.chunks_added = total
+    report.chunks_total = meta.chunks
+    report.seconds = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _remove_index_files(index_dir: Path) -> None:
+    """Delete an index's files, with sqlite's journals: a journal left beside a new chunk store
+    would be rolled back into it."""
+    for name in (INDEX_FILE, CHUNKS_FILE, META_FILE):
+        for suffix in ("", "-journal", "-wal", "-shm", ".tmp"):
+            try:
+                (index_dir / f"{name}{suffix}").unlink(missing_ok=True)
+            except IsADirectoryError:
+                raise SymoeError(f"{index_dir / (name + suffix)} is a folder; move it out of the index folder "
+                                 f"{index_dir}") from None
+
+
+def _write(index_dir: Path, index: Any, meta: IndexMeta, fresh: dict[str, tuple[FileRecord, list[Chunk]]],
+           report: BuildReport, vectors: np.ndarray) -> None:
+    """Apply a build to disk: the chunk rows, then the vectors and metadata (written aside, then renamed)."""
+    faiss = _faiss()
+    total = len(vectors)
     db = _connect(index_dir / CHUNKS_FILE)
     try:
         stale = [*report.removed, *(k for k in fresh if k in meta.files)]
@@ -359,7 +513,3 @@ def build_index(paths: list[Path], index_dir: Path, embedding: EmbeddingConfig, 
         os.replace(tmp_meta, index_dir / META_FILE)
     finally:
         db.close()
-    report.chunks_added = total
-    report.chunks_total = meta.chunks
-    report.seconds = round(time.perf_counter() - started, 2)
-    return report

@@ -11,8 +11,8 @@ class SkillsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     annotator: str | None = None  # the expert that names skills; default: default_expert
-    samples: int = Field(5, ge=1, le=32, description="annotation samples per query (self-consistency)")
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    min_votes: int = Field(2, ge=1)
-    max_keyword_chars: int = Field(30, ge=1)
-    match_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    samples: int = Field(default=5, ge=1, le=32, description="annotation samples per query (self-consistency)")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    min_votes: int = Field(default=2, ge=1, le=32, description="votes a skill needs (at most samples are counted)")
+    max_keyword_chars: int = Field(default=30, ge=1, le=1000)
+    match_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)

@@ -70,3 +70,32 @@ def test_custom_method_example(tmp_path: Path) -> None:
                                                                                      "smollm2-135m, gemma3-270m")
     assert "cheap_pair: " in out and "% on 6 questions" in out
     assert (tmp_path / "runs" / "example-cheap-pair" / "generations.sqlite").exists()
+
+
+@pytest.mark.real
+def test_langgraph_agent_example_on_the_chat_model(tmp_path: Path) -> None:
+    out = run_example("agent.py", tmp_path)
+    lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert lines["answer"].strip() == "391", out
+    assert "qwen-coder" in lines["experts"] and lines["check"].split("|")[0].strip() in ("yes", "no")
+
+
+@pytest.mark.real
+def test_chat_model_sync_async_stream_with_the_routing_record() -> None:
+    import asyncio
+
+    from orchestrator.chat_model import SymoeChatModel
+
+    llm = SymoeChatModel()
+    try:
+        reply = llm.invoke("What is 17 * 23?")
+        record = reply.response_metadata["symoe"]
+        assert "391" in str(reply.content) and record["answer"] == "391" and record["experts"]
+        assert reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0
+        later = asyncio.run(llm.ainvoke("What is 17 * 23?"))
+        assert later.response_metadata["symoe"]["answer"] == "391"
+        chunks = list(llm.stream("What is the capital of France?"))
+        assert "Paris" in "".join(str(c.content) for c in chunks)
+        assert chunks[-1].response_metadata["symoe"]["experts"]
+    finally:
+        llm.close()

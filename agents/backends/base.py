@@ -11,6 +11,7 @@ import abc
 import gc
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -173,6 +174,25 @@ class Backend(abc.ABC):
                 f"backend {self.name} returned {len(results)} results for {len(requests)} requests"
             )
         return results
+
+    def generate_streaming(self, request: GenerationRequest, on_text: Callable[[str], None]) -> Generation:
+        """Generate one request, calling ``on_text(piece)`` with the text as it is produced.
+
+        Engines that can stream override ``_stream``; the default produces the whole text at
+        once (one piece), so every backend can serve a streaming caller.
+        """
+        if not self._loaded:
+            self.load()
+        if self.thread_safe:
+            return self._stream(request, on_text)
+        with self._lock:
+            return self._stream(request, on_text)
+
+    def _stream(self, request: GenerationRequest, on_text: Callable[[str], None]) -> Generation:
+        generation = self._generate([request])[0]
+        if generation.ok and generation.text:
+            on_text(generation.text)
+        return generation
 
     def __enter__(self) -> Backend:
         self.load()

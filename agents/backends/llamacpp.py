@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,45 @@ class LlamaCppBackend(Backend):
                         seconds=time.perf_counter() - start),
             finish_reason=out["choices"][0].get("finish_reason"),
         )
+
+    def _stream(self, request: GenerationRequest, on_text: Callable[[str], None]) -> Generation:
+        """Chat or completion with ``stream=True``: each new piece of text goes to ``on_text``."""
+        if request.logprobs:
+            return super()._stream(request, on_text)
+        start = time.perf_counter()
+        params: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature,
+                                  "top_p": request.top_p, "stop": request.stop or None,
+                                  "seed": request.seed if request.seed is not None else 0, "stream": True}
+        if request.temperature == 0:
+            params["top_k"] = 1
+        pieces: list[str] = []
+        finish = None
+        try:
+            self._llm.reset()
+            if self.spec.chat_template:
+                chunks = self._llm.create_chat_completion(messages=[m.model_dump() for m in request.messages],
+                                                          **params)
+            else:
+                params["stop"] = [*request.stop, *COMPLETION_STOPS]
+                chunks = self._llm.create_completion(completion_prompt(request.messages), **params)
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                piece = (choice.get("delta") or {}).get("content") if self.spec.chat_template else choice.get("text")
+                if piece:
+                    if not pieces:
+                        piece = piece.lstrip()
+                    pieces.append(piece)
+                    if piece:
+                        on_text(piece)
+                finish = choice.get("finish_reason") or finish
+        except (ValueError, RuntimeError) as exc:
+            return Generation.failure(self.spec.name, f"llama.cpp: {exc}", time.perf_counter() - start)
+        text = "".join(pieces)
+        prompt_tokens = len(self._prompt_tokens(request))
+        completion_tokens = len(self._llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+        return Generation(text=text.strip(), model=self.spec.name, finish_reason=finish,
+                          usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                      seconds=time.perf_counter() - start))
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The prompt tokens exactly as ``create_chat_completion``/``create_completion`` build them."""

@@ -26,6 +26,7 @@ losing the query.
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import random
 import threading
@@ -39,6 +40,9 @@ import httpx
 from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
+
+log = logging.getLogger("symoe.openai")
+SLOW_S = 5.0  # waits this long (a slow or hung server) are reported as they happen
 
 if TYPE_CHECKING:
     from agents.pool import ExpertSpec
@@ -245,9 +249,11 @@ class OpenAIBackend(Backend):
         cap = self._param("backoff_max_s", 30.0)
         retry_after_cap = self._param("retry_after_max_s", 60.0)
         for n in range(retries + 1):
+            began = time.monotonic()
             try:
                 return attempt()
             except _Retryable as exc:
+                waited = time.monotonic() - began
                 if n == retries:
                     raise
                 if exc.wait is not None:
@@ -257,6 +263,9 @@ class OpenAIBackend(Backend):
                     delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter
                 with self._stats_lock:
                     self.waits.append(delay)
+                if waited >= SLOW_S or delay >= SLOW_S:  # a quick refusal is not worth a note; a hang is
+                    log.warning("waiting for %s (expert %s): %s after %.0f s; retry %d of %d in %.1f s",
+                                self.base_url, self.spec.name, exc, waited, n + 1, retries, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 

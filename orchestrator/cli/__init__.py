@@ -1,19 +1,23 @@
 """The ``symoe`` command line: the composition root, one module per command group.
 
-    symoe ask | models | config | profile | data | eval | index | compose
+    symoe ask | models | config | profile | data | eval | index | compose | serve | lm-eval
 
 Each module is a thin typer layer over the library (``orchestrator.api``, ``eval``,
 ``retrieval``, ``agents.audio``); nothing imports this package. Every ``SymoeError`` is one
-``error:`` line on stderr and exit status 2; Ctrl-C says what was kept and exits 130.
+``error:`` line on stderr and exit status 2 (as is bad usage, and an argument that is not
+UTF-8); Ctrl-C says what was kept and exits 130.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import typer
 
 from agents.errors import SymoeError
-from orchestrator.cli import ask, compose, configure, data, evaluation, index, models, profile
-from orchestrator.cli.common import err, fail
+from orchestrator.cli import ask, compose, configure, data, evaluation, harness, index, models, profile, serve
+from orchestrator.cli.common import check_argv, err, fail
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="symoe: answer questions with a team of expert LLMs.")
@@ -25,13 +29,29 @@ app.add_typer(data.app, name="data")
 app.command("eval")(evaluation.eval_command)
 app.add_typer(index.app, name="index")
 app.command("compose")(compose.compose_command)
+app.command("serve")(serve.serve_command)
+app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                         "help_option_names": []})(harness.lm_eval_command)
 
 INTERRUPTED = ("interrupted: every finished generation is kept in the generation cache; "
                "run the same command again to continue where it stopped")
 
 
+def show_waits() -> None:
+    """What symoe waits for (a slow server's retries) goes to stderr as ``note:`` lines."""
+    logger = logging.getLogger("symoe")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("note: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main() -> None:
+    show_waits()
     try:
+        check_argv(sys.argv[1:])
         code = app(standalone_mode=False)
     except SymoeError as exc:
         fail(str(exc))

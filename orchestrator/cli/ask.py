@@ -9,12 +9,13 @@ import typer
 from rich.table import Table
 
 from agents.errors import SymoeError
-from orchestrator.api import Symoe
-from orchestrator.cli.common import ConfigOpt, config_from, err, out, read_question
-from orchestrator.config import MAX_K
+from orchestrator.api import Symoe, make_query
+from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, out, read_question
+from orchestrator.config import MAX_K, MAX_SEED
 from orchestrator.records import RETRIEVAL_MODES, AskResult
 
 FORMATS = ("choice", "number", "text")
+MAX_TOKENS = 8192  # as orchestrator.api.make_query checks
 
 
 def ask(
@@ -27,10 +28,12 @@ def ask(
     k: Annotated[int | None, typer.Option("-k", help=f"recruit exactly k expert slots (1-{MAX_K})")] = None,
     answer_format: Annotated[str | None, typer.Option("--format", help="choice, number or text (default: detected)")
                              ] = None,
-    seed: Annotated[int | None, typer.Option(help="seed for routing and sampling")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="cap on each expert's answer in tokens (1-8192; "
-                                                   "default: by answer format)", min=1, max=8192)] = None,
+    seed: Annotated[int | None, typer.Option(help=f"seed for routing and sampling (0-{MAX_SEED})")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help=f"cap on each expert's answer in tokens (1-{MAX_TOKENS}; "
+                                                   "default: by answer format)")] = None,
     profile: Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON to route with")] = None,
+    deadline: Annotated[float, typer.Option(help="give up after this many seconds, saying what it waited for")
+                        ] = 900.0,
     config: ConfigOpt = None,
 ) -> None:
     """Answer a question: route it to the best-suited experts (or one, with --model)."""
@@ -40,11 +43,15 @@ def ask(
         raise SymoeError(f"-k must be from 1 to {MAX_K}, not {k}")
     if answer_format is not None and answer_format not in FORMATS:
         raise SymoeError(f"--format must be choice, number or text, not {answer_format!r}")
+    check_range("--max-tokens", max_tokens, 1, MAX_TOKENS)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--deadline", deadline, 1, 86400, " (seconds)")
     cfg = config_from(config)
     text = read_question(question)
+    make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
     with Symoe(cfg, profile=profile) as symoe:
         result = symoe.ask(text, method=method, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
-                           format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]
+                           format=answer_format, max_tokens=max_tokens, deadline_s=deadline)  # type: ignore[arg-type]
     if as_json:
         out.print_json(result.model_dump_json())
         return

@@ -15,7 +15,8 @@ from agents.errors import SymoeError
 from agents.progress import stage_bars
 from orchestrator.config import SymoeConfig, load_config
 
-__all__ = ["ConfigOpt", "config_from", "err", "fail", "out", "read_question", "stage_bars"]
+__all__ = ["ConfigOpt", "check_argv", "check_range", "config_from", "err", "fail", "one_line", "out", "read_question",
+           "stage_bars"]
 
 out = Console()
 err = Console(stderr=True)
@@ -34,14 +35,69 @@ def read_question(question: str) -> str:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SymoeError(f"standard input is not valid UTF-8 (byte {exc.start}); send UTF-8 text") from None
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise SymoeError(f"standard input is not valid UTF-8 (line {line}, byte {exc.start}); "
+                             "send UTF-8 text") from None
     try:
         question.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SymoeError("the question is not valid UTF-8; pass UTF-8 text") from None
+    except UnicodeEncodeError as exc:
+        raise SymoeError(f"the question argument is not valid UTF-8 (byte {_byte_offset(question, exc.start)}); "
+                         "pass UTF-8 text") from None
     return question
+
+
+def _byte_offset(text: str, index: int) -> int:
+    """Byte offset of character ``index`` in the bytes the OS gave (undecodable bytes are surrogates)."""
+    return len(text[:index].encode("utf-8", "surrogateescape"))
+
+
+def check_argv(argv: list[str]) -> None:
+    """Every command-line argument must be UTF-8: one line naming the first that is not."""
+    for position, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raise SymoeError(f"argument {position} ({raw!r}) is not valid UTF-8 (byte "
+                             f"{_byte_offset(arg, exc.start)}); pass UTF-8 text") from None
+
+
+def check_range(option: str, value: float | None, low: float, high: float | None = None, unit: str = "") -> None:
+    """Refuse an option value outside [low, high] (or below ``low``) in one line that gives the range."""
+    if value is None:
+        return
+    finite = value == value and value not in (float("inf"), float("-inf"))
+    if finite and value >= low and (high is None or value <= high):
+        return
+    allowed = f"from {_number(low)} to {_number(high)}" if high is not None else f"at least {_number(low)}"
+    raise SymoeError(f"{option} must be {allowed}{unit}, not {value}")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def one_line(message: str) -> str:
+    """``message`` on one printable line: line breaks, control characters and undecodable bytes escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
 
 
 def fail(message: str) -> None:
     """Print one ``error:`` line."""
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"error: {one_line(message)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="where batch work runs: local or ray "
+                                                 "(default: the config's executor.kind)")]
+RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster: auto or HOST:PORT "
+                                                   "(default: start a local one)")]
+
+
+def with_executor(cfg: SymoeConfig, executor: str | None, ray_address: str | None) -> SymoeConfig:
+    """The config with ``--executor`` / ``--ray-address`` applied (checked: one line if wrong)."""
+    if executor is not None and executor not in ("local", "ray"):
+        raise SymoeError(f"--executor must be local or ray, not {executor!r}")
+    updates = {k: v for k, v in {"kind": executor, "address": ray_address}.items() if v is not None}
+    if ray_address is not None and "kind" not in updates:
+        updates["kind"] = "ray"
+    return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=updates)}) if updates else cfg

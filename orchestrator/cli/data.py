@@ -15,8 +15,10 @@ from rich.table import Table
 
 from agents.errors import SymoeError
 from eval import datasets
+from eval.lm_eval_task import write_task
 from orchestrator.answers import LETTERS
-from orchestrator.cli.common import ConfigOpt, config_from, err, out
+from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, out
+from orchestrator.config import MAX_SEED
 
 app = typer.Typer(no_args_is_help=True, help="Benchmark tasks: list, prepare and show questions.")
 
@@ -79,6 +81,8 @@ def data_show(
     config: ConfigOpt = None,
 ) -> None:
     """Print a few questions of one split (a stratified sample, the same for the same seed)."""
+    check_range("--limit", limit, 1)
+    check_range("--seed", seed, 0, MAX_SEED)
     home = _home(config)
     questions = datasets.load_split(task, split, home, limit=limit, seed=seed)
     if not questions:
@@ -95,3 +99,23 @@ def data_show(
             out.print(f"  {letter}. {choice}", markup=False, highlight=False)
         also = f"  (also: {', '.join(q.aliases)})" if q.aliases else ""
         out.print(f"answer: {q.answer}{also}", markup=False, highlight=False)
+
+
+@app.command("lm-eval")
+def data_lm_eval(
+    task: Annotated[str, typer.Argument(help="task name, or a JSONL file in the common format")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the task's YAML and JSONL")] = Path(
+        "lm-eval-tasks"),
+    split: Annotated[str, typer.Option(help="validation or test")] = "test",
+    limit: Annotated[int | None, typer.Option(help="how many questions (default: the whole split)")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a task for lm-evaluation-harness (offline data: YAML + JSONL for --include_path)."""
+    check_range("--limit", limit, 1, None)
+    check_range("--seed", seed, 0, MAX_SEED)
+    path, n = write_task(task, output, _home(config), split=split, limit=limit, seed=seed)
+    if not n:
+        raise SymoeError(f"task {task!r} has no questions in the {split} split")
+    out.print(f"{path} ({n} questions): lm_eval --include_path {output} --tasks {path.stem} ...", markup=False,
+              highlight=False, soft_wrap=True)

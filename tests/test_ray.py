@@ -1,0 +1,120 @@
+"""The Ray executor: the same ``symoe eval`` with ``--executor local`` and ``--executor ray``
+(a local 2-CPU Ray cluster, one actor per model) gives identical answers; a SIGKILLed actor
+is replaced and the run finishes with the same results, no finished generation redone; no
+Ray or an unreachable cluster is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from test_eval_resume import stored
+
+from eval.datasets import load_split
+from orchestrator.config import load_config
+from orchestrator.profiles import ExpertProfile, Profile, SkillCount, save_profile
+from orchestrator.provenance import pool_digest
+
+SYMOE = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two small real experts (SmolLM2, Gemma base) with a profile, and 12 ARC test questions."""
+    root = tmp_path_factory.mktemp("ray")
+    task = root / "arc12.jsonl"
+    task.write_text("".join(q.model_dump_json() + "\n" for q in load_split("arc_challenge", "test", limit=12, seed=1)))
+    config = root / "config.yaml"
+    config.write_text("default_expert: smollm2-135m\nexperts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
+                      f"router:\n  profile: {root / 'profile.json'}\nretrieval:\n  mode: never\n")
+    counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=5, wrong=5)}
+    save_profile(Profile(pool=pool_digest(load_config(config)), annotator="smollm2-135m",
+                         experts={n: ExpertProfile(skills={"science reasoning": c}, tasks={"arc_challenge": c})
+                                  for n, c in counts.items()},
+                         aggregators={n: ExpertProfile(tasks={"arc_challenge": c}) for n, c in counts.items()}),
+                 root / "profile.json")
+    return config, task
+
+
+def eval_args(config: Path, task: Path, out: Path, *extra: str) -> list[str]:
+    return [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,symoe:k2-distinct",
+            "--output", str(out), "--log-samples", *extra]
+
+
+def answers(out: Path) -> dict[tuple[str, str], str | None]:
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return {(r["method"], r["question_id"]): r["answer"] for r in rows}
+
+
+def test_without_ray_the_executor_says_what_to_install(small, tmp_path: Path) -> None:
+    config, task = small
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    env = {**os.environ, "PYTHONPATH": f"{shadow.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(eval_args(config, task, tmp_path / "out", "--executor", "ray"), capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert "pip install 'symoe[ray]'" in one_error_line(proc)
+
+
+def test_an_unreachable_cluster_is_one_line(small, tmp_path: Path) -> None:
+    config, task = small
+    port = free_port()
+    start = time.monotonic()
+    proc = subprocess.run(eval_args(config, task, tmp_path / "out", "--executor", "ray", "--ray-address",
+                                    f"127.0.0.1:{port}"), capture_output=True, text=True, timeout=300)
+    line = one_error_line(proc)
+    assert f"127.0.0.1:{port}" in line and "ray start --head" in line and time.monotonic() - start < 120
+
+
+@pytest.mark.real
+def test_local_and_ray_give_the_same_answers_one_load_per_actor(small, tmp_path: Path) -> None:
+    config, task = small
+    for kind in ("local", "ray"):
+        proc = subprocess.run(eval_args(config, task, tmp_path / kind, "--executor", kind), capture_output=True,
+                              text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert answers(tmp_path / "ray") == answers(tmp_path / "local")
+    stats = json.loads((tmp_path / "ray" / "results.json").read_text())["stats"]
+    assert sorted(stats["loads"]) == ["gemma3-270m", "smollm2-135m"], stats["loads"]  # one actor, one load each
+    assert stats["generated"] == stats["generations_needed"]
+
+
+def actor_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "ray::ModelActor"], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+@pytest.mark.real
+def test_a_killed_actor_is_replaced_and_nothing_finished_is_redone(small, tmp_path: Path) -> None:
+    config, task = small
+    whole = tmp_path / "whole"
+    assert subprocess.run(eval_args(config, task, whole), capture_output=True, timeout=1800).returncode == 0
+    needed = json.loads((whole / "results.json").read_text())["stats"]["generations_needed"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(eval_args(config, task, out, "--executor", "ray"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 900
+    while (stored(out) < needed // 3 or not actor_pids()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before an actor could be killed"
+    victims = actor_pids()
+    os.kill(victims[0], signal.SIGKILL)
+    assert proc.wait(timeout=1800) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    stats = json.loads((out / "results.json").read_text())["stats"]
+    assert stats["generated"] == needed, "a finished generation was computed twice, or one was lost"
+    assert answers(out) == answers(whole)
