@@ -91,7 +91,7 @@ class GenerationCache:
         self.hits = 0
         self.misses = 0
         self.stored = 0
-        self.bad_rows = 0
+        self._bad_keys: set[str] = set()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -164,12 +164,17 @@ class GenerationCache:
         if row is not None:
             gen = self._parse(row[0])
             if gen is None:
-                self.bad_rows += 1
+                self._bad_keys.add(key)  # a key looked up twice (before and after a claim) counts once
             else:
                 self.hits += 1
                 return gen
         self.misses += 1
         return None
+
+    @property
+    def bad_rows(self) -> int:
+        """How many distinct stored rows could not be read back (and were generated again)."""
+        return len(self._bad_keys)
 
     @staticmethod
     def _parse(raw: bytes | None) -> Generation | None:

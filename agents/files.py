@@ -7,12 +7,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from agents.errors import SymoeError
+
+UMASK = os.umask(0o022)  # read once (umask can only be read by setting it)
+os.umask(UMASK)
+
+
+class WriteError(SymoeError):
+    """A file could not be written (a full disk, a size limit, no permission)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {path} ({reason}); the previous version, if any, is unchanged")
 
 
 @contextlib.contextmanager
@@ -21,6 +33,7 @@ def atomic_open(path: Path, mode: str = "w", **kwargs: object) -> Iterator[IO]: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # the mode a plain open() would give, not mkstemp's 0600
         with os.fdopen(fd, mode, **kwargs) as handle:  # type: ignore[call-overload]
             yield handle
             handle.flush()
@@ -29,8 +42,7 @@ def atomic_open(path: Path, mode: str = "w", **kwargs: object) -> Iterator[IO]: 
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise SymoeError(f"cannot write {path} ({exc.strerror or exc}); the previous version, if any, "
-                         "is unchanged") from None
+        raise WriteError(path, str(exc.strerror or exc)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -80,3 +92,24 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing the file releases the lock
+
+
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A hidden folder beside ``folder``'s files to write a set of files into; when the block
+    ends without error every file is renamed into ``folder`` (renames need no space), so the
+    set is replaced together or not at all. On failure the staging folder is removed and
+    ``folder`` is unchanged; a write error is one ``SymoeError`` line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        try:
+            yield stage
+        except (OSError, WriteError) as exc:
+            reason = exc.reason if isinstance(exc, WriteError) else str(exc.strerror or exc)
+            raise SymoeError(f"cannot write the reports into {folder} ({reason}); the previous reports, if any, "
+                             "are unchanged") from None
+        for item in sorted(stage.iterdir()):
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

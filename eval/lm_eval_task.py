@@ -16,7 +16,7 @@ import yaml
 
 from agents.files import write_text
 from eval.datasets import load_split
-from orchestrator.answers import format_question
+from orchestrator.answers import MAX_TOKENS, format_question
 
 NUMBER = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
 LETTER = r"\b([A-Z])\b"
@@ -40,7 +40,9 @@ def write_task(task: str, folder: Path, home: Path, split: str = "test", limit: 
         "test_split": "test",
         "doc_to_text": "Question: {{question}}\nAnswer:",
         "doc_to_target": "{{answer}}",
-        "generation_kwargs": {"until": ["Question:"], "do_sample": False, "temperature": 0.0},
+        # symoe's own cap for the answer's format (lm-eval's default, 256, cuts GSM8K reasoning short)
+        "generation_kwargs": {"until": ["Question:"], "do_sample": False, "temperature": 0.0,
+                              "max_gen_toks": MAX_TOKENS["choice" if choice else "number"]},
         "num_fewshot": 0,
         "filter_list": [{"name": "last-answer", "filter": [
             {"function": "regex", "group_select": -1, "regex_pattern": LETTER if choice else NUMBER},

@@ -1,6 +1,6 @@
 """Reports of an evaluation run: results JSON, a markdown table (methods x tasks), a
-per-subject CSV, samples JSONL and PNG plots. Every file records what made it, and every
-file is written whole or not at all (``agents.files``)."""
+per-subject CSV, samples JSONL and PNG plots. Every file records what made it; the set is
+written whole or not at all (``agents.files.staged``)."""
 
 from __future__ import annotations
 
@@ -10,35 +10,37 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents.files import atomic_open, write_bytes, write_text
+from agents.files import atomic_open, staged, write_bytes, write_text
 from eval.runner import RunStats, SampleResult, summarise
 
 
 def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, meta: dict[str, Any],
                   log_samples: bool) -> dict[str, Path]:
-    output.mkdir(parents=True, exist_ok=True)
+    """Every report, written into a staging folder and renamed into ``output`` together: a full
+    disk or a kill while writing leaves the previous reports as they were."""
     summary = summarise(samples)
-    files = {"results": output / "results.json", "table": output / "results.md",
-             "subjects": output / "per_subject.csv", "plot": output / "accuracy_by_method.png",
-             "subject_plot": output / "per_subject.png"}
-    write_text(files["results"], json.dumps({**meta, "stats": stats.model_dump(), **summary}, indent=1,
-                                            default=str))
-    write_text(files["table"], markdown_table(summary, stats))
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["method", "task/subject", "n", "accuracy"])
-    for method, rows in summary["per_subject"].items():
-        for subject, row in sorted(rows.items()):
-            writer.writerow([method, subject, row["n"], row["accuracy"]])
-    write_text(files["subjects"], table.getvalue())
+    names = {"results": "results.json", "table": "results.md", "subjects": "per_subject.csv",
+             "plot": "accuracy_by_method.png", "subject_plot": "per_subject.png"}
     if log_samples:
-        files["samples"] = output / "samples.jsonl"
-        with atomic_open(files["samples"], "w", encoding="utf-8") as handle:
-            for s in samples:
-                handle.write(s.model_dump_json() + "\n")
-    plot_accuracy(summary, files["plot"])
-    plot_subjects(summary, files["subject_plot"])
-    return files
+        names["samples"] = "samples.jsonl"
+    with staged(output) as stage:
+        write_text(stage / names["results"], json.dumps({**meta, "stats": stats.model_dump(), **summary}, indent=1,
+                                                        default=str))
+        write_text(stage / names["table"], markdown_table(summary, stats))
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["method", "task/subject", "n", "accuracy"])
+        for method, rows in summary["per_subject"].items():
+            for subject, row in sorted(rows.items()):
+                writer.writerow([method, subject, row["n"], row["accuracy"]])
+        write_text(stage / names["subjects"], table.getvalue())
+        if log_samples:
+            with atomic_open(stage / names["samples"], "w", encoding="utf-8") as handle:
+                for s in samples:
+                    handle.write(s.model_dump_json() + "\n")
+        plot_accuracy(summary, stage / names["plot"])
+        plot_subjects(summary, stage / names["subject_plot"])
+    return {kind: output / name for kind, name in names.items()}
 
 
 def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> str:

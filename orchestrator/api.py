@@ -136,6 +136,12 @@ class Symoe:
         return [ask_result(p, seconds, self.pipeline) for p in plans]
 
 
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """The text before the first of the stop sequences (OpenAI's ``stop``, lm-eval's ``until``)."""
+    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return text[:min(ends)] if ends else text
+
+
 def make_query(question: str, choices: list[str] | None = None, format: AnswerFormat | None = None,
                task: str | None = None, max_tokens: int | None = None) -> Query:
     """A checked ``Query``: inline 'A) ...' options become choices."""

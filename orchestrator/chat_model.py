@@ -81,11 +81,13 @@ class SymoeChatModel(BaseChatModel):
         query = conversation_query(turns, self.max_tokens)
         return query.model_copy(update={"format": answer_format}) if answer_format else query
 
-    def _message(self, result: AskResult, cls: type[AIMessage] = AIMessage) -> AIMessage:
-        return cls(content=result.text, response_metadata={"symoe": routing_record(result), "model_name": "symoe"},
-                   usage_metadata={"input_tokens": result.usage.prompt_tokens,
+    @staticmethod
+    def _metadata(result: AskResult) -> dict[str, Any]:
+        """The routing record and token counts a reply (or a stream's last chunk) carries."""
+        return {"response_metadata": {"symoe": routing_record(result), "model_name": "symoe"},
+                "usage_metadata": {"input_tokens": result.usage.prompt_tokens,
                                    "output_tokens": result.usage.completion_tokens,
-                                   "total_tokens": result.usage.total_tokens})
+                                   "total_tokens": result.usage.total_tokens}}
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
@@ -94,7 +96,8 @@ class SymoeChatModel(BaseChatModel):
             result = symoe.ask_many([self._query(messages, kwargs.get("answer_format"))], method=self.strategy)[0]
         if result.error:
             raise RuntimeError(result.error)
-        return ChatResult(generations=[ChatGeneration(message=self._message(result))])
+        reply = AIMessage(content=result.text, **self._metadata(result))
+        return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
@@ -123,7 +126,7 @@ class SymoeChatModel(BaseChatModel):
             else:
                 result: AskResult = item
                 rest = result.text[len(sent.strip()):] if result.text.startswith(sent.strip()) else ""
-                last = self._message(result, AIMessageChunk)  # type: ignore[arg-type]
-                last.content = rest
-                yield ChatGenerationChunk(message=last)  # type: ignore[arg-type]
+                # marked last, else langchain-core appends an empty last chunk of its own
+                yield ChatGenerationChunk(message=AIMessageChunk(content=rest, chunk_position="last",
+                                                                 **self._metadata(result)))
                 return

@@ -22,7 +22,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from agents.errors import SymoeError
-from orchestrator.api import Symoe
+from orchestrator.api import Symoe, cut_at_stop
 from orchestrator.config import load_config
 from orchestrator.records import Query
 
@@ -32,13 +32,18 @@ NO_LOGLIKELIHOOD = ("the symoe model answers by generation only (a routed team h
 
 @register_model("symoe")
 class SymoeLM(LM):
-    """``--model symoe --model_args strategy=NAME,config=PATH,batch_size=N``."""
+    """``--model symoe --model_args strategy=NAME,config=PATH,batch_size=N,max_gen_toks=N``.
+
+    A request without ``max_gen_toks`` gets ``max_gen_toks`` tokens (256, lm-eval's default
+    for its API models), and the text ends before the first ``until`` string, as lm-eval's
+    ``local-chat-completions`` against ``symoe serve`` would get it: the two score the same."""
 
     def __init__(self, strategy: str = "symoe", config: str | None = None, batch_size: int | str = 64,
-                 **_: Any) -> None:
+                 max_gen_toks: int | str = 256, **_: Any) -> None:
         super().__init__()
         self.strategy = strategy
         self.batch = max(1, int(batch_size))
+        self.max_gen_toks = int(max_gen_toks)
         self.symoe = Symoe(load_config(config))
         self.symoe.method(strategy)  # an unknown strategy fails here, in one line
 
@@ -46,13 +51,15 @@ class SymoeLM(LM):
         out: list[str] = []
         for lo in range(0, len(requests), self.batch):
             part = requests[lo:lo + self.batch]
-            queries = []
+            queries, stops = [], []
             for request in part:
                 context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
-                cap = gen_kwargs.get("max_gen_toks")
-                queries.append(Query(question=str(context).strip(), max_tokens=int(cap) if cap else None))
+                until = gen_kwargs.get("until") or []
+                stops.append([until] if isinstance(until, str) else list(until))
+                queries.append(Query(question=str(context).strip(),
+                                     max_tokens=int(gen_kwargs.get("max_gen_toks") or self.max_gen_toks)))
             results = self.symoe.ask_many(queries, method=self.strategy)
-            out.extend(r.text for r in results)
+            out.extend(cut_at_stop(r.text, s) for r, s in zip(results, stops, strict=True))
         return out
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -81,14 +81,24 @@ def test_an_unreachable_cluster_is_one_line(small, tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in line and "ray start --head" in line and time.monotonic() - start < 120
 
 
-@pytest.mark.real
-def test_local_and_ray_give_the_same_answers_one_load_per_actor(small, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def local_run(small, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: the same eval with the local executor (run once for both Ray tests)."""
     config, task = small
-    for kind in ("local", "ray"):
-        proc = subprocess.run(eval_args(config, task, tmp_path / kind, "--executor", kind), capture_output=True,
-                              text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    assert answers(tmp_path / "ray") == answers(tmp_path / "local")
+    out = tmp_path_factory.mktemp("local") / "out"
+    proc = subprocess.run(eval_args(config, task, out, "--executor", "local"), capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.real
+def test_local_and_ray_give_the_same_answers_one_load_per_actor(small, local_run: Path, tmp_path: Path) -> None:
+    config, task = small
+    proc = subprocess.run(eval_args(config, task, tmp_path / "ray", "--executor", "ray"), capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert answers(tmp_path / "ray") == answers(local_run)
     stats = json.loads((tmp_path / "ray" / "results.json").read_text())["stats"]
     assert sorted(stats["loads"]) == ["gemma3-270m", "smollm2-135m"], stats["loads"]  # one actor, one load each
     assert stats["generated"] == stats["generations_needed"]
@@ -100,11 +110,9 @@ def actor_pids() -> list[int]:
 
 
 @pytest.mark.real
-def test_a_killed_actor_is_replaced_and_nothing_finished_is_redone(small, tmp_path: Path) -> None:
+def test_a_killed_actor_is_replaced_and_nothing_finished_is_redone(small, local_run: Path, tmp_path: Path) -> None:
     config, task = small
-    whole = tmp_path / "whole"
-    assert subprocess.run(eval_args(config, task, whole), capture_output=True, timeout=1800).returncode == 0
-    needed = json.loads((whole / "results.json").read_text())["stats"]["generations_needed"]
+    needed = json.loads((local_run / "results.json").read_text())["stats"]["generations_needed"]
     out = tmp_path / "killed"
     proc = subprocess.Popen(eval_args(config, task, out, "--executor", "ray"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -112,9 +120,8 @@ def test_a_killed_actor_is_replaced_and_nothing_finished_is_redone(small, tmp_pa
     while (stored(out) < needed // 3 or not actor_pids()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "the run finished before an actor could be killed"
-    victims = actor_pids()
-    os.kill(victims[0], signal.SIGKILL)
+    os.kill(actor_pids()[0], signal.SIGKILL)
     assert proc.wait(timeout=1800) == 0, proc.stderr.read()  # type: ignore[union-attr]
     stats = json.loads((out / "results.json").read_text())["stats"]
     assert stats["generated"] == needed, "a finished generation was computed twice, or one was lost"
-    assert answers(out) == answers(whole)
+    assert answers(out) == answers(local_run)

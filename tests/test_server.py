@@ -117,6 +117,22 @@ def test_streaming_chunks_join_to_the_answer_and_the_last_carries_the_record(ser
     assert last.choices[0].finish_reason == "stop" and last.model_extra["symoe"]["answer"] == "391"  # type: ignore[index]
 
 
+def test_stop_sequences_end_the_text_streamed_or_not(server: Running) -> None:
+    """OpenAI's ``stop`` (lm-eval sends its ``until`` there): the text ends before the first one."""
+    ask = {"model": "alpha", "messages": [{"role": "user", "content": "What is 17 * 23?"}]}
+    whole = client(server).chat.completions.create(**ask)  # type: ignore[call-overload]
+    assert whole.choices[0].message.content == "17 * 23 = 391\nAnswer: 391"
+    cut = client(server).chat.completions.create(**ask, stop=["\nAnswer", "zzz"])  # type: ignore[call-overload]
+    assert cut.choices[0].message.content == "17 * 23 = 391"
+    assert client(server).completions.create(model="alpha", prompt="What is 17 * 23?", stop="=").choices[0].text \
+        == "17 * 23 "
+    chunks = list(client(server).chat.completions.create(**ask, stream=True, stop="\nAnswer"))  # type: ignore
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "17 * 23 = 391"
+    assert chunks[-1].model_extra["symoe"]["answer"] == "391"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="at most 4"):
+        client(server).chat.completions.create(**ask, stop=list("abcde"))  # type: ignore[call-overload]
+
+
 @pytest.mark.parametrize(("body", "status", "what"), [
     ({"model": "gpt-17", "messages": [{"role": "user", "content": "hi"}]}, 404, "unknown model"),
     ({"model": "symoe", "messages": []}, 400, "messages"),

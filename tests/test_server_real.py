@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,8 +71,10 @@ def test_models_routed_chat_streaming_single_expert_and_completions(served) -> N
     assert record["answer"] == "391" and record["experts"] and record["skills"], record
     assert routed.usage is not None and routed.usage.completion_tokens > 0
 
-    chunks = list(client.chat.completions.create(
-        model="symoe", stream=True, messages=[{"role": "user", "content": "What is the capital of France?"}]))
+    # a question no cache holds (a cached answer arrives as one piece): the tokens stream as produced
+    fresh = f"What is the capital of France? (request {uuid.uuid4().hex[:8]})"
+    chunks = list(client.chat.completions.create(model="symoe", stream=True,
+                                                 messages=[{"role": "user", "content": fresh}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "Paris" in text and len(chunks) > 3, text
     last = chunks[-1].model_extra["symoe"]  # type: ignore[index]

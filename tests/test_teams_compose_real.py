@@ -62,7 +62,7 @@ def test_compose_storm_storyboard(tmp_path: Path, pool_home: Path) -> None:
 
 def test_llm_planner_on_the_text_brief(pool_home: Path) -> None:
     from agents.audio.brief import load_brief
-    from agents.audio.compose import backend_llm
+    from agents.audio.compose import backend_llm, traced
     from agents.audio.plan import AudioPlanner
     from agents.runtime import LoadedPool
     from agents.teams import Context, TimelineCritic
@@ -71,7 +71,7 @@ def test_llm_planner_on_the_text_brief(pool_home: Path) -> None:
     cfg = load_config()
     pool = LoadedPool(cfg.experts, cfg.home)
     ctx = Context(workdir=pool_home)
-    ctx.llm = backend_llm(lambda: pool.get(cfg.default_expert), 0, ctx.trace)
+    ctx.llm = traced(backend_llm(lambda: pool.get(cfg.default_expert), 0), ctx.trace)
     try:
         plan = AudioPlanner().plan(load_brief(str(ROOT / "examples" / "brief_harbour.txt")), [], ctx)
     finally:

@@ -17,7 +17,7 @@ import typer
 
 from agents.errors import SymoeError
 from orchestrator.cli import ask, compose, configure, data, evaluation, harness, index, models, profile, serve
-from orchestrator.cli.common import check_argv, err, fail
+from orchestrator.cli.common import check_argv, fail
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="symoe: answer questions with a team of expert LLMs.")
@@ -59,8 +59,7 @@ def main() -> None:
     except typer.Exit as exc:  # --help and friends
         raise SystemExit(exc.exit_code) from None
     except (KeyboardInterrupt, typer.Abort):
-        err.print(INTERRUPTED, markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(130) from None
+        code = 130
     except typer.TyperException as exc:  # bad usage: one line saying what to fix
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
@@ -70,6 +69,10 @@ def main() -> None:
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         fail(" ".join(message.split()) + hint)
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    if code == 130:  # Ctrl-C: typer turns the KeyboardInterrupt of a command into exit code 130
+        # a plain write: the interrupt may have landed inside a rich print, leaving its buffer held
+        sys.stderr.write(f"{INTERRUPTED}\n")
+        sys.stderr.flush()
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestrator.api import cut_at_stop
 from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
 from orchestrator.server.service import Outcome, Service
 
@@ -158,13 +159,13 @@ def create_app(service: Service) -> FastAPI:
         query = service.chat_query(body)
         if body.stream:
             return stream(service, metrics, body.model, lambda on_text: service.answer(query, method, body.seed,
-                                                                                        on_text))
+                                                                                        on_text), body.stops)
         metrics.in_flight.inc()
         try:
             outcome = await asyncio.to_thread(service.answer, query, method, body.seed)
         finally:
             metrics.in_flight.dec()
-        return JSONResponse(service.chat_completion(body.model, outcome).model_dump(exclude_none=True))
+        return JSONResponse(service.chat_completion(body.model, outcome, body.stops).model_dump(exclude_none=True))
 
     @app.post("/v1/completions", response_model=None)
     async def complete(body: CompletionRequest) -> Any:
@@ -177,15 +178,15 @@ def create_app(service: Service) -> FastAPI:
             outcome = await asyncio.to_thread(service.answer, query, method, body.seed)
         finally:
             metrics.in_flight.dec()
-        return JSONResponse(service.completion(body.model, outcome).model_dump(exclude_none=True))
+        return JSONResponse(service.completion(body.model, outcome, body.stops).model_dump(exclude_none=True))
 
     return app
 
 
-def stream(service: Service, metrics: Metrics, model: str,
-           answer: Callable[[Callable[[str], None]], Outcome]) -> EventSourceResponse:
-    """Server-sent events: the answer's text as it is produced, then a last chunk with the
-    finish reason, usage and the ``symoe`` record, then ``[DONE]``."""
+def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Callable[[str], None]], Outcome],
+           stops: list[str] | None = None) -> EventSourceResponse:
+    """Server-sent events: the answer's text as it is produced (up to the first stop sequence),
+    then a last chunk with the finish reason, usage and the ``symoe`` record, then ``[DONE]``."""
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
 
@@ -204,20 +205,26 @@ def stream(service: Service, metrics: Metrics, model: str,
 
     async def events() -> AsyncIterator[str]:
         threading.Thread(target=produce, daemon=True).start()
-        sent = ""
+        sent, stopped = "", False
         yield service.chunk(cid, model, None, first=True).model_dump_json(exclude_none=True)  # the role, as OpenAI
         while True:
             kind, item = await asyncio.to_thread(pieces.get)
             if kind == "text":
-                sent += item
-                yield service.chunk(cid, model, item).model_dump_json(exclude_none=True)
+                if stopped:
+                    continue
+                kept = cut_at_stop(sent + item, stops or [])[len(sent):]
+                stopped = len(kept) < len(item)
+                if kept:
+                    sent += kept
+                    yield service.chunk(cid, model, kept).model_dump_json(exclude_none=True)
             elif kind == "error":
                 yield json.dumps(item.body())
                 break
             else:
                 outcome: Outcome = item
-                final, said = outcome.text, sent.strip()
-                rest = final[len(said):] if final.startswith(said) else ("\n" + final if said else final)
+                final, said = cut_at_stop(outcome.text, stops or []), sent.strip()
+                rest = final[len(said):] if final.startswith(said) else \
+                    "" if stopped else ("\n" + final if said else final)
                 if rest:
                     yield service.chunk(cid, model, rest).model_dump_json(exclude_none=True)
                 yield service.chunk(cid, model, None, outcome).model_dump_json(exclude_none=True)

@@ -60,6 +60,18 @@ class _Common(BaseModel):
     n: int = Field(1, ge=1)
     seed: int | None = None
     user: str | None = None
+    stop: str | list[str] | None = Field(None, description="the returned text ends before the first of these")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return stop
+
+    @property
+    def stops(self) -> list[str]:
+        return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop or []) if s]
 
     @field_validator("n")
     @classmethod

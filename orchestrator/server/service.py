@@ -32,7 +32,7 @@ from agents.errors import SymoeError
 from agents.prompts import strip_reasoning
 from agents.runtime import LoadedPool, available_memory
 from orchestrator.aggregate import majority
-from orchestrator.api import check_fits, conversation_query
+from orchestrator.api import check_fits, conversation_query, cut_at_stop
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import LocalExecutor
 from orchestrator.graph import answer_plans
@@ -204,16 +204,17 @@ class Service:
         return CompletionUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                                total_tokens=u.total_tokens)
 
-    def chat_completion(self, model: str, outcome: Outcome) -> ChatCompletion:
+    def chat_completion(self, model: str, outcome: Outcome, stops: list[str] | None = None) -> ChatCompletion:
         return ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex[:24]}", object="chat.completion", created=int(time.time()), model=model,
-            choices=[Choice(index=0, finish_reason="stop",
-                            message=ChatCompletionMessage(role="assistant", content=outcome.text))],
+            choices=[Choice(index=0, finish_reason="stop", message=ChatCompletionMessage(
+                role="assistant", content=cut_at_stop(outcome.text, stops or [])))],
             usage=self.usage(outcome), symoe=self.record(outcome))  # type: ignore[call-arg]
 
-    def completion(self, model: str, outcome: Outcome) -> Completion:
+    def completion(self, model: str, outcome: Outcome, stops: list[str] | None = None) -> Completion:
+        text = cut_at_stop(outcome.text, stops or [])
         return Completion(id=f"cmpl-{uuid.uuid4().hex[:24]}", object="text_completion", created=int(time.time()),
-                          model=model, choices=[CompletionChoice(index=0, text=outcome.text, finish_reason="stop")],
+                          model=model, choices=[CompletionChoice(index=0, text=text, finish_reason="stop")],
                           usage=self.usage(outcome), symoe=self.record(outcome))  # type: ignore[call-arg]
 
     def chunk(self, cid: str, model: str, piece: str | None, outcome: Outcome | None = None,
