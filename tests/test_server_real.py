@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import free_port
+from conftest import free_port, stop_process
 
 pytestmark = pytest.mark.real
 
@@ -42,13 +42,7 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tupl
         time.sleep(0.5)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+stop = stop_process
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api import cut_at_stop
+from orchestrator.methods import MethodSpec
+from orchestrator.records import Query
 from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
 from orchestrator.server.service import Outcome, Service
 
@@ -153,6 +155,14 @@ def create_app(service: Service) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
+    async def answered(query: Query, method: MethodSpec, seed: int | None) -> Outcome:
+        """The pipeline's answer, run off the event loop, counted in flight meanwhile."""
+        metrics.in_flight.inc()
+        try:
+            return await asyncio.to_thread(service.answer, query, method, seed)
+        finally:
+            metrics.in_flight.dec()
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> Any:
         method = service.method_for(body.model)
@@ -160,11 +170,7 @@ def create_app(service: Service) -> FastAPI:
         if body.stream:
             return stream(service, metrics, body.model, lambda on_text: service.answer(query, method, body.seed,
                                                                                         on_text), body.stops)
-        metrics.in_flight.inc()
-        try:
-            outcome = await asyncio.to_thread(service.answer, query, method, body.seed)
-        finally:
-            metrics.in_flight.dec()
+        outcome = await answered(query, method, body.seed)
         return JSONResponse(service.chat_completion(body.model, outcome, body.stops).model_dump(exclude_none=True))
 
     @app.post("/v1/completions", response_model=None)
@@ -173,11 +179,7 @@ def create_app(service: Service) -> FastAPI:
         query = service.completion_query(body)
         if body.stream:
             raise ApiError(400, "stream is supported on /v1/chat/completions only", param="stream")
-        metrics.in_flight.inc()
-        try:
-            outcome = await asyncio.to_thread(service.answer, query, method, body.seed)
-        finally:
-            metrics.in_flight.dec()
+        outcome = await answered(query, method, body.seed)
         return JSONResponse(service.completion(body.model, outcome, body.stops).model_dump(exclude_none=True))
 
     return app
