@@ -139,20 +139,16 @@ class GenerationCache:
         kind = sqlite_problem(exc)
         if kind == "damaged":
             return self._damaged(str(exc))
-        if kind == "locked":
-            return CacheError(f"the generation cache {self.path} is locked by another process ({exc}); wait "
-                              "for the other run to finish, or give this one another cache file")
-        if kind == "readonly":
-            return CacheError(f"the generation cache {self.path} is read-only ({exc}); make it writable or "
-                              "give another cache file")
-        if kind == "cantopen":
-            return CacheError(f"cannot open the generation cache {self.path} ({exc}); check that its folder "
-                              "exists and is writable, or give another cache file")
-        if kind == "full":
-            return CacheError(f"the disk holding the generation cache {self.path} is full ({exc}); free "
-                              "some space and run again: what finished is kept")
-        return CacheError(f"the generation cache {self.path} cannot be used ({exc}); if this persists, move "
-                          f"it aside (mv {self.path} {self.path}.bad) and run again")
+        what = {
+            "locked": "is locked by another process ({exc}); wait for the other run to finish, or give this one "
+                      "another cache file",
+            "readonly": "is read-only ({exc}); make it writable or give another cache file",
+            "cantopen": "cannot be opened ({exc}); check that its folder exists and is writable, or give another "
+                        "cache file",
+            "full": "cannot be written: the disk is full ({exc}); free some space and run again: what finished "
+                    "is kept",
+        }.get(kind, "cannot be used ({exc}); if this persists, move it aside (mv {path} {path}.bad) and run again")
+        return CacheError(f"the generation cache {self.path} " + what.format(exc=exc, path=self.path))
 
     def get(self, key: str) -> Generation | None:
         try:
