@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agents.backends import ChatMessage
@@ -136,8 +136,10 @@ class Symoe:
         return [ask_result(p, seconds, self.pipeline) for p in plans]
 
 
-def cut_at_stop(text: str, stops: list[str]) -> str:
-    """The text before the first of the stop sequences (OpenAI's ``stop``, lm-eval's ``until``)."""
+def cut_at_stop(text: str, stop: str | Sequence[str] | None) -> str:
+    """The text before the first stop sequence: OpenAI's ``stop`` or lm-eval's ``until``, each
+    one string or a list of them (empty strings and None stop nothing)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
     ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return text[:min(ends)] if ends else text
 

@@ -54,8 +54,7 @@ class SymoeLM(LM):
             queries, stops = [], []
             for request in part:
                 context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
-                until = gen_kwargs.get("until") or []
-                stops.append([until] if isinstance(until, str) else list(until))
+                stops.append(gen_kwargs.get("until"))
                 queries.append(Query(question=str(context).strip(),
                                      max_tokens=int(gen_kwargs.get("max_gen_toks") or self.max_gen_toks)))
             results = self.symoe.ask_many(queries, method=self.strategy)

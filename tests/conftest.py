@@ -106,6 +106,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str, beside: tuple[str, ...] = ()) -> str:
+    """The single ``error:`` line of a failed command (exit 2, no traceback), holding every
+    ``expected`` text. Blank stderr lines, and lines holding one of ``beside`` (``note:`` lines,
+    progress lines where stderr is not a terminal), may stand beside it."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not any(b in line for b in beside)]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
 def stop_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``."""
     proc.terminate()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from agents.backends.base import Generation
 from agents.cache import CacheError, GenerationCache
@@ -40,16 +41,6 @@ ONLY_SMOLLM = ("default_expert: smollm2-135m\n"
 def symoe(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*SYMOE, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """The single ``error:`` line of a failed command (exit 2, no traceback), holding ``expected``."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr and len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-2000:]
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
 
 
 def digest(path: Path) -> str:

@@ -62,4 +62,4 @@ def test_lm_eval_against_the_server_and_through_the_symoe_model(tmp_path: Path) 
     assert through.returncode == 0, through.stderr[-3000:]
     a, b = scores(tmp_path / "served", "symoe_gsm8k"), scores(tmp_path / "model", "symoe_gsm8k")
     assert a["exact_match,last-answer"] == b["exact_match,last-answer"]
-    assert a["exact_match,last-answer"] > 0, a  # it answers (0.2 seen here with 320 tokens)
+    assert a["exact_match,last-answer"] >= 0.2, a

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from agents.errors import SymoeError
 from agents.files import exclusive_lock
@@ -114,14 +115,6 @@ def leftovers(home: Path, name: str) -> list[str]:
 def symoe(*args: str, home: Path | str, pythonpath: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
                           env=_env(SYMOE_HOME=str(home), PYTHONPATH=pythonpath, **env), cwd=ROOT, timeout=600)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 # --------------------------------------------------------------- a tiny parts package

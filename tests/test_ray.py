@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, one_error_line
 from test_eval_resume import stored
 
 from eval.datasets import load_split
@@ -23,13 +23,6 @@ from orchestrator.profiles import ExpertProfile, Profile, SkillCount, save_profi
 from orchestrator.provenance import pool_digest
 
 SYMOE = [sys.executable, "-m", "orchestrator.cli"]
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

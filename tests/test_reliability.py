@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 from test_eval_resume import small_setup, stored  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
 
 from agents.backends import Generation
@@ -24,15 +25,7 @@ from eval.datasets import load_split
 from orchestrator.pipeline import checked
 
 SYMOE = [sys.executable, "-m", "orchestrator.cli"]
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str], *, notes: bool = False) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if not (notes and line.startswith("note: "))
-             and " elapsed, ETA " not in line]  # progress lines (stderr is not a terminal here)
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
+PROGRESS = (" elapsed, ETA ",)  # progress lines, printed plainly where stderr is not a terminal
 
 
 def test_an_empty_generation_is_a_failure() -> None:
@@ -43,7 +36,7 @@ def test_an_empty_generation_is_a_failure() -> None:
 def test_a_question_longer_than_every_context_is_refused_before_any_model(tmp_path: Path) -> None:
     start = time.monotonic()
     proc = subprocess.run([*SYMOE, "ask", "word " * 20000], capture_output=True, text=True, timeout=300)
-    line = one_error_line(proc)
+    line = one_error_line(proc, beside=PROGRESS)
     assert "tokens, longer than any expert's context" in line and "2048" in line
     assert time.monotonic() - start < 60
 
@@ -52,7 +45,7 @@ def test_a_question_longer_than_every_context_is_refused_before_any_model(tmp_pa
 def test_index_names_that_leave_the_home_are_refused(name: str, tmp_path: Path) -> None:
     proc = subprocess.run([*SYMOE, "index", "build", str(tmp_path), "--name", name], capture_output=True, text=True,
                           env={**os.environ, "SYMOE_HOME": str(tmp_path / "home")}, timeout=300)
-    assert "plain folder name" in one_error_line(proc)
+    assert "plain folder name" in one_error_line(proc, beside=PROGRESS)
     assert not (tmp_path / "x").exists() and not list((tmp_path / "home").glob("**/index.faiss"))
 
 
@@ -61,7 +54,7 @@ def test_retrieval_always_without_an_index_is_an_error(tmp_path: Path) -> None:
     config.write_text(f"retrieval:\n  index: {tmp_path / 'no-index'}\n")
     proc = subprocess.run([*SYMOE, "ask", "-c", str(config), "--retrieval", "always", "Who wrote Hamlet?"],
                           capture_output=True, text=True, timeout=600)
-    line = one_error_line(proc)
+    line = one_error_line(proc, beside=PROGRESS)
     assert "retrieval was asked for" in line and "no-index" in line
 
 
@@ -77,7 +70,7 @@ def test_a_method_whose_every_generation_failed_is_not_a_result(tmp_path: Path) 
                     '{"id": "q2", "question": "3+3?", "choices": ["6", "7"], "answer": "A", "split": "test"}\n')
     proc = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single:dead",
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
-    line = one_error_line(proc)
+    line = one_error_line(proc, beside=PROGRESS)
     assert "no generation of single:dead succeeded" in line
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| single:dead |" in table and table.split("| single:dead |")[1].split("\n")[0].strip().endswith("| 2 |")
@@ -114,7 +107,7 @@ def test_a_hung_server_is_reported_and_the_deadline_ends_the_ask(tmp_path: Path)
         took = time.monotonic() - start
     finally:
         sock.close()
-    line = one_error_line(proc, notes=True)
+    line = one_error_line(proc, beside=(*PROGRESS, "note: "))
     assert "no answer within the deadline of 15 s" in line, proc.stderr
     assert f"note: waiting for http://127.0.0.1:{port}/v1 (expert slow)" in proc.stderr
     assert took < 60
@@ -165,7 +158,7 @@ def test_a_full_disk_while_writing_reports_keeps_the_old_reports_whole(small_set
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     full = subprocess.run(cmd, capture_output=True, text=True, timeout=900, preexec_fn=small_disk)
-    line = one_error_line(full)
+    line = one_error_line(full, beside=PROGRESS)
     assert "cannot write the reports" in line and "unchanged" in line
     after = {name: (out / name).read_bytes() for name in before}
     assert after == before, "a report was replaced by a partial one"

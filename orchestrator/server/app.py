@@ -169,9 +169,9 @@ def create_app(service: Service) -> FastAPI:
         query = service.chat_query(body)
         if body.stream:
             return stream(service, metrics, body.model, lambda on_text: service.answer(query, method, body.seed,
-                                                                                        on_text), body.stops)
+                                                                                        on_text), body.stop)
         outcome = await answered(query, method, body.seed)
-        return JSONResponse(service.chat_completion(body.model, outcome, body.stops).model_dump(exclude_none=True))
+        return JSONResponse(service.chat_completion(body.model, outcome, body.stop).model_dump(exclude_none=True))
 
     @app.post("/v1/completions", response_model=None)
     async def complete(body: CompletionRequest) -> Any:
@@ -180,13 +180,13 @@ def create_app(service: Service) -> FastAPI:
         if body.stream:
             raise ApiError(400, "stream is supported on /v1/chat/completions only", param="stream")
         outcome = await answered(query, method, body.seed)
-        return JSONResponse(service.completion(body.model, outcome, body.stops).model_dump(exclude_none=True))
+        return JSONResponse(service.completion(body.model, outcome, body.stop).model_dump(exclude_none=True))
 
     return app
 
 
 def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Callable[[str], None]], Outcome],
-           stops: list[str] | None = None) -> EventSourceResponse:
+           stop: str | list[str] | None = None) -> EventSourceResponse:
     """Server-sent events: the answer's text as it is produced (up to the first stop sequence),
     then a last chunk with the finish reason, usage and the ``symoe`` record, then ``[DONE]``."""
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -214,7 +214,7 @@ def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Cal
             if kind == "text":
                 if stopped:
                     continue
-                kept = cut_at_stop(sent + item, stops or [])[len(sent):]
+                kept = cut_at_stop(sent + item, stop)[len(sent):]
                 stopped = len(kept) < len(item)
                 if kept:
                     sent += kept
@@ -224,7 +224,7 @@ def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Cal
                 break
             else:
                 outcome: Outcome = item
-                final, said = cut_at_stop(outcome.text, stops or []), sent.strip()
+                final, said = cut_at_stop(outcome.text, stop), sent.strip()
                 rest = final[len(said):] if final.startswith(said) else \
                     "" if stopped else ("\n" + final if said else final)
                 if rest:

@@ -69,10 +69,6 @@ class _Common(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return stop
 
-    @property
-    def stops(self) -> list[str]:
-        return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop or []) if s]
-
     @field_validator("n")
     @classmethod
     def _one(cls, n: int) -> int:

@@ -204,15 +204,15 @@ class Service:
         return CompletionUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                                total_tokens=u.total_tokens)
 
-    def chat_completion(self, model: str, outcome: Outcome, stops: list[str] | None = None) -> ChatCompletion:
+    def chat_completion(self, model: str, outcome: Outcome, stop: str | list[str] | None = None) -> ChatCompletion:
         return ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex[:24]}", object="chat.completion", created=int(time.time()), model=model,
             choices=[Choice(index=0, finish_reason="stop", message=ChatCompletionMessage(
-                role="assistant", content=cut_at_stop(outcome.text, stops or [])))],
+                role="assistant", content=cut_at_stop(outcome.text, stop)))],
             usage=self.usage(outcome), symoe=self.record(outcome))  # type: ignore[call-arg]
 
-    def completion(self, model: str, outcome: Outcome, stops: list[str] | None = None) -> Completion:
-        text = cut_at_stop(outcome.text, stops or [])
+    def completion(self, model: str, outcome: Outcome, stop: str | list[str] | None = None) -> Completion:
+        text = cut_at_stop(outcome.text, stop)
         return Completion(id=f"cmpl-{uuid.uuid4().hex[:24]}", object="text_completion", created=int(time.time()),
                           model=model, choices=[CompletionChoice(index=0, text=text, finish_reason="stop")],
                           usage=self.usage(outcome), symoe=self.record(outcome))  # type: ignore[call-arg]
