@@ -95,7 +95,7 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def staged(folder: Path) -> Iterator[Path]:
+def staged(folder: Path, what: str = "the files") -> Iterator[Path]:
     """A hidden folder beside ``folder``'s files to write a set of files into; when the block
     ends without error every file is renamed into ``folder`` (renames need no space), so the
     set is replaced together or not at all. On failure the staging folder is removed and
@@ -107,7 +107,7 @@ def staged(folder: Path) -> Iterator[Path]:
             yield stage
         except (OSError, WriteError) as exc:
             reason = exc.reason if isinstance(exc, WriteError) else str(exc.strerror or exc)
-            raise SymoeError(f"cannot write the reports into {folder} ({reason}); the previous reports, if any, "
+            raise SymoeError(f"cannot write {what} into {folder} ({reason}); the previous ones, if any, "
                              "are unchanged") from None
         for item in sorted(stage.iterdir()):
             os.replace(item, folder / item.name)

@@ -23,7 +23,7 @@ def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, me
              "plot": "accuracy_by_method.png", "subject_plot": "per_subject.png"}
     if log_samples:
         names["samples"] = "samples.jsonl"
-    with staged(output) as stage:
+    with staged(output, "the reports") as stage:
         write_text(stage / names["results"], json.dumps({**meta, "stats": stats.model_dump(), **summary}, indent=1,
                                                         default=str))
         write_text(stage / names["table"], markdown_table(summary, stats))
