@@ -50,7 +50,8 @@ LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 def expert_identity(spec: ExpertSpec) -> str:
     ident = spec.source.sha256 if spec.source else str(spec.model or spec.path or spec.params)
-    return f"{spec.name}|{spec.backend}|{ident}|{spec.chat_template}"
+    # the model's entry, not the expert's: experts sharing one model share its generations
+    return f"{spec.load_as}|{spec.backend}|{ident}|{spec.chat_template}"
 
 
 def request_key(spec: ExpertSpec, request: GenerationRequest) -> str:

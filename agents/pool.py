@@ -65,10 +65,18 @@ class ExpertSpec(BaseModel):
     max_retries: int = 3
     params: dict[str, object] = Field(default_factory=dict)
     description: str = ""
+    method: str = Field("standard", description="how it answers: standard, direct, cot, program, or a registered one")
+    uses: str | None = Field(None, description="another pool entry whose model (and its one load) it shares")
+    routed: bool = Field(True, description="recruited by routing and compared by `symoe eval` (false: named only)")
     # what one copy of this expert needs where a scheduler places it (the Ray executor's actors)
     num_cpus: float = Field(1.0, ge=0.0, description="CPU cores for its actor (llama.cpp threads follow it)")
     num_gpus: float = Field(0.0, ge=0.0)
     memory_gb: float | None = Field(None, gt=0.0, description="RAM to reserve for its actor")
+
+    @property
+    def load_as(self) -> str:
+        """The pool entry whose loaded model runs this expert (its own name, or ``uses``)."""
+        return self.uses or self.name
 
     def model_file(self, home: Path) -> Path | None:
         """Where the model file is (or will be, once prepared); None for remote experts."""
@@ -78,7 +86,39 @@ class ExpertSpec(BaseModel):
             return None
         if self.source.kind == "package_file":
             return _package_path(self.source.files[0])
-        return home / "models" / f"{self.name}.gguf"
+        return home / "models" / f"{self.load_as}.gguf"
+
+
+#: what an expert that ``uses`` another's model may set for itself; the rest is the model's
+OWN_FIELDS = frozenset({"name", "uses", "method", "description", "routed"})
+
+
+def resolve_uses(experts: dict[str, ExpertSpec]) -> dict[str, ExpertSpec]:
+    """Each expert that ``uses`` another's model, completed from that entry (which runs it).
+
+    Raises ``ModelFileError`` for a ``uses`` naming no entry, a chain, or a setting of the
+    model's own (engine, file, context...) that differs from the model entry's."""
+    out = {}
+    for name, spec in experts.items():
+        if spec.uses is None:
+            out[name] = spec
+            continue
+        base = experts.get(spec.uses)
+        if base is None:
+            raise ModelFileError(f"expert {name!r} uses {spec.uses!r}, which is not in the pool "
+                                 f"({', '.join(experts)})")
+        if base.uses is not None:
+            raise ModelFileError(f"expert {name!r} uses {spec.uses!r}, which itself uses {base.uses!r}; "
+                                 f"name {base.uses!r} instead")
+        differs = sorted(f for f in spec.model_fields_set - OWN_FIELDS if getattr(spec, f) != getattr(base, f))
+        if differs:
+            raise ModelFileError(
+                f"expert {name!r} uses the model of {spec.uses!r} and so cannot set {', '.join(differs)}; "
+                f"give it an entry of its own (without `uses`) to change them")
+        own = {f: getattr(spec, f) for f in OWN_FIELDS if f in spec.model_fields_set}
+        out[name] = base.model_copy(update={"method": "standard", "routed": True, "description": "",
+                                            **own, "name": name, "uses": spec.uses})
+    return out
 
 
 def _package_dir(package: str) -> Path:
@@ -108,7 +148,7 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
 
 
 def _stamp_path(home: Path, spec: ExpertSpec) -> Path:
-    return home / "models" / f"{spec.name}.verified.json"
+    return home / "models" / f"{spec.load_as}.verified.json"
 
 
 def _stamp_of(path: Path) -> dict[str, object]:
@@ -289,7 +329,7 @@ def prepare(
         if progress:
             progress(done, planned)
 
-    with exclusive_lock(models / f"{spec.name}.lock"):
+    with exclusive_lock(models / f"{spec.load_as}.lock"):
         state = status(spec, home)  # another process may have finished it while this one waited
         if state == "ready":
             return path

@@ -55,8 +55,10 @@ def available_memory() -> int:
 class LoadedPool:
     """Keeps backends loaded across calls in one process; ``close`` frees them all.
 
-    With ``budget_bytes`` set, several models stay resident while their estimated memory
-    fits; loading one more evicts the least recently used first. ``loads`` lists every load.
+    Backends are keyed by model (``ExpertSpec.load_as``): experts that use one model's entry
+    (its methods: direct, cot, program) share its one load. With ``budget_bytes`` set,
+    several models stay resident while their estimated memory fits; loading one more evicts
+    the least recently used first. ``loads`` lists every load, by model entry.
     """
 
     def __init__(self, experts: dict[str, ExpertSpec], home: Path, budget_bytes: int | None = None) -> None:
@@ -69,6 +71,8 @@ class LoadedPool:
         self._lock = threading.RLock()
 
     def get(self, name: str) -> Backend:
+        """The loaded backend of an expert (or of a model entry), loading it if needed."""
+        name = self.experts[name].load_as if name in self.experts else name
         with self._lock:
             backend = self._backends.get(name)
             if backend is None:
@@ -96,6 +100,7 @@ class LoadedPool:
                 self.unload(other)
 
     def unload(self, name: str) -> None:
+        name = self.experts[name].load_as if name in self.experts else name
         with self._lock:
             backend = self._backends.pop(name, None)
             if name in self._used:

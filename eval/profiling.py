@@ -83,7 +83,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
         queries = [q.query() for q in questions]
         annotations = annotate(pipeline, queries, spec.seed)
         skills = {qid: ann.skills for qid, (ann, _) in annotations.items()}
-        experts = list(config.experts)
+        experts = list(config.routing_pool)
         plans = run(pipeline, queries, [MethodSpec.parse(f"single:{e}", config) for e in experts], seed=spec.seed)
         by_id = {q.id: q for q in questions}
         outcomes: list[Outcome] = []

@@ -64,19 +64,23 @@ MAX_TOKENS: dict[AnswerFormat, int] = {"choice": 16, "number": 320, "text": 160}
 EXPERT_SYSTEM = "You are a knowledgeable expert who answers questions accurately."
 
 
-def expert_user_prompt(question: str, choices: list[str], fmt: AnswerFormat, context: str | None = None) -> str:
+def expert_user_prompt(question: str, choices: list[str], fmt: AnswerFormat, context: str | None = None,
+                       instruction: str | None = None) -> str:
     body = format_question(question, choices)
     if context:
         body = (f"Use these passages if they help; cite a passage by its [number] when you use it.\n\n"
                 f"{context}\n\n{body}")
-    return f"{body}\n\n{INSTRUCTIONS[fmt]}"
+    return f"{body}\n\n{instruction or INSTRUCTIONS[fmt]}"
 
 
 def expert_request(question: str, choices: list[str], fmt: AnswerFormat, context: str | None,
-                   temperature: float, seed: int, max_tokens: int | None = None) -> GenerationRequest:
-    """The request an expert answers: the question in its format, passages when retrieved."""
-    return GenerationRequest.user(expert_user_prompt(question, choices, fmt, context), system=EXPERT_SYSTEM,
-                                  max_tokens=max_tokens or MAX_TOKENS[fmt], temperature=temperature, seed=seed)
+                   temperature: float, seed: int, max_tokens: int | None = None,
+                   instruction: str | None = None) -> GenerationRequest:
+    """The request an expert answers: the question in its format, passages when retrieved, and
+    what to reply (``instruction``: an expert method's; by default the format's own)."""
+    return GenerationRequest.user(expert_user_prompt(question, choices, fmt, context, instruction),
+                                  system=EXPERT_SYSTEM, max_tokens=max_tokens or MAX_TOKENS[fmt],
+                                  temperature=temperature, seed=seed)
 
 
 _ANSWER_MARK = re.compile(r"answer\s*(?:is|:)\s*:?\s*", re.IGNORECASE)

@@ -25,8 +25,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from agents.embedder import EmbeddingConfig
 from agents.errors import SymoeError
 from agents.paths import default_home
-from agents.pool import ExpertSpec
+from agents.pool import ExpertSpec, ModelFileError, resolve_uses
+from agents.registry import RegistryError
 from orchestrator.executor import ExecutorConfig
+from orchestrator.expert_methods import SandboxConfig, expert_methods
 from orchestrator.records import RetrievalMode
 from orchestrator.server.config import ServerConfig
 from skills.config import SkillsConfig
@@ -95,6 +97,7 @@ class SymoeConfig(BaseSettings):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     @field_validator("home", mode="before")
     @classmethod
@@ -119,6 +122,14 @@ class SymoeConfig(BaseSettings):
             spec.name = name
         if not self.experts:
             raise ValueError("the expert pool is empty")
+        try:
+            self.experts = resolve_uses(self.experts)
+        except ModelFileError as exc:
+            raise ValueError(str(exc)) from None
+        for name, spec in self.experts.items():
+            if spec.method not in expert_methods:
+                unknown = RegistryError("expert method", spec.method, expert_methods.names())
+                raise ValueError(f"expert {name!r}: {unknown}")
         if self.default_expert not in self.experts:
             raise ValueError(
                 f"default_expert {self.default_expert!r} is not in the pool "
@@ -136,6 +147,13 @@ class SymoeConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @property
+    def routing_pool(self) -> list[str]:
+        """The experts routing recruits and ``symoe eval`` compares: ``routed`` ones, less
+        those whose method runs code while the sandbox is off."""
+        return [name for name, spec in self.experts.items()
+                if spec.routed and (self.sandbox.enabled or not expert_methods.get(spec.method).runs_code)]
 
     def expert(self, name: str) -> ExpertSpec:
         try:
@@ -210,7 +228,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if not isinstance(experts, dict):
             raise ConfigError(f"config file {path}: `experts` must map names to settings")
         pool: dict[str, Any] = (
-            {} if data.get("replace_pool") else {n: s.model_dump() for n, s in default_pool().items()}
+            {} if data.get("replace_pool") else {n: s.model_dump(exclude_unset=True) for n, s in default_pool().items()}
         )
         for name, spec in experts.items():
             if spec is None:

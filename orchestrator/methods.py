@@ -147,7 +147,7 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
     out: list[MethodSpec] = []
     for raw in [m.strip() for m in spec.split(",") if m.strip()]:
         if raw == "single":
-            out.extend(MethodSpec.parse(f"single:{name}", config) for name in config.experts)
+            out.extend(MethodSpec.parse(f"single:{name}", config) for name in config.routing_pool)
             continue
         parsed = MethodSpec.parse(raw, config)
         if retrieval and parsed.impl.routed and not parsed.retrieval_named:
@@ -209,7 +209,7 @@ class RandomK(Method):
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         rng = random.Random(question_seed(ctx.seed, query.key))
-        experts = list(ctx.config.experts)
+        experts = list(ctx.config.routing_pool)
         chosen = rng.sample(experts, min(ctx.config.router.k, len(experts)))
         return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="symoe",
                           aggregator=ctx.need_profile("random_k").best_aggregator())
@@ -221,7 +221,7 @@ class Majority(Method):
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.router.temperature)
-        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.experts], combine="vote", weights=weights)
+        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.routing_pool], combine="vote", weights=weights)
 
 
 @methods.register("moa")
@@ -229,7 +229,7 @@ class MixtureOfAgents(Method):
     """Every expert answers; the best aggregator always synthesises (Mixture-of-Agents)."""
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.experts], combine="synthesis",
+        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.routing_pool], combine="synthesis",
                           aggregator=ctx.need_profile("moa").best_aggregator())
 
 

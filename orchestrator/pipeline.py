@@ -35,6 +35,7 @@ from orchestrator.aggregate import agreed_answer, majority, synthesis_request
 from orchestrator.answers import detect_format, expert_request, extract
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
+from orchestrator.expert_methods import ExpertMethod, expert_method
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
 from orchestrator.methods import Assignment, MethodContext, MethodSpec
 from orchestrator.profiles import Profile, load_profile
@@ -192,6 +193,10 @@ class Pipeline:
     def spec(self, model: str) -> ExpertSpec:
         return self.config.expert(model)
 
+    def method(self, expert: str) -> ExpertMethod:
+        """How the expert answers (its ``method``: standard, direct, cot, program...)."""
+        return expert_method(self.spec(expert).method)
+
     def close(self) -> None:
         self.pool.close()
 
@@ -216,9 +221,13 @@ def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
             same.insert(0 if job.on_text is not None else len(same), job)
     with ctx._lock:
         ctx.stats.needed += len(groups)
+    def engine(key: str) -> str:
+        """The model entry that runs a key's job: an expert's methods share their model's batch."""
+        return ctx.spec(groups[key][0].model).load_as
+
     per_model: dict[str, int] = {}
-    for same in groups.values():
-        per_model[same[0].model] = per_model.get(same[0].model, 0) + 1
+    for key in groups:
+        per_model[engine(key)] = per_model.get(engine(key), 0) + 1
 
     def from_cache(keys: list[str]) -> list[str]:
         """Fill the keys the cache holds; return those it does not."""
@@ -232,7 +241,7 @@ def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
                 job.generation, job.cached = cached, True
                 if job.on_text is not None and cached.text:
                     job.on_text(cached.text)
-            found[groups[key][0].model] += 1
+            found[engine(key)] += 1
         with ctx._lock:
             ctx.stats.from_cache += sum(found.values())
         for model, n in found.items():
@@ -256,13 +265,14 @@ def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
             if ctx.cache is not None:
                 ctx.cache.touch()
         if batch:
-            ctx.progress(f"{stage}: {batch[0].model}", len(batch), per_model[batch[0].model])
+            model = ctx.spec(batch[0].model).load_as
+            ctx.progress(f"{stage}: {model}", len(batch), per_model[model])
 
     waiting = from_cache(list(groups))
     while waiting:
         by_model: dict[str, list[str]] = {}
         for key in waiting:
-            by_model.setdefault(groups[key][0].model, []).append(key)
+            by_model.setdefault(engine(key), []).append(key)
         resident = ctx.executor.resident()
         order = sorted(by_model, key=lambda m: (m not in resident, list(by_model).index(m)))
         # claim a model's keys just before running it, so a second process sharing the cache
@@ -302,8 +312,9 @@ def _dispatch(ctx: Pipeline, todo: dict[str, list[str]], groups: dict[str, list[
         for model in order:
             ctx.executor.run(model, [groups[k][0] for k in todo[model]], finished)
     else:
-        for key in [k for keys in todo.values() for k in keys]:
-            ctx.executor.run(groups[key][0].model, [groups[key][0]], finished)
+        for model, keys in todo.items():
+            for key in keys:
+                ctx.executor.run(model, [groups[key][0]], finished)
 
 
 # -- the stages ---------------------------------------------------------------------------
@@ -399,10 +410,8 @@ def gate(ctx: Pipeline, plans: list[Plan]) -> None:
 def answer(ctx: Pipeline, plans: list[Plan]) -> None:
     """Every slot's job, executed together (grouped by model)."""
     for p in plans:
-        q = p.query
-        p.answer_jobs = [Job(model=s.expert, request=_with_history(
-            expert_request(q.question, q.choices, p.format, p.context, s.temperature, s.seed, q.max_tokens), q))
-            for s in p.assignment.slots]
+        p.answer_jobs = [Job(model=s.expert, request=_with_history(ctx.method(s.expert).request(
+            p.query, p.format, p.context, s.temperature, s.seed), p.query)) for s in p.assignment.slots]
         if p.on_text is not None and len(p.answer_jobs) == 1:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
     execute(ctx, [j for p in plans for j in p.answer_jobs], "experts")
@@ -413,27 +422,28 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     answers (for methods that fall back: routed ones); when the plan synthesises and the
     answers disagree, the aggregator synthesises; otherwise (or when the synthesis fails)
     the majority answer stands."""
+    answers = expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in plans
+                                   for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)])
     for p in plans:
-        p.answers = [expert_answer(p, s.expert, s.sample, s.temperature, j)
-                     for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)]
+        p.answers = [answers.pop(0) for _ in p.answer_jobs]
     for p in plans:
         if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
             first = next((a for a in p.answers if a.error), None)
             p.error = (f"expert {first.expert!r} failed: {first.error}" if len(p.answers) == 1 and first else
                        f"every expert failed ({first.expert if first else '?'}: {first.error if first else '?'})")
     lost = [p for p in plans if p.method.impl.falls_back and not any(a.ok for a in p.answers)]
+    fallback = ctx.config.default_expert
     for p in lost:
-        q = p.query
-        p.fallback_job = Job(model=ctx.config.default_expert, request=_with_history(
-            expert_request(q.question, q.choices, p.format, p.context, 0.0, p.seed, q.max_tokens), q))
+        p.fallback_job = Job(model=fallback, request=_with_history(ctx.method(fallback).request(
+            p.query, p.format, p.context, 0.0, p.seed), p.query))
     execute(ctx, [p.fallback_job for p in lost if p.fallback_job], "fallback")
-    for p in lost:
-        assert p.fallback_job is not None
-        fallback = expert_answer(p, p.fallback_job.model, 0, 0.0, p.fallback_job)
-        p.answers.append(fallback.model_copy(update={"fallback": True}))
-        if not fallback.ok:
+    for p, fell_back in zip(lost, expert_answers(ctx, [(p, fallback, 0, 0.0, p.fallback_job) for p in lost
+                                                        if p.fallback_job]), strict=True):
+        p.answers.append(fell_back.model_copy(update={"fallback": True}))
+        fallback_answer = fell_back
+        if not fallback_answer.ok:
             reason = next((a.error for a in p.answers if a.error), "")
-            p.error = f"every recruited expert failed and so did {fallback.expert!r}: {reason}"
+            p.error = f"every recruited expert failed and so did {fallback_answer.expert!r}: {reason}"
     for p in plans:
         ok = [a for a in p.answers if a.ok]
         a = p.assignment
@@ -474,8 +484,10 @@ def plan_steps(p: Plan) -> list[StepUsage]:
         drafts = [p.draft_job] if p.draft_job else []
         steps.append(StepUsage(step="gate", usage=Usage(seconds=p.search_seconds) + Usage.total(
             [j.usage for j in drafts]), cached=all(j.cached for j in drafts) and bool(drafts)))
-    for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True):
-        steps.append(_step(f"expert:{s.expert}#{s.sample}", [job]))
+    ran = [a.method_seconds for a in p.answers if not a.fallback] or [0.0] * len(p.answer_jobs)
+    for s, job, seconds in zip(p.assignment.slots, p.answer_jobs, ran, strict=True):
+        step = _step(f"expert:{s.expert}#{s.sample}", [job])
+        steps.append(step.model_copy(update={"usage": step.usage + Usage(seconds=seconds)}) if seconds else step)
     if p.fallback_job:
         steps.append(_step(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
     if p.synthesis_job:
@@ -487,12 +499,29 @@ def _step(name: str, jobs: list[Job]) -> StepUsage:
     return StepUsage(step=name, usage=Usage.total([j.usage for j in jobs]), cached=all(j.cached for j in jobs))
 
 
-def expert_answer(p: Plan, expert: str, sample: int, temperature: float, job: Job) -> ExpertAnswer:
-    """A job's generation as an expert's answer in the plan's format."""
-    generation = job.generation or Generation.failure(expert, "not run")
-    q = p.query
-    stated = extract(generation.text, p.format, len(q.choices), q.choices) if generation.ok else None
-    return ExpertAnswer(expert=expert, sample=sample, temperature=temperature, generation=generation, answer=stated)
+AnswerItem = tuple[Plan, str, int, float, Job]  # plan, expert, sample, temperature, its job
+
+
+def expert_answers(ctx: Pipeline, items: list[AnswerItem]) -> list[ExpertAnswer]:
+    """Each job's generation read by its expert's method (a program runs now, in the
+    sandbox, two at a time) as that expert's answer in the plan's format."""
+
+    def read(item: AnswerItem) -> ExpertAnswer:
+        p, expert, sample, temperature, job = item
+        generation = job.generation or Generation.failure(expert, "not run")
+        reading = (ctx.method(expert).read(generation.text, p.query, p.format, ctx.config.sandbox)
+                   if generation.ok else None)
+        return ExpertAnswer(expert=expert, sample=sample, temperature=temperature, generation=generation,
+                            method=ctx.spec(expert).method, answer=reading.answer if reading else None,
+                            reply=reading.text if reading else None, failure=reading.error if reading else None,
+                            method_seconds=reading.seconds if reading else 0.0)
+
+    runs_code = [i for i in items if ctx.method(i[1]).runs_code and i[4].ok]
+    if len(runs_code) < 2:
+        return [read(i) for i in items]
+    with ThreadPoolExecutor(2) as pool:  # each program is a process of its own, bounded in CPU time
+        ran = dict(zip(map(id, runs_code), pool.map(read, runs_code), strict=True))
+    return [ran[id(i)] if id(i) in ran else read(i) for i in items]
 
 
 def _with_history(request: GenerationRequest, query: Query) -> GenerationRequest:

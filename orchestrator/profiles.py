@@ -168,15 +168,15 @@ def load_profile(config: SymoeConfig, path: Path | None = None) -> tuple[Profile
         user = config.home / "profiles" / "profile.json"
         chosen = user if user.exists() else default_profile_path()
     profile = read_profile(Path(chosen))
-    pool = pool_digest(config)
+    pool = {n: d for n, d in pool_digest(config).items() if n in config.routing_pool}  # who routing recruits
     missing = [n for n in pool if n not in profile.pool]
     changed = [n for n in pool if n in profile.pool and profile.pool[n] != pool[n]]
     if missing or changed:
         what = f"experts {', '.join(missing)} are not profiled" if missing else \
             f"experts {', '.join(changed)} have other model files"
         raise ProfileError(f"profile {chosen} was built for another pool ({what}); {BUILD_HINT}")
-    restricted = profile.restricted(list(config.experts))
+    restricted = profile.restricted(config.routing_pool)
     if not restricted.experts:
-        raise ProfileError(f"profile {chosen} profiles none of the pool's experts ({', '.join(config.experts)}); "
+        raise ProfileError(f"profile {chosen} profiles none of the routed experts ({', '.join(config.routing_pool)}); "
                            f"{BUILD_HINT}")
     return restricted, Path(chosen)

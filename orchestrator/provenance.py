@@ -25,11 +25,13 @@ def versions() -> dict[str, str]:
 
 
 def pool_digest(config: SymoeConfig) -> dict[str, str]:
-    """Each expert's identity: its backend and file hash, model name or path."""
+    """Each expert's identity: its backend and file hash, model name or path, and its method
+    (when not ``standard``)."""
     out = {}
     for name, spec in config.experts.items():
         ident = spec.source.sha256[:16] if spec.source else str(spec.model or spec.path or "")
-        out[name] = f"{spec.backend}:{ident}"
+        method = "" if spec.method == "standard" else f"/{spec.method}"
+        out[name] = f"{spec.backend}:{ident}{method}"
     return out
 
 

@@ -72,30 +72,36 @@ class Job(BaseModel):
 
 
 class ExpertAnswer(BaseModel):
-    """One expert's reply in a slot; ``sample`` > 0 marks an extra sampled slot of that expert."""
+    """One expert's reply in a slot, read by its method; ``sample`` > 0 marks an extra sampled
+    slot of that expert. It failed when the model did (``generation.error``) or when its
+    method did with the reply (``failure``: a program that crashed or timed out)."""
 
     expert: str
     sample: int = 0
     temperature: float = 0.0
     generation: Generation
+    method: str = "standard"
     answer: str | None = None
+    reply: str | None = Field(default=None, description="what the method made of the text (a program and its value)")
+    failure: str | None = None
+    method_seconds: float = Field(default=0.0, description="time the method took after generation (the program's run)")
     fallback: bool = False
 
     @property
     def text(self) -> str:
-        return self.generation.text
+        return self.reply if self.reply is not None else self.generation.text
 
     @property
     def error(self) -> str | None:
-        return self.generation.error
+        return self.failure or self.generation.error
 
     @property
     def ok(self) -> bool:
-        return self.generation.ok
+        return self.generation.ok and self.failure is None
 
     @property
     def usage(self) -> Usage:
-        return self.generation.usage
+        return self.generation.usage + Usage(seconds=self.method_seconds)
 
 
 class Recruit(BaseModel):

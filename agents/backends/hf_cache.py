@@ -30,7 +30,7 @@ def default_home() -> Path:
 def safetensors_cache(spec: ExpertSpec) -> Path:
     """Where the converted folder of a GGUF expert lives."""
     home = Path(str(spec.params.get("home", default_home()))).expanduser()
-    return home / "hf" / spec.name
+    return home / "hf" / spec.load_as
 
 
 def _source_stamp(gguf: Path, dtype: str) -> dict[str, object]:

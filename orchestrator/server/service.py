@@ -37,7 +37,7 @@ from orchestrator.config import SymoeConfig
 from orchestrator.executor import LocalExecutor
 from orchestrator.graph import answer_plans
 from orchestrator.methods import MethodError, MethodSpec
-from orchestrator.pipeline import Pipeline, Plan, expert_answer, plan
+from orchestrator.pipeline import Pipeline, Plan, expert_answers, plan
 from orchestrator.records import Query
 from orchestrator.server.batching import BatchingExecutor
 from orchestrator.server.health import Health
@@ -175,8 +175,9 @@ class Service:
                            type_="server_error", code="deadline_exceeded")
         p = held[0]
         if not p.answers:  # the slots answered, combine had not run yet
-            p.answers = [expert_answer(p, s.expert, s.sample, s.temperature, job)
-                         for s, job in zip(p.assignment.slots, p.answer_jobs, strict=False) if job.ok]
+            p.answers = expert_answers(self.pipeline, [(p, s.expert, s.sample, s.temperature, job) for s, job
+                                                       in zip(p.assignment.slots, p.answer_jobs, strict=False)
+                                                       if job.ok])
         best = majority(p.answers, p.assignment.weights)
         p.text = best.text if best else ""
         p.answer = best.answer if best else None
