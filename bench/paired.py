@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
+
+from eval.stats import paired_interval
 
 
 def load(run: Path) -> dict[str, dict[str, dict]]:
@@ -27,15 +28,6 @@ def load(run: Path) -> dict[str, dict[str, dict]]:
         row = json.loads(line)
         by_method.setdefault(row["method"], {})[row["question_id"]] = row
     return by_method
-
-
-def paired_interval(a: list[bool], b: list[bool], seed: int = 0, draws: int = 10_000) -> tuple[float, float]:
-    """95% bootstrap interval of mean(a) - mean(b) in points, resampling questions in pairs."""
-    rng = random.Random(seed)
-    n = len(a)
-    diffs = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
-    means = sorted(100 * sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
-    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
 
 
 def main() -> None:

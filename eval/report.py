@@ -47,20 +47,29 @@ def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> st
     acc = summary["accuracy"]
     tasks = sorted({t for rows in acc.values() for t in rows if t != "all"})
     with_rag = any("@" in m for m in acc)
-    head = ["method", *tasks, "all", "tokens/q", "s/q", *(["retrieved %"] if with_rag else []), "failed"]
+    compared = summary.get("compared", {})
+    reference = next(iter(compared.values()))["reference"] if compared else None
+    head = ["method", *tasks, "all", "± se", *([f"vs {reference} [95% CI]"] if reference else []), "tokens/q", "s/q",
+            *(["retrieved %"] if with_rag else []), "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, rows in acc.items():
         total = rows["all"]
         per_q = total["n"] or 1
         cells = [f"{rows[t]['accuracy']:.1f}" if t in rows else "-" for t in tasks]
-        lines.append("| " + " | ".join([method, *cells, f"**{total['accuracy']:.1f}**",
+        vs = compared.get(method)
+        against = ([f"{vs['diff']:+.1f} [{vs['low']:+.1f}, {vs['high']:+.1f}]" if vs else "-"] if reference else [])
+        lines.append("| " + " | ".join([method, *cells, f"**{total['accuracy']:.1f}**", f"{total.get('stderr', 0):.1f}",
+                                         *against,
                                          f"{(total['prompt_tokens'] + total['completion_tokens']) / per_q:.0f}",
                                          f"{total['seconds'] / per_q:.2f}",
                                          *([f"{total['retrieval_rate']:.0f}"] if with_rag else []),
                                          str(total["failed"])]) + " |")
     n = {t: next(iter(acc.values()))[t]["n"] for t in tasks} if acc else {}
     text = "\n".join(lines) + "\n\nAccuracy in %; questions per task: " + \
-        ", ".join(f"{t} {n[t]}" for t in tasks) + ". tokens/q and s/q: compute per question if run alone.\n"
+        ", ".join(f"{t} {n[t]}" for t in tasks) + ". tokens/q and s/q: compute per question if run alone." + \
+        (f" ± se: standard error of the accuracy; vs {reference}: the difference in points with its 95% paired-"
+         "bootstrap interval (10,000 resamples of questions); an interval containing 0 is a tie." if reference
+         else "") + "\n"
     if stats:
         text += (f"\nRun: {stats.questions} questions, {stats.generations_needed} distinct generations "
                  f"({stats.generated} generated now, {stats.from_cache} from cache, {stats.failed} failed"

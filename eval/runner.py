@@ -25,6 +25,7 @@ from agents.errors import SymoeError
 from agents.progress import StageReport
 from agents.runtime import LoadedPool, available_memory
 from eval.datasets import Question, load_tasks
+from eval.stats import compare, standard_error
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import Executor, LocalExecutor
@@ -168,13 +169,42 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
         if s.routed:
             recruited[s.method].update(s.experts)
     return {"accuracy": table, "per_subject": subjects,
-            "recruited": {m: dict(c.most_common()) for m, c in recruited.items()}}
+            "recruited": {m: dict(c.most_common()) for m, c in recruited.items()},
+            "compared": comparisons(samples)}
+
+
+def reference_method(samples: list[SampleResult]) -> str | None:
+    """What every method is compared with: ``best_single`` when it ran, else the most
+    accurate ``single:`` method, else None."""
+    methods = list(dict.fromkeys(s.method for s in samples))
+    if "best_single" in methods:
+        return "best_single"
+    singles = [m for m in methods if m.startswith("single:")]
+    return max(singles, key=lambda m: sum(s.correct for s in samples if s.method == m)) if singles else None
+
+
+def comparisons(samples: list[SampleResult], seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Each method against the reference, on the questions both answered: the difference in
+    points and its 95% paired-bootstrap interval."""
+    reference = reference_method(samples)
+    if reference is None:
+        return {}
+    by_method: dict[str, dict[str, bool]] = defaultdict(dict)
+    for s in samples:
+        by_method[s.method][s.question_id] = s.correct
+    ref = by_method[reference]
+    out = {}
+    for method, rows in by_method.items():
+        ids = sorted(set(rows) & set(ref))
+        out[method] = compare([rows[i] for i in ids], [ref[i] for i in ids], reference, seed).model_dump()
+    return out
 
 
 def _stats(rows: list[SampleResult]) -> dict[str, float]:
     n = len(rows)
     usage = Usage.total([r.usage for r in rows])
     return {"n": n, "accuracy": round(100 * sum(r.correct for r in rows) / n, 2) if n else 0.0,
+            "stderr": round(standard_error([r.correct for r in rows]), 2),
             "retrieval_rate": round(100 * sum(r.retrieved for r in rows) / n, 2) if n else 0.0,
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "seconds": round(usage.seconds, 2), "aggregated": sum(r.aggregated for r in rows),

@@ -230,14 +230,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
         pool: dict[str, Any] = (
             {} if data.get("replace_pool") else {n: s.model_dump(exclude_unset=True) for n, s in default_pool().items()}
         )
+        removed = set()
         for name, spec in experts.items():
             if spec is None:
                 pool.pop(name, None)
+                removed.add(name)
             elif name in pool and isinstance(spec, dict):
                 pool[name] = {**pool[name], **spec}
             else:
                 pool[name] = spec
-        data["experts"] = pool
+        # removing a model removes the experts that use it (its methods), unless the file names them
+        data["experts"] = {n: s for n, s in pool.items()
+                           if not (isinstance(s, dict) and s.get("uses") in removed and n not in experts)}
     return data
 
 

@@ -103,7 +103,9 @@ def test_models_list_shows_the_four_experts_ready(symoe_cli: Cli) -> None:
     proc = symoe_cli("models", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert list(rows) == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m"]
+    assert list(rows) == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m"]  # models only
+    assert rows["qwen-coder-1.5b"]["experts"] == ["qwen-1.5b-direct", "qwen-1.5b-cot", "qwen-1.5b-program"]
+    assert rows["smollm2-135m"]["experts"] == []  # not routed by default
     assert {r["status"] for r in rows.values()} == {"ready"}, rows
     assert rows["qwen-coder-1.5b"]["default"] and rows["qwen-coder-1.5b"]["size_mb"] == 1117
     table = symoe_cli("models", "list")
@@ -117,7 +119,8 @@ def test_config_show_prints_the_effective_config(symoe_cli: Cli, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     shown = yaml.safe_load(proc.stdout)
     assert shown["seed"] == 3 and shown["router"]["k"] == 2
-    assert list(shown["experts"]) == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m", "my-7b"]
+    assert list(shown["experts"])[:4] == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m"]
+    assert list(shown["experts"])[-1] == "my-7b" and shown["experts"]["qwen-1.5b-program"]["method"] == "program"
     assert shown["experts"]["my-7b"]["backend"] == "llamacpp"
 
 

@@ -38,7 +38,7 @@ def assign(ctx: MethodContext, name: str, q: Query, skills: list[str] | None = N
 def test_expand_methods_names_every_single_expert_and_retrieval_modes() -> None:
     config = SymoeConfig()
     names = [str(m) for m in expand_methods("single,best_single,symoe", config, retrieval=["never", "auto"])]
-    assert names[: len(config.experts)] == [f"single:{e}" for e in config.experts]
+    assert names[: len(config.routing_pool)] == [f"single:{e}" for e in config.routing_pool]
     assert names[-2:] == ["symoe@never", "symoe@auto"]
 
 

@@ -165,7 +165,9 @@ def test_local_files(tmp_path: Path, home: Path) -> None:
 
 def test_defaults_describe_the_offline_pool(home: Path) -> None:
     cfg = load_config()
-    assert list(cfg.experts) == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m"]
+    assert list(cfg.experts) == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m",
+                                 "qwen-1.5b-direct", "qwen-1.5b-cot", "qwen-1.5b-program", "qwen-0.5b-direct",
+                                 "qwen-0.5b-program"]  # four models, then the method experts routed on two
     assert cfg.default_expert == "qwen-coder-1.5b" and cfg.home == home
     assert all(s.source is not None and len(s.source.sha256) == 64 for s in cfg.experts.values())
     assert cfg.experts["gemma3-270m"].chat_template is False
@@ -175,11 +177,11 @@ def test_three_lines_of_yaml_add_an_expert(tmp_path: Path) -> None:
     file = tmp_path / "symoe.yaml"
     file.write_text("experts:\n  my-7b:\n    path: /models/my-7b.gguf\n")
     cfg = load_config(file)
-    assert list(cfg.experts)[-1] == "my-7b" and len(cfg.experts) == 5
+    assert list(cfg.experts)[-1] == "my-7b" and len(cfg.experts) == 10 and "my-7b" in cfg.routing_pool
     mine = cfg.experts["my-7b"]
     assert mine.name == "my-7b" and mine.backend == "llamacpp" and mine.path == Path("/models/my-7b.gguf")
     assert cfg.experts["qwen-coder-1.5b"] == default_pool()["qwen-coder-1.5b"]  # the pool is kept
-    assert len(load_config().experts) == 4  # the file applied to that load only
+    assert len(load_config().experts) == 9  # the file applied to that load only
 
 
 def test_yaml_overrides_and_removes_experts_by_name(tmp_path: Path) -> None:

@@ -46,9 +46,9 @@ def test_roundtrip_and_pool_check(tmp_path):
     path = tmp_path / "p.json"
     save_profile(_profile_for(config), path)
     loaded, where = load_profile(config, path)
-    assert where == path and set(loaded.experts) == set(config.experts)
+    assert where == path and set(loaded.experts) == set(config.routing_pool)
     other = json.loads(path.read_text())
-    other["pool"]["qwen-coder-1.5b"] = "llamacpp:0000000000000000"
+    other["pool"]["qwen-1.5b-cot"] = "llamacpp:cc324af070c2ecbf"  # the model, but not its method
     path.write_text(json.dumps(other))
     with pytest.raises(ProfileError, match="built for another pool.*symoe profile build"):
         load_profile(config, path)

@@ -62,7 +62,10 @@ class LlamaCppBackend(Backend):
                 f"llama.cpp could not load {self.spec.path} for expert {self.spec.name!r}: {exc}"
             ) from None
 
+    _primed: tuple[tuple[int, ...], Any] | None = None  # (prompt head, llama.cpp state after it)
+
     def _unload(self) -> None:
+        self._primed = None
         llm = getattr(self, "_llm", None)
         if llm is not None:
             llm.close()
@@ -85,10 +88,7 @@ class LlamaCppBackend(Backend):
         try:
             if request.logprobs:
                 return self._draft_with_logprobs(request, start)
-            # Start from an empty KV cache: reusing the previous request's prefix changes how the
-            # prompt is batched, hence the float rounding, hence (on this CPU's kernels) the text.
-            # A generation must depend on its request alone, not on what ran before it.
-            self._llm.reset()
+            self._prime(request)
             if self.spec.chat_template:
                 out = self._llm.create_chat_completion(
                     messages=[m.model_dump() for m in request.messages], **params
@@ -123,7 +123,7 @@ class LlamaCppBackend(Backend):
         pieces: list[str] = []
         finish = None
         try:
-            self._llm.reset()
+            self._prime(request)
             if self.spec.chat_template:
                 chunks = self._llm.create_chat_completion(messages=[m.model_dump() for m in request.messages],
                                                           **params)
@@ -148,6 +148,28 @@ class LlamaCppBackend(Backend):
         return Generation(text=text.strip(), model=self.spec.name, finish_reason=finish,
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                       seconds=time.perf_counter() - start))
+
+    def _prime(self, request: GenerationRequest) -> None:
+        """Put the KV cache where a fresh evaluation of the prompt, all but its last token, leaves it.
+
+        A generation must depend on its request alone, not on what ran before it: reusing an
+        arbitrary earlier prefix changes how the prompt is batched, hence the float rounding,
+        hence (on this CPU's kernels) the text. So every request starts from one state: its
+        prompt less the last token, evaluated in one batch from empty (llama.cpp then
+        evaluates the last token and samples). The state is kept, so the next request with
+        the same prompt (the annotator's samples of one question) loads it instead of
+        evaluating the prompt again, and gets exactly the same logits as a first request.
+        """
+        llm = self._llm
+        head = tuple(self._prompt_tokens(request)[:-1])
+        if self._primed is not None and self._primed[0] == head:
+            llm.load_state(self._primed[1])
+            return
+        self._primed = None
+        llm.reset()
+        if head:
+            llm.eval(list(head))
+        self._primed = (head, llm.save_state())
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The prompt tokens exactly as ``create_chat_completion``/``create_completion`` build them."""

@@ -19,25 +19,29 @@ app = typer.Typer(no_args_is_help=True, help="List and prepare the expert models
 
 @app.command("list")
 def models_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show each expert: name, backend, file, size, whether it is ready."""
+    """Show each model: name, backend, file, size, whether it is ready, the routed experts on it."""
     cfg = config_from(config)
     rows = []
     for name, spec in cfg.experts.items():
+        if spec.uses is not None:
+            continue  # a method expert: listed under its model
         path = spec.model_file(cfg.home)
         size = spec.source.size if spec.source and spec.source.size else (
             path.stat().st_size if path and path.exists() and path.is_file() else None)
         rows.append({"name": name, "backend": spec.backend, "file": str(path or spec.base_url or ""),
                      "size_mb": round(size / 1e6) if size else None, "status": status(spec, cfg.home),
-                     "default": name == cfg.default_expert})
+                     "default": name == cfg.default_expert,
+                     "experts": [e for e in cfg.routing_pool if cfg.experts[e].load_as == name]})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title=f"expert pool (home: {cfg.home})")
-    for col in ("name", "backend", "file", "size MB", "status"):
+    for col in ("name", "backend", "file", "size MB", "status", "routed experts"):
         table.add_column(col)
     for r in rows:
         name = r["name"] + (" *" if r["default"] else "")
-        table.add_row(name, r["backend"], r["file"], str(r["size_mb"] or "-"), r["status"])
+        table.add_row(name, r["backend"], r["file"], str(r["size_mb"] or "-"), r["status"],
+                      ", ".join(r["experts"]) or "-")
     out.print(table)
     out.print("* default expert. `symoe models prepare` assembles and verifies what is not ready.")
 
@@ -53,7 +57,8 @@ def models_prepare(
     a corrupt file of your own is reported.
     """
     cfg = config_from(config)
-    specs = [cfg.expert(name) for name in (names or list(cfg.experts))]
+    specs = [cfg.expert(cfg.expert(name).load_as) for name in (names or list(cfg.experts))]
+    specs = list({s.name: s for s in specs}.values())  # each model once, whichever experts use it
     if any(s.source is not None and status(s, cfg.home) not in ("ready", "remote") for s in specs):
         models_dir(cfg.home)  # an unusable home is one error line, not one per expert
     failures = 0
