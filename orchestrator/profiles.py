@@ -44,6 +44,19 @@ class SkillCount(BaseModel):
 class ExpertProfile(BaseModel):
     skills: dict[str, SkillCount] = Field(default_factory=dict)
     tasks: dict[str, SkillCount] = Field(default_factory=dict)
+    # what its answers cost on the profile's questions (generated tokens, and seconds when run
+    # alone, the program's run included)
+    questions: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_question(self) -> float:
+        return self.tokens / self.questions if self.questions else 0.0
+
+    @property
+    def seconds_per_question(self) -> float:
+        return self.seconds / self.questions if self.questions else 0.0
 
     def score(self, skill: str) -> int:
         count = self.skills.get(skill)
@@ -53,7 +66,10 @@ class ExpertProfile(BaseModel):
     def global_competence(self) -> int:
         return sum(c.score for c in self.skills.values())
 
-    def add(self, skills: list[str], task: str, correct: bool) -> None:
+    def add(self, skills: list[str], task: str, correct: bool, tokens: int = 0, seconds: float = 0.0) -> None:
+        self.questions += 1
+        self.tokens += tokens
+        self.seconds = round(self.seconds + seconds, 3)
         for skill in skills:
             count = self.skills.setdefault(skill, SkillCount())
             if correct:
@@ -75,6 +91,8 @@ class Outcome(BaseModel):
     task: str
     skills: list[str]
     correct: bool
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 class Profile(BaseModel):
@@ -127,7 +145,7 @@ class Profile(BaseModel):
 def profile_from_outcomes(outcomes: list[Outcome], experts: list[str]) -> dict[str, ExpertProfile]:
     profiles = {name: ExpertProfile() for name in experts}
     for o in outcomes:
-        profiles.setdefault(o.expert, ExpertProfile()).add(o.skills, o.task, o.correct)
+        profiles.setdefault(o.expert, ExpertProfile()).add(o.skills, o.task, o.correct, o.tokens, o.seconds)
     return profiles
 
 

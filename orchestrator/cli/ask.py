@@ -11,7 +11,7 @@ from rich.table import Table
 from agents.errors import SymoeError
 from orchestrator.api import Symoe, make_query
 from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, out, read_question
-from orchestrator.config import MAX_K, MAX_SEED
+from orchestrator.config import MAX_K, MAX_SEED, SymoeConfig
 from orchestrator.records import RETRIEVAL_MODES, AskResult
 
 FORMATS = ("choice", "number", "text")
@@ -56,7 +56,7 @@ def ask(
         out.print_json(result.model_dump_json())
         return
     if explain:
-        print_explanation(result)
+        print_explanation(result, cfg)
     elif result.routed:
         note = f"routed by {result.profile}: {', '.join(result.experts)}"
         if result.aggregator:
@@ -67,8 +67,13 @@ def ask(
     print(result.answer)
 
 
-def print_explanation(result: AskResult) -> None:
-    """The why of an answer: skills, recruitment weights, retrieval, every expert's answer."""
+def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
+    """The why of an answer: skills, recruitment weights and each expert's method, retrieval,
+    every expert's answer."""
+
+    def method(expert: str) -> str:
+        return cfg.experts[expert].method if expert in cfg.experts else "?"
+
     out.print(f"[b]method[/b]: {result.method}; answer format: {result.format}")
     if result.routed:
         out.print(f"[b]profile[/b]: {result.profile}")
@@ -77,11 +82,11 @@ def print_explanation(result: AskResult) -> None:
     rec = result.recruitment
     if rec is not None:
         out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")
-        table = Table("expert", "local score", "global strength", "weight", "slots")
+        table = Table("expert", "method", "local score", "global strength", "weight", "slots")
         recruited = {r.expert: r for r in rec.recruits}
         for name, weight in sorted(rec.weights.items(), key=lambda kv: -kv[1]):
             r = recruited.get(name)
-            table.add_row(name + (" *" if r else ""), f"{r.local:+.0f}" if r else "",
+            table.add_row(name + (" *" if r else ""), method(name), f"{r.local:+.0f}" if r else "",
                           f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
         out.print(table)
     if result.retrieval:
@@ -89,10 +94,11 @@ def print_explanation(result: AskResult) -> None:
         out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
         for i, p in enumerate(ret.passages, 1):
             out.print(f"  [{i}] {p.title or p.source} (score {p.score:.2f})")
-    answers = Table("expert", "sample", "answer", "response (start)")
+    answers = Table("expert", "method", "sample", "answer", "response (start)")
     for a in result.expert_answers:
         snippet = (a.error or a.text).replace("\n", " ")[:70]
-        answers.add_row(a.expert + (" (fallback)" if a.fallback else ""), str(a.sample), str(a.answer), snippet)
+        answers.add_row(a.expert + (" (fallback)" if a.fallback else ""), a.method, str(a.sample), str(a.answer),
+                        snippet)
     out.print(answers)
     if result.aggregated:
         out.print(f"[b]aggregator[/b]: {result.aggregator} synthesised the answers (they disagreed)")

@@ -95,6 +95,9 @@ def show(profile: ProfileOpt = None, heatmap: Annotated[Path | None, typer.Optio
             right = sum(c.right for c in prof.aggregators[n].tasks.values())
             row.append(f"{100 * right / total:.0f}% of {total}" if total else "-")
         table.add_row("[i]aggregator test[/i]", *row)
+    if any(prof.experts[n].questions for n in experts):
+        table.add_row("[i]tokens / question[/i]", *[f"{prof.experts[n].tokens_per_question:.0f}" for n in experts])
+        table.add_row("[i]seconds / question[/i]", *[f"{prof.experts[n].seconds_per_question:.2f}" for n in experts])
     out.print(table)
     if heatmap:
         save_heatmap(prof, heatmap)
