@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SYMOE = [sys.executable, "-m", "orchestrator.cli"]
 PAGE = 4096
 ONLY_SMOLLM = ("default_expert: smollm2-135m\n"
-               "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n  gemma3-270m: null\n")
+               "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n  gemma3-270m: null\n"
+               "  smollm2-135m: {routed: true}\n")
 
 
 def symoe(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

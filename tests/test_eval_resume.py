@@ -35,6 +35,7 @@ def small_setup(tmp_path_factory):
     config_path.write_text(
         "default_expert: smollm2-135m\n"
         "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
+        "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
         f"router:\n  profile: {profile_path}\n")
     config = load_config(config_path)
     counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=4, wrong=6)}

@@ -33,6 +33,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     task.write_text("".join(q.model_dump_json() + "\n" for q in load_split("arc_challenge", "test", limit=12, seed=1)))
     config = root / "config.yaml"
     config.write_text("default_expert: smollm2-135m\nexperts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
+                      "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
                       f"router:\n  profile: {root / 'profile.json'}\nretrieval:\n  mode: never\n")
     counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=5, wrong=5)}
     save_profile(Profile(pool=pool_digest(load_config(config)), annotator="smollm2-135m",

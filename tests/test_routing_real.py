@@ -50,11 +50,12 @@ def test_annotation_names_canonical_skills_in_three_domains(config, tmp_path):
 
 def test_profile_from_a_small_real_run(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("experts:\n  qwen-coder-0.5b: null\n  gemma3-270m: null\n")
+    path.write_text("experts:\n  qwen-coder-0.5b: null\n  gemma3-270m: null\n  qwen-1.5b-cot: null\n"
+                    "  qwen-1.5b-program: null\n  smollm2-135m: {routed: true}\n")
     config = load_config(path)
     spec = BuildSpec(tasks=["mmlu:4", "arc_challenge:2"], seed=0, aggregator_items=4)
     profile = build_profile(config, spec)
-    assert set(profile.experts) == {"qwen-coder-1.5b", "smollm2-135m"}
+    assert set(profile.experts) == {"qwen-1.5b-direct", "smollm2-135m"}
     for name, prof in profile.experts.items():
         assert sum(c.n for c in prof.tasks.values()) == 6, name
         assert prof.skills, f"{name} has no skill counts"

@@ -61,6 +61,7 @@ class Health:
         with self._lock:
             return {m: round(until - self.clock(), 1) for m, until in list(self._until.items()) if self._cooling(m)}
 
-    def available(self, experts: list[str]) -> Callable[[], set[str]]:
-        """A function giving the experts that may be recruited now."""
-        return lambda: {e for e in experts if self.cooled(e) is None}
+    def available(self, experts: dict[str, str]) -> Callable[[], set[str]]:
+        """A function giving the experts (each mapped to the model that runs it) that may be
+        recruited now: a cooled-down model takes every expert on it out."""
+        return lambda: {e for e, model in experts.items() if self.cooled(model) is None}

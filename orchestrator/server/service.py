@@ -70,7 +70,7 @@ class Service:
         self.batcher = BatchingExecutor(LocalExecutor(self.pool), limits.batch_window_ms, health=self.health)
         self.cache = GenerationCache(config.home / "cache" / "ask.sqlite")  # the one cache of live answers
         self.pipeline = Pipeline(config, pool=self.pool, executor=self.batcher, cache=self.cache,
-                                 available=self.health.available(list(config.experts)))
+                                 available=self.health.available({e: s.load_as for e, s in config.experts.items()}))
         self.workers = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="symoe-request")
         self.in_flight = threading.BoundedSemaphore(limits.max_in_flight)
         self.requests = 0
