@@ -30,6 +30,8 @@ def test_config_example_adds_a_local_and_a_server_expert() -> None:
     assert config.experts["my-local"].backend == "llamacpp" and config.experts["my-local"].n_ctx == 4096
     server = config.experts["my-server"]
     assert server.backend == "openai" and server.base_url == "http://127.0.0.1:8080/v1" and server.model == "my-model"
+    cot = config.experts["my-local-cot"]
+    assert cot.method == "cot" and cot.load_as == "my-local" and cot.n_ctx == 4096
 
 
 def test_custom_backend_example(tmp_path: Path) -> None:
