@@ -221,6 +221,7 @@ def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
             same.insert(0 if job.on_text is not None else len(same), job)
     with ctx._lock:
         ctx.stats.needed += len(groups)
+
     def engine(key: str) -> str:
         """The model entry that runs a key's job: an expert's methods share their model's batch."""
         return ctx.spec(groups[key][0].model).load_as
@@ -424,8 +425,9 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     the majority answer stands."""
     answers = expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in plans
                                    for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)])
+    read = iter(answers)
     for p in plans:
-        p.answers = [answers.pop(0) for _ in p.answer_jobs]
+        p.answers = [next(read) for _ in p.answer_jobs]
     for p in plans:
         if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
             first = next((a for a in p.answers if a.error), None)
@@ -440,10 +442,9 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     for p, fell_back in zip(lost, expert_answers(ctx, [(p, fallback, 0, 0.0, p.fallback_job) for p in lost
                                                         if p.fallback_job]), strict=True):
         p.answers.append(fell_back.model_copy(update={"fallback": True}))
-        fallback_answer = fell_back
-        if not fallback_answer.ok:
+        if not fell_back.ok:
             reason = next((a.error for a in p.answers if a.error), "")
-            p.error = f"every recruited expert failed and so did {fallback_answer.expert!r}: {reason}"
+            p.error = f"every recruited expert failed and so did {fell_back.expert!r}: {reason}"
     for p in plans:
         ok = [a for a in p.answers if a.ok]
         a = p.assignment
@@ -484,9 +485,10 @@ def plan_steps(p: Plan) -> list[StepUsage]:
         drafts = [p.draft_job] if p.draft_job else []
         steps.append(StepUsage(step="gate", usage=Usage(seconds=p.search_seconds) + Usage.total(
             [j.usage for j in drafts]), cached=all(j.cached for j in drafts) and bool(drafts)))
-    ran = [a.method_seconds for a in p.answers if not a.fallback] or [0.0] * len(p.answer_jobs)
-    for s, job, seconds in zip(p.assignment.slots, p.answer_jobs, ran, strict=True):
+    ran = {(a.expert, a.sample): a.method_seconds for a in p.answers if not a.fallback}  # a program's run
+    for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True):
         step = _step(f"expert:{s.expert}#{s.sample}", [job])
+        seconds = ran.get((s.expert, s.sample), 0.0)
         steps.append(step.model_copy(update={"usage": step.usage + Usage(seconds=seconds)}) if seconds else step)
     if p.fallback_job:
         steps.append(_step(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
