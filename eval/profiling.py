@@ -31,6 +31,7 @@ from orchestrator.pipeline import Pipeline, annotate, execute
 from orchestrator.profiles import Outcome, Profile, profile_from_outcomes
 from orchestrator.provenance import pool_digest, provenance
 from orchestrator.records import AnswerFormat, Job
+from skills.neighbours import LabelledQuestion
 
 
 class BuildSpec(BaseModel):
@@ -121,5 +122,6 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
               "created": datetime.now(UTC).isoformat(timespec="seconds")},
         experts=profile_from_outcomes(outcomes, experts),
         aggregators=profile_from_outcomes(agg_outcomes, experts),
+        examples=[LabelledQuestion(question=q.question, skills=skills[q.id], task=q.task) for q in questions],
         provenance=provenance(config, annotation_samples=config.skills.samples),
     )

@@ -51,6 +51,7 @@ from orchestrator.records import (
 from retrieval.index import default_index_dir, open_index
 from retrieval.records import Hit, best_score, format_passages
 from skills.annotate import SkillAnnotation, annotation_from, annotation_requests
+from skills.neighbours import NeighbourSkills, confident
 from skills.vocabulary import SkillMatcher
 
 
@@ -138,6 +139,7 @@ class Pipeline:
         self._retriever_opened = retriever is not None
         self._gate = gate
         self._matcher: SkillMatcher | None = None
+        self._neighbours: NeighbourSkills | None = None
         self._lock = threading.RLock()  # the server runs several requests' stages at once
 
     # -- lazily loaded parts ------------------------------------------------------------
@@ -151,6 +153,19 @@ class Pipeline:
             if self._matcher is None:
                 self._matcher = SkillMatcher(self.config.embedding, self.config.skills.match_threshold)
             return self._matcher
+
+    @property
+    def neighbours(self) -> NeighbourSkills:
+        """The profile's labelled validation questions, embedded once (``skills.source``)."""
+        with self._lock:
+            if self._neighbours is None:
+                examples = self.profile.examples
+                if not examples:
+                    raise SymoeError(f"skills.source {self.config.skills.source} needs a profile with its labelled "
+                                     "questions; this one has none: rebuild it with `symoe profile build`")
+                self._neighbours = NeighbourSkills(examples, self.config.embedding, self.config.skills.neighbours,
+                                                   self.config.skills.neighbour_share)
+            return self._neighbours
 
     @property
     def profile(self) -> Profile:
@@ -320,12 +335,24 @@ def _dispatch(ctx: Pipeline, todo: dict[str, list[str]], groups: dict[str, list[
 
 # -- the stages ---------------------------------------------------------------------------
 def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[SkillAnnotation, list[Job]]]:
-    """Skills of each query: the annotator's samples (jobs), voted onto the vocabulary."""
-    jobs = {q.id: [Job(model=ctx.annotator, request=r) for r in annotation_requests(q.question, ctx.config.skills,
-                                                                                    seed)]
+    """Skills of each query (``skills.source``): voted by its labelled neighbours in the
+    profile (``neighbours``; ``hybrid`` where they are close and agree), else from the
+    annotator's samples (jobs), voted onto the vocabulary."""
+    out: dict[str, tuple[SkillAnnotation, list[Job]]] = {}
+    settings = ctx.config.skills
+    if settings.source != "llm" and queries:
+        by_llm = []
+        for q, vote in zip(queries, ctx.neighbours.vote([q.question for q in queries]), strict=True):
+            if settings.source == "neighbours" or confident(vote, settings.hybrid_min_similarity,
+                                                            settings.hybrid_min_agreement):
+                out[q.id] = (SkillAnnotation(question=q.question, skills=vote.skills, source="neighbours",
+                                             nearest=vote.nearest), [])
+            else:
+                by_llm.append(q)
+        queries = by_llm
+    jobs = {q.id: [Job(model=ctx.annotator, request=r) for r in annotation_requests(q.question, settings, seed)]
             for q in queries}
     execute(ctx, [j for js in jobs.values() for j in js], "annotate")
-    out = {}
     for q in queries:
         replies = [j.generation.text if j.ok and j.generation else None for j in jobs[q.id]]
         out[q.id] = (annotation_from(q.question, replies, ctx.matcher, ctx.config.skills, ctx.annotator), jobs[q.id])

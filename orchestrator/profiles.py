@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agents.errors import SymoeError
 from orchestrator.config import SymoeConfig
 from orchestrator.provenance import pool_digest
+from skills.neighbours import LabelledQuestion
 
 PROFILE_FORMAT = "symoe-profile"
 PROFILE_VERSION = 1
@@ -104,6 +105,8 @@ class Profile(BaseModel):
     experts: dict[str, ExpertProfile]
     aggregators: dict[str, ExpertProfile] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
+    #: the validation questions with the annotator's skills: ``skills.source: neighbours`` votes with them
+    examples: list[LabelledQuestion] = Field(default_factory=list)
 
     def restricted(self, names: list[str]) -> Profile:
         """The profile of a sub-pool: only these experts can be recruited or aggregate."""

@@ -1,0 +1,82 @@
+"""Skills from neighbours (``skills.source``): labelled validation questions vote, with the
+shipped MiniLM embedder for real; the annotator LLM is a scripted (fake) model here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.embedder import EmbeddingConfig
+from agents.errors import SymoeError
+from agents.pool import ExpertSpec
+from orchestrator.config import SymoeConfig
+from orchestrator.pipeline import Pipeline, annotate
+from orchestrator.profiles import ExpertProfile, Profile
+from orchestrator.records import Query
+from skills.neighbours import LabelledQuestion, NeighbourSkills, confident
+
+EXAMPLES = [
+    LabelledQuestion(question="A baker sells 12 loaves a day for 3 dollars each. How much money in a week?",
+                     skills=["arithmetic", "word problems"]),
+    LabelledQuestion(question="Tom has 5 boxes of 8 pencils and gives away 9. How many pencils are left?",
+                     skills=["arithmetic", "word problems"]),
+    LabelledQuestion(question="A car travels 60 miles per hour for 2.5 hours. How far does it go?",
+                     skills=["arithmetic", "physics"]),
+    LabelledQuestion(question="Who was the first emperor of Rome?", skills=["history"]),
+    LabelledQuestion(question="In which year did the French Revolution begin?", skills=["history"]),
+    LabelledQuestion(question="Which treaty ended the First World War?", skills=["history", "politics and government"]),
+]
+
+
+@pytest.fixture(scope="module")
+def voter() -> NeighbourSkills:
+    return NeighbourSkills(EXAMPLES, EmbeddingConfig(), k=3, share=0.4)
+
+
+def test_a_word_problem_and_a_history_question_get_their_neighbours_skills(voter: NeighbourSkills):
+    math, past = voter.vote(["Sara buys 4 packs of 6 eggs and breaks 3. How many eggs does she have?",
+                             "Who led the Roman legions across the Rubicon?"])
+    assert math.skills[:2] == ["arithmetic", "word problems"] and math.agreement == 1.0
+    assert past.skills[0] == "history" and "arithmetic" not in past.skills
+    assert math.nearest > 0.5 and math.neighbours[0] in (0, 1)
+
+
+def test_leave_one_out_never_votes_with_the_question_itself(voter: NeighbourSkills):
+    [vote] = voter.vote([EXAMPLES[3].question], exclude=[3])
+    assert 3 not in vote.neighbours and vote.skills[0] == "history"
+
+
+def test_a_far_question_is_not_confident(voter: NeighbourSkills):
+    [far] = voter.vote(["Describe the smell of rain on hot asphalt in a short poem."])
+    [near] = voter.vote(["Bob has 7 bags of 3 apples and eats 4. How many apples remain?"])
+    assert confident(near, 0.35, 0.6) and not confident(far, 0.35, 0.6)
+
+
+def _pipeline(tmp_path: Path, source: str, examples: list[LabelledQuestion] = EXAMPLES) -> Pipeline:
+    annotator = ExpertSpec(backend="fake", params={"answers": {"Which skills": "Keywords: poetry, literature"}})
+    config = SymoeConfig(home=tmp_path, experts={"a": annotator}, default_expert="a",
+                         skills={"source": source, "neighbours": 3})
+    profile = Profile(pool={}, annotator="a", experts={"a": ExpertProfile()}, examples=examples)
+    return Pipeline(config, profile=profile)
+
+
+def test_neighbours_need_no_llm_call_and_hybrid_asks_it_only_for_far_questions(tmp_path: Path):
+    near = Query(question="Ann has 6 bags of 4 marbles and loses 5. How many marbles are left?")
+    far = Query(question="Write a haiku about the colour of the autumn sea.")
+    ctx = _pipeline(tmp_path, "neighbours")
+    got = annotate(ctx, [near, far], seed=0)
+    assert ctx.stats.needed == 0  # no annotator job at all
+    assert got[near.id][0].skills[:2] == ["arithmetic", "word problems"] and got[near.id][0].source == "neighbours"
+    assert got[near.id][1] == []
+    hybrid = _pipeline(tmp_path, "hybrid")
+    got = annotate(hybrid, [near, far], seed=0)
+    assert got[near.id][0].source == "neighbours" and got[far.id][0].source == "llm"
+    assert hybrid.stats.needed == 5  # the annotator's five samples, for the far question only
+    assert len(got[far.id][1]) == 5
+
+
+def test_a_profile_without_labelled_questions_is_one_line_saying_to_rebuild(tmp_path: Path):
+    ctx = _pipeline(tmp_path, "neighbours", examples=[])
+    with pytest.raises(SymoeError, match="rebuild it with `symoe profile build`"):
+        annotate(ctx, [Query(question="What is 2 + 2?")], seed=0)
