@@ -113,6 +113,11 @@ def test_max_tokens_out_of_range(home: Path, fake_pool: Path, value: str) -> Non
               "--max-tokens must be from 1 to 8192", value)
 
 
+def test_unknown_skill_source(home: Path, fake_pool: Path) -> None:
+    one_error(run(home, "ask", "-c", str(fake_pool), "--skills", "neighbors", "What is 2+2?"),
+              "--skills must be llm, neighbours or hybrid, not 'neighbors'")
+
+
 def test_seed_out_of_range(home: Path, fake_pool: Path) -> None:
     one_error(run(home, "ask", "-c", str(fake_pool), "--seed", "-1", "What is 2+2?"),
               "--seed must be from 0 to 2147483647")

@@ -16,6 +16,7 @@ from orchestrator.records import RETRIEVAL_MODES, AskResult
 
 FORMATS = ("choice", "number", "text")
 MAX_TOKENS = 8192  # as orchestrator.api.make_query checks
+SKILL_SOURCES = ("llm", "neighbours", "hybrid")
 
 
 def ask(
@@ -34,9 +35,13 @@ def ask(
     profile: Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON to route with")] = None,
     deadline: Annotated[float, typer.Option(help="give up after this many seconds, saying what it waited for")
                         ] = 900.0,
+    skills: Annotated[str | None, typer.Option(help="where skills come from: llm, neighbours or hybrid "
+                                               "(default: config skills.source)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Answer a question: route it to the best-suited experts (or one, with --model)."""
+    if skills is not None and skills not in SKILL_SOURCES:
+        raise SymoeError(f"--skills must be llm, neighbours or hybrid, not {skills!r}")
     if retrieval is not None and retrieval not in RETRIEVAL_MODES:
         raise SymoeError(f"--retrieval must be auto, always or never, not {retrieval!r}")
     if k is not None and not 1 <= k <= MAX_K:
@@ -47,6 +52,8 @@ def ask(
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--deadline", deadline, 1, 86400, " (seconds)")
     cfg = config_from(config)
+    if skills is not None:
+        cfg = cfg.model_copy(update={"skills": cfg.skills.model_copy(update={"source": skills})})
     text = read_question(question)
     make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
     with Symoe(cfg, profile=profile) as symoe:
