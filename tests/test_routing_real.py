@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,24 @@ def test_ask_explain_routes_a_math_question():
     assert "recruitment" in text and "weight" in text
     assert "profile" in text and "default_profile.json" in text
     assert text.strip().splitlines()[-1].strip() == "391", text
+
+
+@pytest.mark.parametrize(("question", "method", "expert", "answer"), [
+    ("A baker makes 24 muffins and sells them in boxes of 4. Each box costs 3 dollars. "
+     "How much money does the baker make?", "program", "qwen-1.5b-program", "18"),
+    ("In which year did the Berlin Wall fall?", "direct", "qwen-1.5b-direct", "1989"),
+])
+def test_explain_shows_a_word_problem_going_to_a_program_and_history_to_a_direct_answer(
+        question: str, method: str, expert: str, answer: str) -> None:
+    """The default profile (method experts): the word problem's skills (arithmetic) score the
+    program best, the history question's the direct answer; --explain names skills, scores and
+    each expert's method."""
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "ask", "--explain", "--retrieval", "never",
+                           question], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    recruited = [line for line in text.splitlines() if f"{expert} *" in line]
+    assert recruited and f" {method} " in recruited[0], text  # recruited, with its method shown
+    assert "skills" in text and "local score" in text and "global strength" in text
+    assert text.strip().splitlines()[-1].strip() == answer, text
