@@ -70,9 +70,13 @@ class LoadedPool:
         self.loads: list[str] = []
         self._lock = threading.RLock()
 
+    def _model(self, name: str) -> str:
+        """The model entry an expert runs on (a model entry's own name for itself)."""
+        return self.experts[name].load_as if name in self.experts else name
+
     def get(self, name: str) -> Backend:
         """The loaded backend of an expert (or of a model entry), loading it if needed."""
-        name = self.experts[name].load_as if name in self.experts else name
+        name = self._model(name)
         with self._lock:
             backend = self._backends.get(name)
             if backend is None:
@@ -100,7 +104,7 @@ class LoadedPool:
                 self.unload(other)
 
     def unload(self, name: str) -> None:
-        name = self.experts[name].load_as if name in self.experts else name
+        name = self._model(name)
         with self._lock:
             backend = self._backends.pop(name, None)
             if name in self._used:

@@ -59,13 +59,15 @@ class ExpertMethod(abc.ABC):
     description: ClassVar[str] = ""
     #: True when ``read`` runs code the model wrote (off while ``sandbox.enabled`` is false)
     runs_code: ClassVar[bool] = False
+    #: generated tokens allowed per answer format (a query's own ``max_tokens`` wins)
+    budget: ClassVar[dict[str, int]] = MAX_TOKENS
 
     @abc.abstractmethod
     def instruction(self, fmt: AnswerFormat) -> str:
         """What the expert is told to produce, after the question."""
 
     def max_tokens(self, fmt: AnswerFormat) -> int:
-        return MAX_TOKENS[fmt]
+        return self.budget[fmt]
 
     def request(self, query: Query, fmt: AnswerFormat, context: str | None, temperature: float,
                 seed: int) -> GenerationRequest:
@@ -96,44 +98,38 @@ class Standard(ExpertMethod):
 class Direct(ExpertMethod):
     description = "the answer alone: a letter, a number, a short phrase"
 
-    _SAY = {
+    _SAY: ClassVar[dict[str, str]] = {
         "choice": INSTRUCTIONS["choice"],  # the standard request: both share its generations
         "number": "Reply with 'Answer:' followed by the final number, and nothing else.",
         "text": "Reply with 'Answer:' followed by a short answer of a few words, and nothing else.",
     }
-    _TOKENS: ClassVar[dict[str, int]] = {"choice": MAX_TOKENS["choice"], "number": 24, "text": 32}
+    budget: ClassVar[dict[str, int]] = {"choice": MAX_TOKENS["choice"], "number": 24, "text": 32}
 
     def instruction(self, fmt: AnswerFormat) -> str:
         return self._SAY[fmt]
-
-    def max_tokens(self, fmt: AnswerFormat) -> int:
-        return self._TOKENS[fmt]
 
 
 @expert_methods.register("cot")
 class ChainOfThought(ExpertMethod):
     description = "reasons step by step within a token budget, then states the answer"
 
-    _SAY = {
+    _SAY: ClassVar[dict[str, str]] = {
         "choice": "Think it through step by step, briefly. Finish with a last line 'Answer: <letter>'.",
         "number": INSTRUCTIONS["number"],  # the standard request: both share its generations
         "text": INSTRUCTIONS["text"],
     }
-    _TOKENS: ClassVar[dict[str, int]] = {"choice": 256, "number": MAX_TOKENS["number"], "text": MAX_TOKENS["text"]}
+    budget: ClassVar[dict[str, int]] = {**MAX_TOKENS, "choice": 256}
 
     def instruction(self, fmt: AnswerFormat) -> str:
         return self._SAY[fmt]
-
-    def max_tokens(self, fmt: AnswerFormat) -> int:
-        return self._TOKENS[fmt]
 
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
 
 
 def program_source(text: str) -> str | None:
-    """The code in a reply: the fenced block that defines ``solution`` (else the first
-    block, else the whole reply if it defines it), or None when there is none."""
+    """The code in a reply: the fenced block that defines ``solution``, else the whole reply
+    if it defines it, or None when there is none."""
     blocks = [b.strip() for b in _FENCE.findall(text)]
     for block in blocks:
         if re.search(r"^\s*def\s+solution\s*\(", block, re.MULTILINE):
@@ -148,7 +144,8 @@ class Program(ExpertMethod):
     description = "writes a Python function solution(); symoe runs it in the sandbox and returns its value"
     runs_code = True
 
-    _RETURNS = {
+    budget: ClassVar[dict[str, int]] = dict.fromkeys(MAX_TOKENS, 384)
+    _RETURNS: ClassVar[dict[str, str]] = {
         "choice": "the letter of the correct option (a string such as 'A')",
         "number": "the final number",
         "text": "the answer as a short string",
@@ -158,9 +155,6 @@ class Program(ExpertMethod):
         return (f"Write a Python function `solution()` that takes no arguments, works the answer out and "
                 f"returns {self._RETURNS[fmt]}. Use only the standard library. Reply with the code in one "
                 "```python block, and nothing else.")
-
-    def max_tokens(self, fmt: AnswerFormat) -> int:
-        return 384
 
     def read(self, text: str, query: Query, fmt: AnswerFormat, sandbox: SandboxConfig) -> Reading:
         if not sandbox.enabled:

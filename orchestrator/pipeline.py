@@ -35,7 +35,7 @@ from orchestrator.aggregate import agreed_answer, majority, synthesis_request
 from orchestrator.answers import detect_format, expert_request, extract
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
-from orchestrator.expert_methods import ExpertMethod, expert_method
+from orchestrator.expert_methods import ExpertMethod, Reading, expert_method
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
 from orchestrator.methods import Assignment, MethodContext, MethodSpec
 from orchestrator.profiles import Profile, load_profile
@@ -539,18 +539,15 @@ def expert_answers(ctx: Pipeline, items: list[AnswerItem]) -> list[ExpertAnswer]
         p, expert, sample, temperature, job = item
         generation = job.generation or Generation.failure(expert, "not run")
         reading = (ctx.method(expert).read(generation.text, p.query, p.format, ctx.config.sandbox)
-                   if generation.ok else None)
+                   if generation.ok else Reading())
         return ExpertAnswer(expert=expert, sample=sample, temperature=temperature, generation=generation,
-                            method=ctx.spec(expert).method, answer=reading.answer if reading else None,
-                            reply=reading.text if reading else None, failure=reading.error if reading else None,
-                            method_seconds=reading.seconds if reading else 0.0)
+                            method=ctx.spec(expert).method, answer=reading.answer, reply=reading.text,
+                            failure=reading.error, method_seconds=reading.seconds)
 
-    runs_code = [i for i in items if ctx.method(i[1]).runs_code and i[4].ok]
-    if len(runs_code) < 2:
+    if sum(ctx.method(i[1]).runs_code and i[4].ok for i in items) < 2:
         return [read(i) for i in items]
     with ThreadPoolExecutor(2) as pool:  # each program is a process of its own, bounded in CPU time
-        ran = dict(zip(map(id, runs_code), pool.map(read, runs_code), strict=True))
-    return [ran[id(i)] if id(i) in ran else read(i) for i in items]
+        return list(pool.map(read, items))
 
 
 def _with_history(request: GenerationRequest, query: Query) -> GenerationRequest:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SkillSource = Literal["llm", "neighbours", "hybrid"]
+
 
 class SkillsConfig(BaseModel):
     """Where a query's skills come from (``source``), how the annotator LLM names them, and how
@@ -17,7 +19,7 @@ class SkillsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["llm", "neighbours", "hybrid"] = "llm"
+    source: SkillSource = "llm"
     neighbours: int = Field(default=8, ge=1, le=64, description="labelled questions that vote")
     neighbour_share: float = Field(default=0.4, gt=0.0, le=1.0, description="weight share a skill needs")
     hybrid_min_similarity: float = Field(default=0.35, ge=-1.0, le=1.0,

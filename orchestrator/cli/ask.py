@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.table import Table
@@ -13,10 +13,11 @@ from orchestrator.api import Symoe, make_query
 from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, out, read_question
 from orchestrator.config import MAX_K, MAX_SEED, SymoeConfig
 from orchestrator.records import RETRIEVAL_MODES, AskResult
+from skills.config import SkillSource
 
 FORMATS = ("choice", "number", "text")
 MAX_TOKENS = 8192  # as orchestrator.api.make_query checks
-SKILL_SOURCES = ("llm", "neighbours", "hybrid")
+SKILL_SOURCES = get_args(SkillSource)
 
 
 def ask(
@@ -41,7 +42,7 @@ def ask(
 ) -> None:
     """Answer a question: route it to the best-suited experts (or one, with --model)."""
     if skills is not None and skills not in SKILL_SOURCES:
-        raise SymoeError(f"--skills must be llm, neighbours or hybrid, not {skills!r}")
+        raise SymoeError(f"--skills must be {', '.join(SKILL_SOURCES[:-1])} or {SKILL_SOURCES[-1]}, not {skills!r}")
     if retrieval is not None and retrieval not in RETRIEVAL_MODES:
         raise SymoeError(f"--retrieval must be auto, always or never, not {retrieval!r}")
     if k is not None and not 1 <= k <= MAX_K:
