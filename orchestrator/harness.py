@@ -32,18 +32,20 @@ NO_LOGLIKELIHOOD = ("the symoe model answers by generation only (a routed team h
 
 @register_model("symoe")
 class SymoeLM(LM):
-    """``--model symoe --model_args strategy=NAME,config=PATH,batch_size=N,max_gen_toks=N``.
+    """``--model symoe --model_args strategy=NAME,config=PATH,batch_size=N,max_gen_toks=N,seed=N``.
 
-    A request without ``max_gen_toks`` gets ``max_gen_toks`` tokens (256, lm-eval's default
-    for its API models), and the text ends before the first ``until`` string, as lm-eval's
-    ``local-chat-completions`` against ``symoe serve`` would get it: the two score the same."""
+    A request without ``max_gen_toks`` gets ``max_gen_toks`` tokens (256), the routing and
+    sampling run with ``seed`` (1234), and the text ends before the first ``until`` string:
+    these are the defaults of lm-eval's API models, so ``local-chat-completions`` against
+    ``symoe serve`` sends the same request and the two score the same."""
 
     def __init__(self, strategy: str = "symoe", config: str | None = None, batch_size: int | str = 64,
-                 max_gen_toks: int | str = 256, **_: Any) -> None:
+                 max_gen_toks: int | str = 256, seed: int | str = 1234, **_: Any) -> None:
         super().__init__()
         self.strategy = strategy
         self.batch = max(1, int(batch_size))
         self.max_gen_toks = int(max_gen_toks)
+        self.seed = int(seed)
         self.symoe = Symoe(load_config(config))
         self.symoe.method(strategy)  # an unknown strategy fails here, in one line
 
@@ -57,7 +59,7 @@ class SymoeLM(LM):
                 stops.append(gen_kwargs.get("until"))
                 queries.append(Query(question=str(context).strip(),
                                      max_tokens=int(gen_kwargs.get("max_gen_toks") or self.max_gen_toks)))
-            results = self.symoe.ask_many(queries, method=self.strategy)
+            results = self.symoe.ask_many(queries, method=self.strategy, seed=self.seed)
             out.extend(cut_at_stop(r.text, s) for r, s in zip(results, stops, strict=True))
         return out
 

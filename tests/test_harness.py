@@ -26,6 +26,13 @@ def scores(out: Path, task: str) -> dict:
     return json.loads(files[-1].read_text())["results"][task]
 
 
+def replies(out: Path, task: str) -> list[str]:
+    files = sorted(out.rglob(f"samples_{task}_*.jsonl"))
+    assert files, f"no samples under {out}"
+    rows = sorted((json.loads(line) for line in files[-1].read_text().splitlines()), key=lambda r: r["doc_id"])
+    return [r["resps"][0][0] for r in rows]
+
+
 def test_export_writes_an_offline_task(tmp_path: Path) -> None:
     path, n = write_task("gsm8k", tmp_path, default_home(), limit=3)
     assert n == 3 and path.name == "symoe_gsm8k.yaml" and (tmp_path / "symoe_gsm8k.jsonl").exists()
@@ -45,7 +52,7 @@ def test_loglikelihood_is_refused_in_one_line() -> None:
 def test_lm_eval_against_the_server_and_through_the_symoe_model(tmp_path: Path) -> None:
     write_task("gsm8k", tmp_path / "tasks", default_home(), limit=10)
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    common = ["--tasks", "symoe_gsm8k", "--include_path", str(tmp_path / "tasks"), "--limit", "10"]
+    common = ["--tasks", "symoe_gsm8k", "--include_path", str(tmp_path / "tasks"), "--limit", "10", "--log_samples"]
     proc, url, _ = start(tmp_path)
     try:
         served = subprocess.run(
@@ -61,5 +68,7 @@ def test_lm_eval_against_the_server_and_through_the_symoe_model(tmp_path: Path) 
                              capture_output=True, text=True, env=env, timeout=3000)
     assert through.returncode == 0, through.stderr[-3000:]
     a, b = scores(tmp_path / "served", "symoe_gsm8k"), scores(tmp_path / "model", "symoe_gsm8k")
+    # the same replies, not only the same score: lm-eval's API models send seed 1234, as the symoe model uses
+    assert replies(tmp_path / "served", "symoe_gsm8k") == replies(tmp_path / "model", "symoe_gsm8k")
     assert a["exact_match,last-answer"] == b["exact_match,last-answer"]
     assert a["exact_match,last-answer"] >= 0.2, a
