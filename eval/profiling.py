@@ -28,7 +28,7 @@ from orchestrator.config import SymoeConfig
 from orchestrator.graph import run
 from orchestrator.methods import MethodSpec
 from orchestrator.pipeline import Pipeline, annotate, execute
-from orchestrator.profiles import Outcome, Profile, profile_from_outcomes
+from orchestrator.profiles import Outcome, Profile, profile_from_outcomes, profiled_examples
 from orchestrator.provenance import pool_digest, provenance
 from orchestrator.records import AnswerFormat, Job
 from skills.neighbours import LabelledQuestion
@@ -122,6 +122,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
               "created": datetime.now(UTC).isoformat(timespec="seconds")},
         experts=profile_from_outcomes(outcomes, experts),
         aggregators=profile_from_outcomes(agg_outcomes, experts),
-        examples=[LabelledQuestion(question=q.question, skills=skills[q.id], task=q.task) for q in questions],
+        examples=profiled_examples([LabelledQuestion(question=q.question, skills=skills[q.id], task=q.task)
+                                    for q in questions], [q.id for q in questions], outcomes),
         provenance=provenance(config, annotation_samples=config.skills.samples),
     )

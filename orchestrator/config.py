@@ -69,6 +69,17 @@ class RouterConfig(BaseModel):
         return self
 
 
+class ClusterConfig(BaseModel):
+    """The ``clusters`` method: k-means over the profile's questions (``clusters:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=6, ge=1, le=256, description="k-means clusters (fewer when there are few examples)")
+    k: int = Field(default=1, ge=1, le=16, description="experts per query: the cluster's top k, voted when more")
+    prior: float = Field(default=2.0, ge=0.0, description="pseudo-questions of overall accuracy added per cluster")
+    iterations: int = Field(default=25, ge=1, le=500)
+
+
 class RetrievalConfig(BaseModel):
     """Whether and what to retrieve (``retrieval:``)."""
 
@@ -94,6 +105,7 @@ class SymoeConfig(BaseSettings):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    clusters: ClusterConfig = Field(default_factory=ClusterConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

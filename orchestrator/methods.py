@@ -17,7 +17,9 @@ Built in:
 - ``majority``: every expert answers, the most common answer wins;
 - ``moa``: every expert answers, the best aggregator synthesises (Mixture-of-Agents);
 - ``symoe``: skill routing (``symoe:kN``, ``symoe:kN-distinct``, ``symoe:distinct`` fix k
-  or forbid repeated draws).
+  or forbid repeated draws);
+- ``clusters``: the top expert(s) of the query's nearest cluster of validation questions
+  (Avengers-style, no LLM call; ``clusters:kN`` votes N of them).
 
 Only routed methods (``symoe``) retrieve by default (the config's ``retrieval.mode``); any
 method can be given ``@never|@always|@auto``.
@@ -34,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.errors import SymoeError
 from agents.registry import Registry
+from orchestrator.clusters import ClusterScore
 from orchestrator.config import SymoeConfig
 from orchestrator.profiles import Profile
 from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
@@ -52,6 +55,8 @@ class MethodContext(BaseModel):
     config: SymoeConfig
     profile: Profile | None
     seed: int
+    #: query id -> its nearest cluster of validation questions (for methods that ``needs_clusters``)
+    clusters: dict[str, ClusterScore] = Field(default_factory=dict)
 
     def need_profile(self, method: str) -> Profile:
         if self.profile is None:
@@ -75,6 +80,8 @@ class Method(abc.ABC):
 
     #: annotate the query's skills first (an LLM call) and hand them to ``assign``
     needs_skills: ClassVar[bool] = False
+    #: embed the query and find its nearest cluster of validation questions (``ctx.clusters``)
+    needs_clusters: ClassVar[bool] = False
     #: route by the profile: retrieval follows the config's ``retrieval.mode`` unless the name says
     routed: ClassVar[bool] = False
     #: consult the profile (which must exist then)
@@ -270,3 +277,39 @@ class SkillRouting(Method):
         rec = rec.model_copy(update={"slots": slots})
         return Assignment(slots=slots, combine="symoe", aggregator=profile.best_aggregator(skills),
                           weights=rec.weights, recruitment=rec, note=rec.reason)
+
+
+def k_variant(arg: str | None, method: str) -> int | None:
+    """``kN`` -> N (from 1 to 16); no variant -> None."""
+    if not arg:
+        return None
+    if not (arg.startswith("k") and arg[1:].isdigit() and 0 < int(arg[1:]) <= 16):
+        raise MethodError(f"unknown {method} variant {arg!r}; use {method} or {method}:kN (N from 1 to 16)")
+    return int(arg[1:])
+
+
+@methods.register("clusters")
+class ClusterRouting(Method):
+    """Avengers-style: the top expert(s) of the query's nearest cluster of validation
+    questions answer (``clusters.k``, or ``clusters:kN``); several vote, weighted by their
+    accuracy on that cluster. One embedding per query, no annotation."""
+
+    needs_clusters = True
+    routed = True
+    falls_back = True
+
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        k_variant(variant, "clusters")
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        profile = ctx.need_profile("clusters")
+        cluster = ctx.clusters[query.id]
+        k = k_variant(variant, "clusters") or ctx.config.clusters.k
+        chosen = cluster.ranking([e for e in profile.experts if e in cluster.accuracy])[:k]
+        if not chosen:
+            raise MethodError("the profile's clusters grade none of the experts that can be recruited now")
+        weights = {e: cluster.accuracy[e] for e in chosen}
+        note = f"cluster {cluster.cluster} ({cluster.size} validation questions): " + ", ".join(
+            f"{e} {cluster.accuracy[e]:.0%}" for e in chosen)
+        return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="single" if k == 1 else "vote",
+                          weights=weights, note=note)

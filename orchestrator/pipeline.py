@@ -27,12 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import Generation, GenerationRequest, Usage
 from agents.cache import GenerationCache, request_key
+from agents.embedder import encode
 from agents.errors import SymoeError
 from agents.pool import ExpertSpec
 from agents.progress import StageReport, ignore
 from agents.runtime import LoadedPool
 from orchestrator.aggregate import agreed_answer, majority, synthesis_request
 from orchestrator.answers import detect_format, expert_request, extract
+from orchestrator.clusters import ClusterRouter
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
 from orchestrator.expert_methods import ExpertMethod, Reading, expert_method
@@ -140,6 +142,7 @@ class Pipeline:
         self._gate = gate
         self._matcher: SkillMatcher | None = None
         self._neighbours: NeighbourSkills | None = None
+        self._clusters: ClusterRouter | None = None
         self._lock = threading.RLock()  # the server runs several requests' stages at once
 
     # -- lazily loaded parts ------------------------------------------------------------
@@ -166,6 +169,19 @@ class Pipeline:
                 self._neighbours = NeighbourSkills(examples, self.config.embedding, self.config.skills.neighbours,
                                                    self.config.skills.neighbour_share)
             return self._neighbours
+
+    @property
+    def clusters(self) -> ClusterRouter:
+        """The profile's graded questions, embedded and clustered once (the ``clusters`` method)."""
+        with self._lock:
+            if self._clusters is None:
+                examples = [e for e in self.profile.examples if e.correct]
+                if not examples:
+                    raise SymoeError("the clusters method needs a profile whose questions record each expert's "
+                                     "outcome; this one has none: rebuild it with `symoe profile build`")
+                self._clusters = ClusterRouter(examples, encode([e.question for e in examples], self.config.embedding),
+                                               self.config.clusters, seed=self.config.seed)
+            return self._clusters
 
     @property
     def profile(self) -> Profile:
@@ -367,7 +383,10 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
         profile = profile.restricted([e for e in profile.experts if e in healthy] or list(profile.experts))
     needing = list({q.id: q for q in queries}.values()) if any(m.needs_skills for m in methods) else []
     annotations = annotate(ctx, needing, seed) if needing else {}
-    mctx = MethodContext(config=ctx.config, profile=profile, seed=seed)
+    clustered = list({q.id: q for q in queries}.values()) if any(m.impl.needs_clusters for m in methods) else []
+    nearest = ctx.clusters.nearest(encode([q.question for q in clustered], ctx.config.embedding)) if clustered else []
+    mctx = MethodContext(config=ctx.config, profile=profile, seed=seed,
+                         clusters={q.id: c for q, c in zip(clustered, nearest, strict=True)})
     plans = []
     for method in methods:
         for q in queries:

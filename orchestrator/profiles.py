@@ -96,6 +96,25 @@ class Outcome(BaseModel):
     seconds: float = 0.0
 
 
+class ProfiledExample(LabelledQuestion):
+    """A validation question with the annotator's skills and how each expert did on it
+    (cluster routing scores experts per group of similar questions from these)."""
+
+    correct: dict[str, bool] = Field(default_factory=dict, description="expert -> its own answer was right")
+    tokens: dict[str, int] = Field(default_factory=dict, description="expert -> tokens it generated")
+
+
+def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
+                      outcomes: list[Outcome]) -> list[ProfiledExample]:
+    """The examples of a profile: each question with its experts' graded outcomes."""
+    graded: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        graded.setdefault(o.question_id, []).append(o)
+    return [ProfiledExample(**q.model_dump(), correct={o.expert: o.correct for o in graded.get(qid, [])},
+                            tokens={o.expert: o.tokens for o in graded.get(qid, [])})
+            for q, qid in zip(questions, ids, strict=True)]
+
+
 class Profile(BaseModel):
     format: str = PROFILE_FORMAT
     version: int = PROFILE_VERSION
@@ -105,13 +124,17 @@ class Profile(BaseModel):
     experts: dict[str, ExpertProfile]
     aggregators: dict[str, ExpertProfile] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
-    #: the validation questions with the annotator's skills: ``skills.source: neighbours`` votes with them
-    examples: list[LabelledQuestion] = Field(default_factory=list)
+    #: the validation questions with the annotator's skills and each expert's outcome on them:
+    #: ``skills.source: neighbours`` votes with them, the ``clusters`` method scores experts on them
+    examples: list[ProfiledExample] = Field(default_factory=list)
 
     def restricted(self, names: list[str]) -> Profile:
         """The profile of a sub-pool: only these experts can be recruited or aggregate."""
         return self.model_copy(update={
             "experts": {n: p for n, p in self.experts.items() if n in names},
+            "examples": [e.model_copy(update={"correct": {n: c for n, c in e.correct.items() if n in names},
+                                              "tokens": {n: t for n, t in e.tokens.items() if n in names}})
+                         for e in self.examples],
             "aggregators": {n: p for n, p in self.aggregators.items() if n in names},
         })
 

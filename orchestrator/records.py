@@ -168,6 +168,7 @@ class AskResult(BaseModel):
     unknown_skills: list[str] = Field(default_factory=list)
     experts: list[str] = Field(default_factory=list, description="the distinct experts that answered, heaviest first")
     recruitment: Recruitment | None = None
+    routing: str = Field("", description="why the method chose these experts, in words")
     expert_answers: list[ExpertAnswer] = Field(default_factory=list)
     aggregator: str | None = None
     aggregated: bool = False

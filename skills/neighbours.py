@@ -14,6 +14,8 @@ enough of the weight.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -41,7 +43,7 @@ class NeighbourVote(BaseModel):
 class NeighbourSkills:
     """Votes a query's skills from its nearest labelled questions."""
 
-    def __init__(self, examples: list[LabelledQuestion], embedding: EmbeddingConfig, k: int = 8,
+    def __init__(self, examples: Sequence[LabelledQuestion], embedding: EmbeddingConfig, k: int = 8,
                  share: float = 0.4) -> None:
         self.examples = [e for e in examples if e.skills]
         self.embedding = embedding

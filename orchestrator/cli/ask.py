@@ -85,8 +85,9 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
     out.print(f"[b]method[/b]: {result.method}; answer format: {result.format}")
     if result.routed:
         out.print(f"[b]profile[/b]: {result.profile}")
-        out.print(f"[b]skills[/b]: {', '.join(result.skills) or '(none known)'}"
-                  + (f"; unknown keywords: {', '.join(result.unknown_skills)}" if result.unknown_skills else ""))
+        if result.recruitment is not None or result.skills:  # the clusters method reads no skills
+            out.print(f"[b]skills[/b]: {', '.join(result.skills) or '(none known)'}"
+                      + (f"; unknown keywords: {', '.join(result.unknown_skills)}" if result.unknown_skills else ""))
     rec = result.recruitment
     if rec is not None:
         out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")
@@ -97,6 +98,8 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
             table.add_row(name + (" *" if r else ""), method(name), f"{r.local:+.0f}" if r else "",
                           f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
         out.print(table)
+    elif result.routing:
+        out.print(f"[b]routing[/b]: {result.routing}")
     if result.retrieval:
         ret = result.retrieval
         out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
