@@ -78,6 +78,9 @@ def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> st
                  f"wall {stats.wall_seconds:.0f} s.\n")
     for method, counts in summary.get("recruited", {}).items():
         text += f"{method} recruited (questions per expert): " + ", ".join(f"{e} {n}" for e, n in counts.items()) + "\n"
+    for method, e in summary.get("escalation", {}).items():
+        text += (f"{method} escalated {e['escalated']} of {e['cascaded']} cascaded questions ({e['rate']:.0f}%) "
+                 "to the routed team\n")
     return text
 
 

@@ -67,6 +67,7 @@ class SampleResult(BaseModel):
     aggregator: str | None = None
     aggregated: bool = False
     fallback: str | None = None
+    escalated: bool | None = Field(None, description="a cascade that escalated to the routed team (None: no cascade)")
     failed: int = Field(0, description="failed generations among this question's expert and aggregator jobs")
     succeeded: int = Field(0, description="successful generations among them")
     usage: Usage = Field(default_factory=Usage)
@@ -142,7 +143,7 @@ def score(p: Plan, q: Question, log_samples: bool = False) -> SampleResult:
     return SampleResult(
         method=str(p.method), routed=p.method.impl.routed, question_id=q.id, task=q.task, subject=q.subject or q.task,
         answer=p.answer, gold=q.answer, correct=is_correct(p.answer, q.answer, p.format, q.aliases), experts=p.experts,
-        aggregator=p.aggregator, aggregated=p.aggregated, fallback=p.fallback,
+        aggregator=p.aggregator, aggregated=p.aggregated, fallback=p.fallback, escalated=p.escalated,
         failed=sum(1 for j in jobs if not j.ok), succeeded=sum(1 for j in jobs if j.ok), usage=p.usage, skills=p.skills,
         responses=p.answers if log_samples else [], final_text=p.text if log_samples else None,
         retrieved=bool(ret and ret.retrieved), retrieval_reason=ret.reason if ret else None,
@@ -165,11 +166,16 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
     for (method, task, subject), rows in sgroups.items():
         subjects[method][f"{task}/{subject}"] = _stats(rows)
     recruited: dict[str, Counter[str]] = defaultdict(Counter)
+    cascades: dict[str, list[bool]] = defaultdict(list)
     for s in samples:
         if s.routed:
             recruited[s.method].update(s.experts)
+        if s.escalated is not None:
+            cascades[s.method].append(s.escalated)
     return {"accuracy": table, "per_subject": subjects,
             "recruited": {m: dict(c.most_common()) for m, c in recruited.items()},
+            "escalation": {m: {"cascaded": len(e), "escalated": sum(e), "rate": round(100 * sum(e) / len(e), 1)}
+                           for m, e in cascades.items()},
             "compared": comparisons(samples)}
 
 

@@ -80,6 +80,16 @@ class ClusterConfig(BaseModel):
     iterations: int = Field(default=25, ge=1, le=500)
 
 
+class CascadeConfig(BaseModel):
+    """The ``cascade`` method: cheap experts first, the routed team when they disagree (``cascade:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first: int = Field(default=2, ge=2, le=4, description="cheapest competent experts asked first; they must agree")
+    min_accuracy: float = Field(default=0.3, ge=0.0, le=1.0,
+                                description="validation accuracy on the query's skills an expert needs to go first")
+
+
 class RetrievalConfig(BaseModel):
     """Whether and what to retrieve (``retrieval:``)."""
 
@@ -106,6 +116,7 @@ class SymoeConfig(BaseSettings):
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     clusters: ClusterConfig = Field(default_factory=ClusterConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

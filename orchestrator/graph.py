@@ -1,7 +1,7 @@
 """The query pipeline as a langgraph StateGraph: thin nodes over the stages of
 ``orchestrator.pipeline``, each working on the whole batch of plans.
 
-    plan (annotate inside) -> gate -> answer -> combine -> extract
+    plan (annotate inside) -> gate -> answer -> escalate -> combine -> extract
 
 ``run(pipeline, queries, methods)`` is how every face runs the pipeline: ``Symoe.ask`` on a
 batch of one, ``evaluate`` on every method's plans, profiling on one plan per expert.
@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from orchestrator.methods import MethodSpec
-from orchestrator.pipeline import Pipeline, Plan, answer, combine, extract_answers, gate, plan
+from orchestrator.pipeline import Pipeline, Plan, answer, combine, escalate, extract_answers, gate, plan
 from orchestrator.records import Query
 
 
@@ -41,12 +41,14 @@ def build_graph(ctx: Pipeline) -> Any:
     graph.add_node("plan", plan_node)
     graph.add_node("gate", on_plans(gate))
     graph.add_node("answer", on_plans(answer))
+    graph.add_node("escalate", on_plans(escalate))
     graph.add_node("combine", on_plans(combine))
     graph.add_node("extract", on_plans(extract_answers))
     graph.add_edge(START, "plan")
     graph.add_edge("plan", "gate")
     graph.add_edge("gate", "answer")
-    graph.add_edge("answer", "combine")
+    graph.add_edge("answer", "escalate")
+    graph.add_edge("escalate", "combine")
     graph.add_edge("combine", "extract")
     graph.add_edge("extract", END)
     return graph.compile()

@@ -19,7 +19,9 @@ Built in:
 - ``symoe``: skill routing (``symoe:kN``, ``symoe:kN-distinct``, ``symoe:distinct`` fix k
   or forbid repeated draws);
 - ``clusters``: the top expert(s) of the query's nearest cluster of validation questions
-  (Avengers-style, no LLM call; ``clusters:kN`` votes N of them).
+  (Avengers-style, no LLM call; ``clusters:kN`` votes N of them);
+- ``cascade``: the cheapest competent experts answer first; their answer stands when they
+  agree, otherwise the query escalates to ``symoe``'s routed team (FrugalGPT, AutoMix).
 
 Only routed methods (``symoe``) retrieve by default (the config's ``retrieval.mode``); any
 method can be given ``@never|@always|@auto``.
@@ -73,6 +75,8 @@ class Assignment(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict)
     recruitment: Recruitment | None = None
     note: str = ""
+    #: a cascade's next step: it answers instead when these slots fail or disagree
+    escalation: Assignment | None = None
 
 
 class Method(abc.ABC):
@@ -313,3 +317,33 @@ class ClusterRouting(Method):
             f"{e} {cluster.accuracy[e]:.0%}" for e in chosen)
         return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="single" if k == 1 else "vote",
                           weights=weights, note=note)
+
+
+def cheapest_competent(profile: Profile, skills: list[str], min_accuracy: float, count: int) -> list[str]:
+    """Up to ``count`` experts, cheapest first (validation tokens per question), whose
+    validation accuracy on these skills is at least ``min_accuracy``."""
+    experts = profile.experts
+    ranked = sorted(experts, key=lambda e: (experts[e].tokens_per_question, e))
+    return [e for e in ranked if experts[e].accuracy_on(skills) >= min_accuracy][:count]
+
+
+@methods.register("cascade")
+class Cascade(Method):
+    """Cheap first: the ``cascade.first`` cheapest experts competent on the query's skills
+    answer; when they all answer and agree, that answer stands, otherwise the query is
+    escalated to skill routing (``symoe``) and its team answers as usual."""
+
+    needs_skills = True
+    routed = True
+    falls_back = True
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        settings = ctx.config.cascade
+        full = SkillRouting().assign(ctx, query, skills, None)
+        cheap = cheapest_competent(ctx.need_profile("cascade"), skills, settings.min_accuracy, settings.first)
+        if len(cheap) < settings.first:
+            return full.model_copy(update={"note": f"fewer than {settings.first} cheap competent experts: "
+                                                   f"routed at once; {full.note}"})
+        return Assignment(slots=[greedy(e, ctx.seed) for e in cheap], combine="vote", escalation=full,
+                          note=f"first {', '.join(cheap)} (cheapest with accuracy >= {settings.min_accuracy:g} on "
+                               "these skills); escalated to the routed team unless they agree")

@@ -48,6 +48,7 @@ from orchestrator.records import (
     Job,
     Query,
     RetrievalDecision,
+    Slot,
     StepUsage,
 )
 from retrieval.index import default_index_dir, open_index
@@ -77,6 +78,11 @@ class Plan(BaseModel):
     fallback_job: Job | None = None
     synthesis_job: Job | None = None
     answers: list[ExpertAnswer] = Field(default_factory=list)
+    #: a cascade: False when its first experts' answer stood, True when it escalated (None: no cascade)
+    escalated: bool | None = None
+    first_round: Assignment | None = None
+    first_jobs: list[Job] = Field(default_factory=list)
+    first_answers: list[ExpertAnswer] = Field(default_factory=list)
     text: str = ""
     answer: str | None = None
     aggregator: str | None = None
@@ -455,13 +461,41 @@ def gate(ctx: Pipeline, plans: list[Plan]) -> None:
 
 
 def answer(ctx: Pipeline, plans: list[Plan]) -> None:
-    """Every slot's job, executed together (grouped by model)."""
+    """Every slot's job, executed together (grouped by model); an escalated cascade's slot
+    that its first round already asked reuses that job (asked and counted once)."""
     for p in plans:
-        p.answer_jobs = [Job(model=s.expert, request=_with_history(ctx.method(s.expert).request(
-            p.query, p.format, p.context, s.temperature, s.seed), p.query)) for s in p.assignment.slots]
-        if p.on_text is not None and len(p.answer_jobs) == 1:  # the sole slot's text is the answer
+        asked = {_slot_key(s): j for s, j in zip(p.first_round.slots, p.first_jobs, strict=True)} \
+            if p.first_round else {}
+        p.answer_jobs = [asked.get(_slot_key(s)) or Job(model=s.expert, request=_with_history(
+            ctx.method(s.expert).request(p.query, p.format, p.context, s.temperature, s.seed), p.query))
+            for s in p.assignment.slots]
+        if p.on_text is not None and len(p.answer_jobs) == 1 and not asked:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
-    execute(ctx, [j for p in plans for j in p.answer_jobs], "experts")
+    execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], "experts")
+
+
+def _slot_key(s: Slot) -> tuple[str, int, float, int]:
+    return s.expert, s.sample, s.temperature, s.seed
+
+
+def escalate(ctx: Pipeline, plans: list[Plan]) -> None:
+    """Cascades: a plan whose first experts all answered and agree keeps their answer; the
+    others are answered again, together, by their escalation (the routed team)."""
+    first = [p for p in plans if p.assignment.escalation is not None]
+    if not first:
+        return
+    read = iter(expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in first
+                                     for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)]))
+    up = []
+    for p in first:
+        answers = [next(read) for _ in p.answer_jobs]
+        if all(a.ok for a in answers) and agreed_answer(answers) is not None:
+            p.answers, p.escalated = answers, False
+            continue
+        p.first_round, p.first_jobs, p.first_answers, p.escalated = p.assignment, p.answer_jobs, answers, True
+        p.assignment = p.assignment.escalation  # type: ignore[assignment]
+        up.append(p)
+    answer(ctx, up)
 
 
 def combine(ctx: Pipeline, plans: list[Plan]) -> None:
@@ -469,10 +503,11 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     answers (for methods that fall back: routed ones); when the plan synthesises and the
     answers disagree, the aggregator synthesises; otherwise (or when the synthesis fails)
     the majority answer stands."""
-    answers = expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in plans
+    unread = [p for p in plans if p.escalated is not False]  # a cascade's first answers were read already
+    answers = expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in unread
                                    for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)])
     read = iter(answers)
-    for p in plans:
+    for p in unread:
         p.answers = [next(read) for _ in p.answer_jobs]
     for p in plans:
         if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
@@ -531,6 +566,11 @@ def plan_steps(p: Plan) -> list[StepUsage]:
         drafts = [p.draft_job] if p.draft_job else []
         steps.append(StepUsage(step="gate", usage=Usage(seconds=p.search_seconds) + Usage.total(
             [j.usage for j in drafts]), cached=all(j.cached for j in drafts) and bool(drafts)))
+    reused = {id(j) for j in p.answer_jobs}
+    for s, job, read in zip(p.first_round.slots if p.first_round else [], p.first_jobs, p.first_answers, strict=True):
+        if id(job) not in reused:  # a cascade's first expert that its escalation did not ask again
+            step = _step(f"first:{s.expert}#{s.sample}", [job])
+            steps.append(step.model_copy(update={"usage": step.usage + Usage(seconds=read.method_seconds)}))
     ran = {(a.expert, a.sample): a.method_seconds for a in p.answers if not a.fallback}  # a program's run
     for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True):
         step = _step(f"expert:{s.expert}#{s.sample}", [job])

@@ -63,6 +63,12 @@ class ExpertProfile(BaseModel):
         count = self.skills.get(skill)
         return count.score if count else 0
 
+    def accuracy_on(self, skills: list[str]) -> float:
+        """Share of right answers over these skills' questions (over every task when none is profiled)."""
+        counts = [self.skills[s] for s in skills if s in self.skills] or list(self.tasks.values())
+        n = sum(c.n for c in counts)
+        return sum(c.right for c in counts) / n if n else 0.0
+
     @property
     def global_competence(self) -> int:
         return sum(c.score for c in self.skills.values())

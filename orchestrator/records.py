@@ -169,6 +169,8 @@ class AskResult(BaseModel):
     experts: list[str] = Field(default_factory=list, description="the distinct experts that answered, heaviest first")
     recruitment: Recruitment | None = None
     routing: str = Field("", description="why the method chose these experts, in words")
+    escalated: bool | None = Field(None, description="a cascade: its first experts disagreed (None: no cascade)")
+    first_answers: list[ExpertAnswer] = Field(default_factory=list, description="a cascade's first experts' answers")
     expert_answers: list[ExpertAnswer] = Field(default_factory=list)
     aggregator: str | None = None
     aggregated: bool = False

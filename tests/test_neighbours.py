@@ -12,7 +12,7 @@ from agents.errors import SymoeError
 from agents.pool import ExpertSpec
 from orchestrator.config import SymoeConfig
 from orchestrator.pipeline import Pipeline, annotate
-from orchestrator.profiles import ExpertProfile, Profile
+from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample
 from orchestrator.records import Query
 from skills.neighbours import LabelledQuestion, NeighbourSkills, confident
 
@@ -57,7 +57,8 @@ def _pipeline(tmp_path: Path, source: str, examples: list[LabelledQuestion] = EX
     annotator = ExpertSpec(backend="fake", params={"answers": {"Which skills": "Keywords: poetry, literature"}})
     config = SymoeConfig(home=tmp_path, experts={"a": annotator}, default_expert="a",
                          skills={"source": source, "neighbours": 3})
-    profile = Profile(pool={}, annotator="a", experts={"a": ExpertProfile()}, examples=examples)
+    profile = Profile(pool={}, annotator="a", experts={"a": ExpertProfile()},
+                      examples=[ProfiledExample(**e.model_dump()) for e in examples])
     return Pipeline(config, profile=profile)
 
 

@@ -88,6 +88,11 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
         if result.recruitment is not None or result.skills:  # the clusters method reads no skills
             out.print(f"[b]skills[/b]: {', '.join(result.skills) or '(none known)'}"
                       + (f"; unknown keywords: {', '.join(result.unknown_skills)}" if result.unknown_skills else ""))
+    if result.escalated is not None:
+        first = result.first_answers if result.escalated else result.expert_answers
+        said = ", ".join(f"{a.expert} {a.answer if a.ok else 'failed'}" for a in first)
+        out.print(f"[b]cascade[/b]: first {said}: " + ("they disagree or one failed, so the routed team answers"
+                                                       if result.escalated else "they agree, so that answer stands"))
     rec = result.recruitment
     if rec is not None:
         out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")

@@ -1,0 +1,96 @@
+"""The cascade through the pipeline with scripted experts (no model runs): cheap experts first,
+their agreed answer stands, otherwise the routed team answers, and nothing is paid twice."""
+
+from __future__ import annotations
+
+from agents.pool import ExpertSpec
+from orchestrator.config import SymoeConfig
+from orchestrator.graph import run
+from orchestrator.methods import MethodSpec, cheapest_competent
+from orchestrator.pipeline import Pipeline, Plan
+from orchestrator.profiles import ExpertProfile, Profile, SkillCount
+from orchestrator.records import Query
+
+ANNOTATE = {"Which skills": "Keywords: arithmetic"}
+
+
+class WordMatcher:
+    def canonical(self, keywords):
+        return list(dict.fromkeys(keywords)), []
+
+
+def expert(right: int, wrong: int, tokens_per_question: int) -> ExpertProfile:
+    return ExpertProfile(skills={"arithmetic": SkillCount(right=right, wrong=wrong)},
+                         tasks={"t": SkillCount(right=right, wrong=wrong)},
+                         questions=right + wrong, tokens=tokens_per_question * (right + wrong))
+
+
+def make_pipeline(tmp_path, replies: dict[str, str], fail: tuple[str, ...] = ()) -> Pipeline:
+    """'cheap' and 'tiny' cost little, 'strong' is the best and dearest, 'weak' is cheap and wrong."""
+    specs = {n: ExpertSpec(name=n, backend="fake", params={"answers": {**ANNOTATE, "17 * 23": r}, "fail": n in fail})
+             for n, r in replies.items()}
+    config = SymoeConfig(home=tmp_path, experts=specs, default_expert="strong", retrieval={"mode": "never"},
+                         router={"k": 2, "adaptive_k": False, "allow_samples": False})
+    profile = Profile(pool={}, annotator="strong", experts={
+        "strong": expert(9, 1, 300), "cheap": expert(6, 4, 5), "tiny": expert(5, 5, 3), "weak": expert(1, 9, 1)})
+    ctx = Pipeline(config, profile=profile)
+    ctx._matcher = WordMatcher()  # type: ignore[assignment]
+    return ctx
+
+
+def ask(ctx: Pipeline) -> Plan:
+    return run(ctx, [Query(question="What is 17 * 23?")], [MethodSpec.parse("cascade", ctx.config)])[0]
+
+
+def asked(p: Plan) -> list[str]:
+    return [s.step for s in p.steps if s.step.startswith(("expert:", "first:"))]
+
+
+def test_cheapest_competent_skips_experts_below_the_accuracy_bar() -> None:
+    profile = Profile(pool={}, annotator="a", experts={
+        "strong": expert(9, 1, 300), "cheap": expert(6, 4, 5), "tiny": expert(5, 5, 3), "weak": expert(1, 9, 1)})
+    assert cheapest_competent(profile, ["arithmetic"], 0.3, 2) == ["tiny", "cheap"]
+    assert cheapest_competent(profile, ["arithmetic"], 0.55, 2) == ["cheap", "strong"]
+    assert cheapest_competent(profile, ["unprofiled"], 0.3, 3) == ["tiny", "cheap", "strong"]  # task accuracy then
+
+
+def test_agreeing_cheap_experts_answer_and_the_team_is_never_asked(tmp_path) -> None:
+    ctx = make_pipeline(tmp_path, {"strong": "Answer: 391", "cheap": "Answer: 391", "tiny": "Answer: 391",
+                                   "weak": "Answer: 5"})
+    p = ask(ctx)
+    assert p.escalated is False and p.answer == "391"
+    assert asked(p) == ["expert:tiny#0", "expert:cheap#0"]
+
+
+def test_disagreement_escalates_to_the_routed_team_and_a_repeated_expert_is_asked_once(tmp_path) -> None:
+    ctx = make_pipeline(tmp_path, {"strong": "Answer: 391", "cheap": "Answer: 391", "tiny": "Answer: 400",
+                                   "weak": "Answer: 5"})
+    p = ask(ctx)
+    assert p.escalated is True and p.answer == "391"
+    assert [a.expert for a in p.first_answers] == ["tiny", "cheap"]
+    assert set(p.experts) == {"strong", "cheap"}  # the routed team (k = 2)
+    # tiny was asked in the first round only; cheap is in both rounds but asked (and counted) once
+    assert sorted(asked(p)) == ["expert:cheap#0", "expert:strong#0", "first:tiny#0"]
+    assert ctx.stats.generated == len(p.annotation_jobs) + 3  # the annotation samples, then tiny, cheap, strong
+
+
+def test_a_failing_cheap_expert_escalates(tmp_path) -> None:
+    ctx = make_pipeline(tmp_path, {"strong": "Answer: 391", "cheap": "Answer: 391", "tiny": "Answer: 391",
+                                   "weak": "Answer: 5"}, fail=("tiny",))
+    p = ask(ctx)
+    assert p.escalated is True and p.answer == "391" and p.error is None
+
+
+def test_without_two_competent_cheap_experts_the_team_answers_at_once(tmp_path) -> None:
+    ctx = make_pipeline(tmp_path, {"strong": "Answer: 391", "cheap": "Answer: 391", "tiny": "Answer: 391",
+                                   "weak": "Answer: 5"})
+    ctx.config.cascade.min_accuracy = 0.85
+    p = ask(ctx)
+    assert p.escalated is None and "routed at once" in p.assignment.note and set(p.experts) == {"strong", "cheap"}
+
+
+def test_other_methods_never_escalate(tmp_path) -> None:
+    ctx = make_pipeline(tmp_path, {"strong": "Answer: 391", "cheap": "Answer: 7", "tiny": "Answer: 8",
+                                   "weak": "Answer: 5"})
+    p = run(ctx, [Query(question="What is 17 * 23?")], [MethodSpec.parse("symoe", ctx.config)])[0]
+    assert p.escalated is None and p.first_round is None
