@@ -103,7 +103,7 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
             table.add_row(name + (" *" if r else ""), method(name), f"{r.local:+.0f}" if r else "",
                           f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
         out.print(table)
-    elif result.routing:
+    if result.routing and (rec is None or result.routing != rec.reason):
         out.print(f"[b]routing[/b]: {result.routing}")
     if result.retrieval:
         ret = result.retrieval
