@@ -20,7 +20,7 @@ def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, me
     disk or a kill while writing leaves the previous reports as they were."""
     summary = summarise(samples)
     names = {"results": "results.json", "table": "results.md", "subjects": "per_subject.csv",
-             "plot": "accuracy_by_method.png", "subject_plot": "per_subject.png"}
+             "plot": "accuracy_by_method.png", "subject_plot": "per_subject.png", "pareto": "pareto.png"}
     if log_samples:
         names["samples"] = "samples.jsonl"
     with staged(output, "the reports") as stage:
@@ -40,6 +40,7 @@ def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, me
                     handle.write(s.model_dump_json() + "\n")
         plot_accuracy(summary, stage / names["plot"])
         plot_subjects(summary, stage / names["subject_plot"])
+        plot_pareto(summary, stage / names["pareto"])
     return {kind: output / name for kind, name in names.items()}
 
 
@@ -115,6 +116,31 @@ def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("accuracy %")
     ax.set_title("accuracy by method")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_pareto(summary: dict[str, Any], path: Path) -> None:
+    """Accuracy against tokens and against seconds per question, every method, with standard
+    errors; the front (methods nothing beats on both) is joined by a line."""
+    plt = pyplot()
+    points = summary["pareto"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, kind, label in ((axes[0], "tokens", "tokens per question (prompt + generated)"),
+                            (axes[1], "seconds", "seconds per question (run alone)")):
+        key, on = f"{kind}_per_question", f"front_{kind}"
+        for method, p in points.items():
+            ax.errorbar(max(p[key], 1e-3), p["accuracy"], yerr=p["stderr"], fmt="o", capsize=3,
+                        markersize=8 if p[on] else 5, alpha=1.0 if p[on] else 0.6)
+            ax.annotate(method, (max(p[key], 1e-3), p["accuracy"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        front = sorted((max(p[key], 1e-3), p["accuracy"]) for p in points.values() if p[on])
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), linestyle="--", linewidth=1, color="grey")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy % (± se)")
+    axes[0].set_title("cost and accuracy (front: dashed)")
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -176,7 +176,29 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
             "recruited": {m: dict(c.most_common()) for m, c in recruited.items()},
             "escalation": {m: {"cascaded": len(e), "escalated": sum(e), "rate": round(100 * sum(e) / len(e), 1)}
                            for m, e in cascades.items()},
+            "pareto": pareto(table),
             "compared": comparisons(samples)}
+
+
+def pareto(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Each method's accuracy against its cost per question (prompt + generated tokens, and
+    seconds), and whether it is on each front: no other method is at least as accurate for
+    less, or more accurate for as little."""
+    points: dict[str, dict[str, Any]] = {}
+    for method, rows in table.items():
+        total = rows["all"]
+        n = total["n"] or 1
+        points[method] = {"accuracy": total["accuracy"], "stderr": total["stderr"],
+                          "tokens_per_question": round((total["prompt_tokens"] + total["completion_tokens"]) / n, 1),
+                          "seconds_per_question": round(total["seconds"] / n, 3)}
+    for key in ("tokens", "seconds"):
+        cost = f"{key}_per_question"
+        for method, p in points.items():
+            p[f"front_{key}"] = not any(
+                (o["accuracy"] >= p["accuracy"] and o[cost] < p[cost]) or
+                (o["accuracy"] > p["accuracy"] and o[cost] <= p[cost])
+                for m, o in points.items() if m != method)
+    return points
 
 
 def reference_method(samples: list[SampleResult]) -> str | None:
