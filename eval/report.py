@@ -138,6 +138,7 @@ def plot_pareto(summary: dict[str, Any], path: Path) -> None:
         if len(front) > 1:
             ax.plot(*zip(*front, strict=True), linestyle="--", linewidth=1, color="grey")
         ax.set_xscale("log")
+        ax.minorticks_off()  # log-axis minor labels overlap
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy % (± se)")
     axes[0].set_title("cost and accuracy (front: dashed)")

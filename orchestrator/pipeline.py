@@ -460,7 +460,7 @@ def gate(ctx: Pipeline, plans: list[Plan]) -> None:
         p.context = format_passages(found) if go else None
 
 
-def answer(ctx: Pipeline, plans: list[Plan]) -> None:
+def answer(ctx: Pipeline, plans: list[Plan], stage: str = "experts") -> None:
     """Every slot's job, executed together (grouped by model); an escalated cascade's slot
     that its first round already asked reuses that job (asked and counted once)."""
     for p in plans:
@@ -471,7 +471,7 @@ def answer(ctx: Pipeline, plans: list[Plan]) -> None:
             for s in p.assignment.slots]
         if p.on_text is not None and len(p.answer_jobs) == 1 and not asked:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
-    execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], "experts")
+    execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], stage)
 
 
 def _slot_key(s: Slot) -> tuple[str, int, float, int]:
@@ -495,7 +495,7 @@ def escalate(ctx: Pipeline, plans: list[Plan]) -> None:
         p.first_round, p.first_jobs, p.first_answers, p.escalated = p.assignment, p.answer_jobs, answers, True
         p.assignment = p.assignment.escalation  # type: ignore[assignment]
         up.append(p)
-    answer(ctx, up)
+    answer(ctx, up, "escalated experts")
 
 
 def combine(ctx: Pipeline, plans: list[Plan]) -> None:
