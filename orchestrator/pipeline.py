@@ -387,9 +387,10 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
     if profile is not None and ctx.available is not None:  # experts cooled down by a server are not recruited
         healthy = ctx.available()
         profile = profile.restricted([e for e in profile.experts if e in healthy] or list(profile.experts))
-    needing = list({q.id: q for q in queries}.values()) if any(m.needs_skills for m in methods) else []
+    distinct = list({q.id: q for q in queries}.values())
+    needing = distinct if any(m.needs_skills for m in methods) else []
     annotations = annotate(ctx, needing, seed) if needing else {}
-    clustered = list({q.id: q for q in queries}.values()) if any(m.impl.needs_clusters for m in methods) else []
+    clustered = distinct if any(m.impl.needs_clusters for m in methods) else []
     nearest = ctx.clusters.nearest(encode([q.question for q in clustered], ctx.config.embedding)) if clustered else []
     mctx = MethodContext(config=ctx.config, profile=profile, seed=seed,
                          clusters={q.id: c for q, c in zip(clustered, nearest, strict=True)})
@@ -504,11 +505,13 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     answers disagree, the aggregator synthesises; otherwise (or when the synthesis fails)
     the majority answer stands."""
     unread = [p for p in plans if p.escalated is not False]  # a cascade's first answers were read already
-    answers = expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in unread
-                                   for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)])
-    read = iter(answers)
+    # an escalated cascade's slot that reuses a first-round job keeps that job's reading (a program runs once)
+    known = {id(j): a for p in unread for j, a in zip(p.first_jobs, p.first_answers, strict=True)}
+    read = iter(expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in unread
+                                     for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)
+                                     if id(j) not in known]))
     for p in unread:
-        p.answers = [next(read) for _ in p.answer_jobs]
+        p.answers = [known[id(j)] if id(j) in known else next(read) for j in p.answer_jobs]
     for p in plans:
         if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
             first = next((a for a in p.answers if a.error), None)

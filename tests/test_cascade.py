@@ -72,6 +72,8 @@ def test_disagreement_escalates_to_the_routed_team_and_a_repeated_expert_is_aske
     # tiny was asked in the first round only; cheap is in both rounds but asked (and counted) once
     assert sorted(asked(p)) == ["expert:cheap#0", "expert:strong#0", "first:tiny#0"]
     assert ctx.stats.generated == len(p.annotation_jobs) + 3  # the annotation samples, then tiny, cheap, strong
+    reread = next(a for a in p.answers if a.expert == "cheap")
+    assert reread is p.first_answers[1]  # its first reading is kept, not read (or a program run) again
 
 
 def test_a_failing_cheap_expert_escalates(tmp_path) -> None:
