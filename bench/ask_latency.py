@@ -58,6 +58,8 @@ def main() -> None:
         rows: dict[str, list[tuple[float, int, dict[str, float]]]] = defaultdict(list)
         for i, q in enumerate(asked):
             for method in runs:
+                if symoe.pipeline.cache is not None:
+                    symoe.pipeline.cache.close()  # Symoe closes the last one
                 symoe.pipeline.cache = GenerationCache(Path(tmp) / f"{i}-{method.replace(':', '_')}.sqlite")
                 start = time.perf_counter()
                 result = symoe.ask(q.question, choices=q.choices or None, method=method)
@@ -66,7 +68,6 @@ def main() -> None:
                 for s in result.steps:
                     where[step_kind(s.step)] += s.usage.seconds
                 rows[method].append((wall, result.usage.completion_tokens, dict(where)))
-                symoe.pipeline.cache.close()
                 print(f"  q{i + 1} {method}: {wall:.1f} s, {result.usage.completion_tokens} tokens, "
                       f"experts {', '.join(result.experts)}", flush=True)
     base = sum(w for w, _, _ in rows[runs[0]]) / len(asked)

@@ -62,24 +62,23 @@ class ClusterRouter:
     def __init__(self, examples: list[ProfiledExample], vectors: np.ndarray, config: ClusterConfig,
                  seed: int = 0) -> None:
         keep = [i for i, e in enumerate(examples) if e.correct]
-        self.examples = [examples[i] for i in keep]
-        self.config = config
+        graded = [examples[i] for i in keep]
         vectors = np.asarray(vectors, dtype=np.float32)[keep]
-        if not self.examples:
+        if not graded:
             self.centroids = np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
             self.scores: list[ClusterScore] = []
             return
         self.centroids = kmeans(vectors, config.count, seed, config.iterations)
         labels = np.argmax(vectors @ self.centroids.T, axis=1)
-        experts = sorted({e for x in self.examples for e in x.correct})
-        overall = {e: _mean([x.correct[e] for x in self.examples if e in x.correct]) for e in experts}
+        experts = sorted({e for x in graded for e in x.correct})
+        overall = {e: _mean([x.correct[e] for x in graded if e in x.correct]) for e in experts}
         self.scores = []
         for c in range(len(self.centroids)):
-            members = [x for x, label in zip(self.examples, labels, strict=True) if label == c]
+            members = [x for x, label in zip(graded, labels, strict=True) if label == c]
             accuracy, tokens = {}, {}
             for e in experts:
-                graded = [x.correct[e] for x in members if e in x.correct]
-                accuracy[e] = round((sum(graded) + config.prior * overall[e]) / (len(graded) + config.prior or 1), 4)
+                right = [x.correct[e] for x in members if e in x.correct]
+                accuracy[e] = round((sum(right) + config.prior * overall[e]) / (len(right) + config.prior or 1), 4)
                 tokens[e] = round(_mean([x.tokens.get(e, 0) for x in members if e in x.correct]), 1)
             self.scores.append(ClusterScore(cluster=c, size=len(members), accuracy=accuracy, tokens=tokens))
 

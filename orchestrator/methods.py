@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.errors import SymoeError
 from agents.registry import Registry
 from orchestrator.clusters import ClusterScore
-from orchestrator.config import SymoeConfig
+from orchestrator.config import MAX_K, SymoeConfig
 from orchestrator.profiles import Profile
 from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
 from orchestrator.recruit import recruit, recruit_weights
@@ -196,10 +196,8 @@ class Single(Method):
 def best_single_expert(profile: Profile, task: str | None) -> str:
     """The expert with the best validation accuracy on this task (else overall)."""
     def accuracy(name: str) -> tuple[float, float]:
-        tasks = profile.experts[name].tasks
-        count = tasks.get(task) if task else None
-        overall_n = sum(c.n for c in tasks.values()) or 1
-        overall = sum(c.right for c in tasks.values()) / overall_n
+        count = profile.experts[name].tasks.get(task) if task else None
+        overall = profile.experts[name].accuracy_on([])
         return ((count.right / count.n) if count and count.n else overall, overall)
     return max(sorted(profile.experts), key=accuracy)
 
@@ -244,6 +242,12 @@ class MixtureOfAgents(Method):
                           aggregator=ctx.need_profile("moa").best_aggregator())
 
 
+def k_number(text: str) -> int | None:
+    """``kN`` -> N when N is from 1 to ``MAX_K``; anything else -> None."""
+    digits = text[1:]
+    return int(digits) if text.startswith("k") and digits.isdigit() and 0 < int(digits) <= MAX_K else None
+
+
 def symoe_variant(arg: str | None) -> dict[str, object]:
     """Router overrides from a ``symoe:`` variant: ``k3`` fixes k=3 (samples of one expert
     allowed), ``k3-distinct`` fixes k=3 with distinct experts only, ``distinct`` keeps the
@@ -253,11 +257,11 @@ def symoe_variant(arg: str | None) -> dict[str, object]:
     k_part, _, flag = arg.partition("-")
     if k_part == "distinct" and not flag:
         return {"allow_samples": False}
-    digits = k_part[1:]
-    if not (k_part.startswith("k") and digits.isdigit() and 0 < int(digits) <= 16 and flag in ("", "distinct")):
+    k = k_number(k_part)
+    if k is None or flag not in ("", "distinct"):
         raise MethodError(f"unknown symoe variant {arg!r}; use symoe, symoe:distinct, symoe:kN or "
-                          "symoe:kN-distinct (N from 1 to 16)")
-    return {"k": int(digits), "adaptive_k": False, "allow_samples": flag != "distinct"}
+                          f"symoe:kN-distinct (N from 1 to {MAX_K})")
+    return {"k": k, "adaptive_k": False, "allow_samples": flag != "distinct"}
 
 
 @methods.register("symoe")
@@ -284,12 +288,13 @@ class SkillRouting(Method):
 
 
 def k_variant(arg: str | None, method: str) -> int | None:
-    """``kN`` -> N (from 1 to 16); no variant -> None."""
+    """A ``method:kN`` variant's N; no variant -> None."""
     if not arg:
         return None
-    if not (arg.startswith("k") and arg[1:].isdigit() and 0 < int(arg[1:]) <= 16):
-        raise MethodError(f"unknown {method} variant {arg!r}; use {method} or {method}:kN (N from 1 to 16)")
-    return int(arg[1:])
+    k = k_number(arg)
+    if k is None:
+        raise MethodError(f"unknown {method} variant {arg!r}; use {method} or {method}:kN (N from 1 to {MAX_K})")
+    return k
 
 
 @methods.register("clusters")
