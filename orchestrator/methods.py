@@ -23,8 +23,8 @@ Built in:
 - ``cascade``: the cheapest competent experts answer first; their answer stands when they
   agree, otherwise the query escalates to ``symoe``'s routed team (FrugalGPT, AutoMix).
 
-Only routed methods (``symoe``) retrieve by default (the config's ``retrieval.mode``); any
-method can be given ``@never|@always|@auto``.
+Only routed methods (``symoe``, ``clusters``, ``cascade``) retrieve by default (the config's
+``retrieval.mode``); any method can be given ``@never|@always|@auto``.
 """
 
 from __future__ import annotations
