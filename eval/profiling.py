@@ -93,7 +93,9 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
             q, own = by_id[p.query.id], p.answers[0]  # the expert's own answer, never a fallback
             correct = own.ok and is_correct(own.answer, q.answer, q.answer_format, q.aliases)
             outcomes.append(Outcome(expert=own.expert, question_id=q.id, task=q.task, skills=skills[q.id],
-                                    correct=correct, tokens=own.usage.completion_tokens, seconds=own.usage.seconds))
+                                    correct=correct, tokens=own.usage.completion_tokens,
+                                    prompt_tokens=own.usage.prompt_tokens, answer=own.answer if own.ok else None,
+                                    seconds=own.usage.seconds))
             responses[q.id]["right" if correct else "wrong"].append(own.text)
         items = build_aggregation_test(questions, skills, responses, seed=spec.seed, limit=spec.aggregator_items)
         syntheses = {(name, it.question_id): Job(model=name, request=synthesis_request(

@@ -90,6 +90,18 @@ class CascadeConfig(BaseModel):
                                 description="validation accuracy on the query's skills an expert needs to go first")
 
 
+class BudgetConfig(BaseModel):
+    """The ``budget`` method: one cost/quality knob over cluster routing (``budget:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quality: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="0 the cheapest expert ... 1 the most accurate option whatever it costs; unset: the profile's "
+                    "calibrated value (`symoe profile calibrate`), else 1")
+    team: int = Field(default=3, ge=1, le=MAX_K, description="the largest vote of a cluster's top experts considered")
+
+
 class RetrievalConfig(BaseModel):
     """Whether and what to retrieve (``retrieval:``)."""
 
@@ -117,6 +129,7 @@ class SymoeConfig(BaseSettings):
     router: RouterConfig = Field(default_factory=RouterConfig)
     clusters: ClusterConfig = Field(default_factory=ClusterConfig)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

@@ -21,10 +21,17 @@ Built in:
 - ``clusters``: the top expert(s) of the query's nearest cluster of validation questions
   (Avengers-style, no LLM call; ``clusters:kN`` votes N of them);
 - ``cascade``: the cheapest competent experts answer first; their answer stands when they
-  agree, otherwise the query escalates to ``symoe``'s routed team (FrugalGPT, AutoMix).
+  agree, otherwise the query escalates to ``symoe``'s routed team (FrugalGPT, AutoMix);
+- ``budget``: the one cost/quality knob (``budget:Q``, Q from 0, the cheapest, to 1, the
+  most accurate): the query's cluster's option (an expert alone or a vote of its top
+  experts) of best quality-weighted accuracy against cost; ``symoe profile calibrate``
+  fits Q to a token target.
 
-Only routed methods (``symoe``, ``clusters``, ``cascade``) retrieve by default (the config's
-``retrieval.mode``); any method can be given ``@never|@always|@auto``.
+The routed methods ``symoe``, ``clusters`` and ``cascade`` retrieve by default (the config's
+``retrieval.mode``); ``budget`` does not (its costs were measured without); any method can be
+given ``@never|@always|@auto``. A name may end in config settings for that method alone,
+``budget[budget.team=5;clusters.count=8]`` (what ``symoe eval --sweep`` writes), in the
+sections the method reads (``Method.reads``).
 """
 
 from __future__ import annotations
@@ -34,12 +41,12 @@ import hashlib
 import random
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.errors import SymoeError
 from agents.registry import Registry
 from orchestrator.clusters import ClusterScore
-from orchestrator.config import MAX_K, SymoeConfig
+from orchestrator.config import MAX_K, SymoeConfig, allowed_range
 from orchestrator.profiles import Profile
 from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
 from orchestrator.recruit import recruit, recruit_weights
@@ -86,8 +93,12 @@ class Method(abc.ABC):
     needs_skills: ClassVar[bool] = False
     #: embed the query and find its nearest cluster of validation questions (``ctx.clusters``)
     needs_clusters: ClassVar[bool] = False
-    #: route by the profile: retrieval follows the config's ``retrieval.mode`` unless the name says
+    #: route by the profile (reports list whom it recruited)
     routed: ClassVar[bool] = False
+    #: retrieval follows the config's ``retrieval.mode`` unless the name says (else: never)
+    retrieves_by_default: ClassVar[bool] = False
+    #: the config sections ``assign`` reads: a name's ``[key=value]`` settings may set only these
+    reads: ClassVar[tuple[str, ...]] = ()
     #: consult the profile (which must exist then)
     needs_profile: ClassVar[bool] = True
     #: when every slot fails, the default expert answers instead (baselines measure only themselves)
@@ -106,8 +117,12 @@ class Method(abc.ABC):
 methods: Registry[type[Method]] = Registry("method")
 
 
+#: the config sections a method name's settings may set (the ones methods read)
+METHOD_SECTIONS = ("router", "clusters", "cascade", "budget")
+
+
 class MethodSpec(BaseModel):
-    """A parsed method name: ``base[:variant][@retrieval]``."""
+    """A parsed method name: ``base[:variant][@retrieval][[section.key=value;...]]``."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -115,10 +130,16 @@ class MethodSpec(BaseModel):
     variant: str | None = None
     retrieval: RetrievalMode = "never"
     retrieval_named: bool = Field(False, description="the name said @retrieval (printed back)")
+    settings: tuple[tuple[str, str], ...] = Field((), description="config settings for this method alone")
 
     def __str__(self) -> str:
         text = self.base + (f":{self.variant}" if self.variant else "")
-        return text + (f"@{self.retrieval}" if self.retrieval_named else "")
+        text += f"@{self.retrieval}" if self.retrieval_named else ""
+        return text + ("[" + ";".join(f"{k}={v}" for k, v in self.settings) + "]" if self.settings else "")
+
+    def configured(self, config: SymoeConfig) -> SymoeConfig:
+        """The config this method runs under: ``config`` with the name's settings applied."""
+        return apply_settings(config, self.settings) if self.settings else config
 
     @property
     def impl(self) -> Method:
@@ -136,21 +157,67 @@ class MethodSpec(BaseModel):
     @classmethod
     def parse(cls, text: str, config: SymoeConfig, retrieval: RetrievalMode | None = None) -> MethodSpec:
         """Parse and check a method name; ``retrieval`` overrides what the name says."""
-        name, _, mode = text.strip().partition("@")
+        name, settings = split_settings(text.strip())
+        name, _, mode = name.partition("@")
         base, _, variant = name.partition(":")
         if mode and mode not in RETRIEVAL_MODES:
             raise MethodError(f"unknown retrieval mode {mode!r} in {text!r}; use: {', '.join(RETRIEVAL_MODES)}")
         method = methods.get(base)()
-        method.check_variant(variant or None, config)
-        chosen = retrieval or mode or (config.retrieval.mode if method.routed else "never")
+        for key, _ in settings:
+            if key.partition(".")[0] not in method.reads:
+                reads = ", ".join(f"{s}.*" for s in method.reads) or "none"
+                raise MethodError(f"method {base!r} does not read {key!r}; the settings it reads: {reads}")
+        configured = apply_settings(config, settings)
+        method.check_variant(variant or None, configured)
+        chosen = retrieval or mode or (config.retrieval.mode if method.retrieves_by_default else "never")
         return cls(base=base, variant=variant or None, retrieval=chosen,  # type: ignore[arg-type]
-                   retrieval_named=bool(mode or retrieval))
+                   retrieval_named=bool(mode or retrieval), settings=settings)
 
 
-def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None = None) -> list[MethodSpec]:
+def split_settings(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``'budget[budget.quality=0.5;clusters.count=8]'`` -> ``('budget', (('budget.quality', '0.5'), ...))``."""
+    if "[" not in text:
+        return text, ()
+    name, _, rest = text.partition("[")
+    if not rest.endswith("]"):
+        raise MethodError(f"method {text!r}: settings go in brackets at the end, e.g. budget[budget.quality=0.5]")
+    settings = []
+    for item in [i.strip() for i in rest[:-1].split(";") if i.strip()]:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise MethodError(f"method {text!r}: setting {item!r} is not KEY=VALUE (e.g. budget.quality=0.5)")
+        settings.append((key.strip(), value.strip()))
+    return name, tuple(settings)
+
+
+def apply_settings(config: SymoeConfig, settings: tuple[tuple[str, str], ...]) -> SymoeConfig:
+    """``config`` with ``section.key=value`` settings applied, each checked as the config file's would be."""
+    for key, value in settings:
+        section, _, field = key.partition(".")
+        if section not in METHOD_SECTIONS or not field:
+            raise MethodError(f"{key!r} cannot be set for one method; give a key of "
+                              f"{', '.join(s + '.*' for s in METHOD_SECTIONS)} (e.g. budget.quality)")
+        current = getattr(config, section)
+        if field not in type(current).model_fields:
+            raise MethodError(f"unknown setting {key!r}; {section} has: {', '.join(type(current).model_fields)}")
+        given = None if value.lower() in ("none", "null", "") else value
+        try:
+            updated = type(current).model_validate({**current.model_dump(), field: given})
+        except ValidationError as exc:
+            bounds = allowed_range((section, field))
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise MethodError(f"{key}={value}: {message}" + (f" (allowed: {bounds})" if bounds else "")) from None
+        config = config.model_copy(update={section: updated})
+    return config
+
+
+def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None = None,
+                   sweep: list[tuple[str, list[str]]] | None = None) -> list[MethodSpec]:
     """'single,best_single,symoe' -> single:e1, single:e2, ..., best_single, symoe.
 
     With ``retrieval`` modes, every routed method is run once per mode (``symoe@never``, ...).
+    With ``sweep`` (``[(key, values), ...]``), every method that reads a key's section is run
+    once per combination of values (``budget[budget.quality=0.2]``, ...); the others once.
     """
     for mode in retrieval or []:
         if mode not in RETRIEVAL_MODES:
@@ -167,6 +234,14 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
             out.append(parsed)
     if not out:
         raise MethodError("no method given; e.g. --methods symoe,best_single")
+    for key, values in sweep or []:
+        if not values:
+            raise MethodError(f"--sweep {key}= gives no values; e.g. --sweep {key}=V1,V2")
+        if not any(key.partition(".")[0] in m.impl.reads for m in out):
+            readers = sorted(n for n in methods.names() if key.partition(".")[0] in methods.get(n).reads)
+            raise MethodError(f"no method given reads {key!r} (it is read by: {', '.join(readers) or 'none'})")
+        out = [MethodSpec.parse(str(m.model_copy(update={"settings": (*m.settings, (key, v))})), config)
+               if key.partition(".")[0] in m.impl.reads else m for m in out for v in values]
     return list(dict.fromkeys(out))
 
 
@@ -216,6 +291,8 @@ class BestSingle(Method):
 class RandomK(Method):
     """k experts drawn uniformly (``router.k``), synthesised by the best aggregator if they disagree."""
 
+    reads = ("router",)
+
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         rng = random.Random(question_seed(ctx.seed, query.key))
         experts = list(ctx.config.routing_pool)
@@ -227,6 +304,8 @@ class RandomK(Method):
 @methods.register("majority")
 class Majority(Method):
     """Every expert answers; the most common answer wins (ties: the globally stronger expert)."""
+
+    reads = ("router",)
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.router.temperature)
@@ -270,7 +349,9 @@ class SkillRouting(Method):
 
     needs_skills = True
     routed = True
+    retrieves_by_default = True
     falls_back = True
+    reads = ("router",)
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
         symoe_variant(variant)
@@ -305,7 +386,9 @@ class ClusterRouting(Method):
 
     needs_clusters = True
     routed = True
+    retrieves_by_default = True
     falls_back = True
+    reads = ("clusters",)
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
         k_variant(variant, "clusters")
@@ -340,7 +423,9 @@ class Cascade(Method):
 
     needs_skills = True
     routed = True
+    retrieves_by_default = True
     falls_back = True
+    reads = ("cascade", "router")
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         settings = ctx.config.cascade
@@ -352,3 +437,61 @@ class Cascade(Method):
         return Assignment(slots=[greedy(e, ctx.seed) for e in cheap], combine="vote", escalation=full,
                           note=f"first {', '.join(cheap)} (cheapest with accuracy >= {settings.min_accuracy:g} on "
                                "these skills); escalated to the routed team unless they agree")
+
+
+def quality_variant(arg: str | None) -> float | None:
+    """A ``budget:Q`` variant's quality; no variant -> None."""
+    if not arg:
+        return None
+    try:
+        quality = float(arg)
+    except ValueError:
+        quality = -1.0
+    if not 0.0 <= quality <= 1.0:
+        raise MethodError(f"unknown budget variant {arg!r}; use budget or budget:Q, a quality Q from 0 "
+                          "(the cheapest) to 1 (the most accurate)")
+    return quality
+
+
+def budget_quality(ctx: MethodContext, variant: str | None) -> tuple[float, str]:
+    """The quality a ``budget`` query runs at, and where it came from: the name's variant,
+    else ``budget.quality``, else the profile's calibration, else 1."""
+    named = quality_variant(variant)
+    if named is not None:
+        return named, "named"
+    if ctx.config.budget.quality is not None:
+        return ctx.config.budget.quality, "budget.quality"
+    if ctx.profile is not None and ctx.profile.budget is not None:
+        b = ctx.profile.budget
+        return b.quality, f"calibrated for {b.target_tokens_per_question:g} tokens/question"
+    return 1.0, "default"
+
+
+@methods.register("budget")
+class Budget(Method):
+    """The one cost/quality knob over cluster routing: the query's nearest cluster offers each
+    expert alone and votes of its top experts, each with its validation accuracy and cost
+    there; the option of best ``Q * accuracy - (1 - Q) * cost`` answers (Q = 0: the cheapest,
+    Q = 1: the most accurate). One embedding per query, no annotation."""
+
+    needs_clusters = True
+    routed = True
+    falls_back = True
+    reads = ("budget", "clusters")
+
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        quality_variant(variant)
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        profile = ctx.need_profile("budget")
+        quality, source = budget_quality(ctx, variant)
+        cluster = ctx.clusters[query.id]
+        option = cluster.choose(quality, list(profile.experts))
+        if option is None:
+            raise MethodError("the profile's clusters grade none of the experts that can be recruited now")
+        weights = {e: cluster.accuracy[e] for e in option.experts}
+        what = option.experts[0] if len(option.experts) == 1 else "a vote of " + ", ".join(option.experts)
+        note = (f"quality {quality:g} ({source}): cluster {cluster.cluster} ({cluster.size} validation questions): "
+                f"{what}, {option.accuracy:.0%} there at {option.tokens:.0f} tokens/question")
+        return Assignment(slots=[greedy(e, ctx.seed) for e in option.experts],
+                          combine="single" if len(option.experts) == 1 else "vote", weights=weights, note=note)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import Generation, GenerationRequest, Usage
@@ -148,7 +149,8 @@ class Pipeline:
         self._gate = gate
         self._matcher: SkillMatcher | None = None
         self._neighbours: NeighbourSkills | None = None
-        self._clusters: ClusterRouter | None = None
+        self._clusters: dict[tuple[str, int], ClusterRouter] = {}
+        self._example_vectors: np.ndarray | None = None
         self._lock = threading.RLock()  # the server runs several requests' stages at once
 
     # -- lazily loaded parts ------------------------------------------------------------
@@ -176,18 +178,22 @@ class Pipeline:
                                                    self.config.skills.neighbour_share)
             return self._neighbours
 
-    @property
-    def clusters(self) -> ClusterRouter:
-        """The profile's graded questions, embedded and clustered once (the ``clusters`` method)."""
+    def cluster_router(self, config: SymoeConfig | None = None) -> ClusterRouter:
+        """The profile's graded questions, embedded once and clustered once per setting
+        (``clusters:``, ``budget.team``) of ``config`` (default: the pipeline's)."""
+        config = config or self.config
         with self._lock:
-            if self._clusters is None:
-                examples = [e for e in self.profile.examples if e.correct]
-                if not examples:
-                    raise SymoeError("the clusters method needs a profile whose questions record each expert's "
-                                     "outcome; this one has none: rebuild it with `symoe profile build`")
-                self._clusters = ClusterRouter(examples, encode([e.question for e in examples], self.config.embedding),
-                                               self.config.clusters, seed=self.config.seed)
-            return self._clusters
+            examples = [e for e in self.profile.examples if e.correct]
+            if not examples:
+                raise SymoeError("the clusters and budget methods need a profile whose questions record each "
+                                 "expert's outcome; this one has none: rebuild it with `symoe profile build`")
+            if self._example_vectors is None:
+                self._example_vectors = encode([e.question for e in examples], self.config.embedding)
+            key = (config.clusters.model_dump_json(), config.budget.team)
+            if key not in self._clusters:
+                self._clusters[key] = ClusterRouter(examples, self._example_vectors, config.clusters,
+                                                    seed=self.config.seed, teams=config.budget.team)
+            return self._clusters[key]
 
     @property
     def profile(self) -> Profile:
@@ -390,12 +396,14 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
     distinct = list({q.id: q for q in queries}.values())
     needing = distinct if any(m.needs_skills for m in methods) else []
     annotations = annotate(ctx, needing, seed) if needing else {}
-    clustered = distinct if any(m.impl.needs_clusters for m in methods) else []
-    nearest = ctx.clusters.nearest(encode([q.question for q in clustered], ctx.config.embedding)) if clustered else []
-    mctx = MethodContext(config=ctx.config, profile=profile, seed=seed,
-                         clusters={q.id: c for q, c in zip(clustered, nearest, strict=True)})
+    clustered = [m for m in methods if m.impl.needs_clusters]
+    vectors = encode([q.question for q in distinct], ctx.config.embedding) if clustered else None
     plans = []
     for method in methods:
+        config = method.configured(ctx.config)  # the name's own settings, if any
+        nearest = ctx.cluster_router(config).nearest(vectors) if method in clustered and vectors is not None else []
+        mctx = MethodContext(config=config, profile=profile, seed=seed,
+                             clusters=dict(zip([q.id for q in distinct], nearest, strict=True)) if nearest else {})
         for q in queries:
             annotation, jobs = annotations.get(q.id, (None, [])) if method.needs_skills else (None, [])
             skills = annotation.skills if annotation else []

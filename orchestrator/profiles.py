@@ -99,6 +99,8 @@ class Outcome(BaseModel):
     skills: list[str]
     correct: bool
     tokens: int = 0
+    prompt_tokens: int = 0
+    answer: str | None = None
     seconds: float = 0.0
 
 
@@ -108,6 +110,13 @@ class ProfiledExample(LabelledQuestion):
 
     correct: dict[str, bool] = Field(default_factory=dict, description="expert -> its own answer was right")
     tokens: dict[str, int] = Field(default_factory=dict, description="expert -> tokens it generated")
+    prompt_tokens: dict[str, int] = Field(default_factory=dict, description="expert -> tokens of its prompt")
+    answers: dict[str, str | None] = Field(default_factory=dict,
+                                           description="expert -> the answer it stated (None: none or it failed)")
+
+    def cost(self, expert: str) -> int:
+        """Prompt and generated tokens of this expert's answer (what ``symoe eval`` counts)."""
+        return self.prompt_tokens.get(expert, 0) + self.tokens.get(expert, 0)
 
 
 def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
@@ -116,9 +125,32 @@ def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
     graded: dict[str, list[Outcome]] = {}
     for o in outcomes:
         graded.setdefault(o.question_id, []).append(o)
-    return [ProfiledExample(**q.model_dump(), correct={o.expert: o.correct for o in graded.get(qid, [])},
-                            tokens={o.expert: o.tokens for o in graded.get(qid, [])})
+    def by_expert(field: str, qid: str) -> dict[str, Any]:
+        return {o.expert: getattr(o, field) for o in graded.get(qid, [])}
+
+    return [ProfiledExample(**q.model_dump(), correct=by_expert("correct", qid), tokens=by_expert("tokens", qid),
+                            prompt_tokens=by_expert("prompt_tokens", qid), answers=by_expert("answer", qid))
             for q, qid in zip(questions, ids, strict=True)]
+
+
+class QualityPoint(BaseModel):
+    """The ``budget`` method at one quality on held-out validation questions."""
+
+    quality: float
+    tokens_per_question: float
+    accuracy: float
+
+
+class BudgetCalibration(BaseModel):
+    """The quality ``symoe profile calibrate`` fitted to a token target, and the curve it read."""
+
+    quality: float
+    target_tokens_per_question: float
+    predicted_tokens_per_question: float
+    predicted_accuracy: float
+    folds: int
+    curve: list[QualityPoint] = Field(default_factory=list)
+    created: str = ""
 
 
 class Profile(BaseModel):
@@ -133,13 +165,15 @@ class Profile(BaseModel):
     #: the validation questions with the annotator's skills and each expert's outcome on them:
     #: ``skills.source: neighbours`` votes with them, the ``clusters`` method scores experts on them
     examples: list[ProfiledExample] = Field(default_factory=list)
+    #: the ``budget`` method's quality when the config sets none (``symoe profile calibrate``)
+    budget: BudgetCalibration | None = None
 
     def restricted(self, names: list[str]) -> Profile:
         """The profile of a sub-pool: only these experts can be recruited or aggregate."""
         return self.model_copy(update={
             "experts": {n: p for n, p in self.experts.items() if n in names},
-            "examples": [e.model_copy(update={"correct": {n: c for n, c in e.correct.items() if n in names},
-                                              "tokens": {n: t for n, t in e.tokens.items() if n in names}})
+            "examples": [e.model_copy(update={field: {n: v for n, v in getattr(e, field).items() if n in names}
+                                              for field in ("correct", "tokens", "prompt_tokens", "answers")})
                          for e in self.examples],
             "aggregators": {n: p for n, p in self.aggregators.items() if n in names},
         })

@@ -1,5 +1,5 @@
-"""``symoe profile build|show|gate``: make a profile from validation data, print it, plot it;
-calibrate the retrieval gate."""
+"""``symoe profile build|show|gate|calibrate``: make a profile from validation data, print it,
+plot it; calibrate the retrieval gate; fit the cost/quality knob to a token target."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from agents.errors import SymoeError
+from eval.budget import calibrate_quality
 from eval.calibration import calibrate_on_validation
 from eval.profiling import BuildSpec, build_profile
 from eval.report import pyplot, save_figure
@@ -26,7 +27,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.config import MAX_SEED
 from orchestrator.gate import save_gate
-from orchestrator.profiles import Profile, load_profile, save_profile
+from orchestrator.profiles import BudgetCalibration, Profile, default_profile_path, load_profile, save_profile
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles; calibrate the gate.")
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON file")]
@@ -128,6 +129,66 @@ def gate(
     c = model.calibrated
     out.print(f"gate written to {target}: on {c['rows']} validation questions, never {c['accuracy_never']}%, "
               f"always {c['accuracy_always']}%, gated {c['accuracy_gated']}% retrieving {c['retrieval_rate']}%")
+
+
+@app.command("calibrate")
+def calibrate(
+    target_tokens_per_question: Annotated[float, typer.Option(
+        help="the mean prompt + generated tokens per question the budget method should spend")],
+    folds: Annotated[int, typer.Option(help="cross-fitting folds over the profile's questions")] = 5,
+    profile: ProfileOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the calibrated profile "
+                                                "(default: the profile itself; the shipped one: <home>/profiles)")
+                      ] = None,
+    plot: Annotated[Path | None, typer.Option(help="save the quality curve (tokens and accuracy) as a PNG here")
+                    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Fit the budget method's quality to a token target on the profile's validation
+    questions (no model runs) and write it into the profile."""
+    check_range("--target-tokens-per-question", target_tokens_per_question, 1, 1_000_000, " (tokens)")
+    check_range("--folds", folds, 2, 50)
+    cfg = config_from(config)
+    prof, path = load_profile(cfg, profile)
+    full = Profile.model_validate_json(path.read_text())  # every expert, not only those routed now
+    result = calibrate_quality(prof, cfg, target_tokens_per_question, folds)
+    table = Table("quality", "tokens / question", "accuracy %", title=f"budget on {path} (cross-fitted, {folds} folds)")
+    shown = {p.quality for p in result.curve if round(p.quality * 10, 6).is_integer()} | {result.quality}
+    for p in result.curve:
+        if p.quality in shown:
+            mark = " *" if p.quality == result.quality else ""
+            table.add_row(f"{p.quality:.2f}{mark}", f"{p.tokens_per_question:.0f}", f"{p.accuracy:.1f}")
+    out.print(table)
+    low, high = min(p.tokens_per_question for p in result.curve), max(p.tokens_per_question for p in result.curve)
+    if not low * 0.85 <= target_tokens_per_question <= high * 1.15:
+        err.print(f"[yellow]the target {target_tokens_per_question:g} is outside what budget spends on these "
+                  f"questions ({low:.0f} to {high:.0f} tokens/question); the nearest was taken[/yellow]")
+    target = output or (cfg.home / "profiles" / "profile.json" if path == default_profile_path() else path)
+    save_profile(full.model_copy(update={"budget": result}), target)
+    if plot:
+        save_quality_curve(result, plot)
+        out.print(f"curve saved to {plot}")
+    out.print(f"quality {result.quality:g} written to {target}: predicted {result.predicted_tokens_per_question:.0f} "
+              f"tokens/question (target {target_tokens_per_question:g}), {result.predicted_accuracy:.1f}% accuracy "
+              f"on validation; `--method budget` uses it unless budget.quality is set")
+
+
+def save_quality_curve(result: BudgetCalibration, path: Path) -> None:
+    plt = pyplot()
+    q = [p.quality for p in result.curve]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(q, [p.tokens_per_question for p in result.curve], color="tab:blue")
+    ax.axhline(result.target_tokens_per_question, color="tab:blue", linestyle=":", label="target")
+    ax.axvline(result.quality, color="grey", linestyle="--", label=f"chosen quality {result.quality:g}")
+    ax.set_xlabel("quality (0 cheapest, 1 most accurate)")
+    ax.set_ylabel("tokens per question", color="tab:blue")
+    twin = ax.twinx()
+    twin.plot(q, [p.accuracy for p in result.curve], color="tab:green")
+    twin.set_ylabel("accuracy % (validation, cross-fitted)", color="tab:green")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("budget: cost and accuracy against quality")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def save_heatmap(prof: Profile, path: Path) -> None:
