@@ -48,16 +48,18 @@ class Symoe:
         self.close()
 
     def method(self, method: str | None = None, model: str | None = None, k: int | None = None,
-               retrieval: RetrievalMode | None = None) -> MethodSpec:
-        """The method a call names: ``model`` (one expert), ``k`` (symoe:kN), else ``method``
-        (default: skill routing, ``symoe``)."""
-        if sum(x is not None for x in (method, model, k)) > 1:
-            raise SymoeError("give one of method, model and k")
+               retrieval: RetrievalMode | None = None, quality: float | None = None) -> MethodSpec:
+        """The method a call names: ``model`` (one expert), ``k`` (symoe:kN), ``quality`` (the
+        cost/quality knob, budget:Q), else ``method`` (default: skill routing, ``symoe``)."""
+        if sum(x is not None for x in (method, model, k, quality)) > 1:
+            raise SymoeError("give one of method, model, k and quality")
         if model is not None:
             self.config.expert(model)
             text = f"single:{model}"
         elif k is not None:
             text = f"symoe:k{k}"
+        elif quality is not None:
+            text = f"budget:{quality:g}"
         else:
             text = method or "symoe"
         return MethodSpec.parse(text, self.config, retrieval=retrieval)
@@ -65,16 +67,18 @@ class Symoe:
     def ask(self, question: str, *, method: str | None = None, model: str | None = None,
             choices: list[str] | None = None, format: AnswerFormat | None = None, seed: int | None = None,
             k: int | None = None, profile: Path | None = None, retrieval: RetrievalMode | None = None,
-            task: str | None = None, max_tokens: int | None = None, deadline_s: float | None = None) -> AskResult:
+            task: str | None = None, max_tokens: int | None = None, deadline_s: float | None = None,
+            quality: float | None = None) -> AskResult:
         """Answer one question: routed to the best-suited experts (``symoe``), or by ``method``;
-        ``model`` forces one expert. Raises ``SymoeError`` when no expert could answer, or
+        ``model`` forces one expert; ``quality`` (0 cheapest .. 1 most accurate) turns the
+        cost/quality knob (the ``budget`` method). Raises ``SymoeError`` when no expert could answer, or
         when ``deadline_s`` passes first (saying which stage it was waiting for)."""
         query = make_query(question, choices, format, task, max_tokens)
         check_fits(query, self.config)
 
         def answer() -> AskResult:
             return self.ask_many([query], method=method, model=model, seed=seed, k=k, profile=profile,
-                                 retrieval=retrieval)[0]
+                                 retrieval=retrieval, quality=quality)[0]
 
         result = answer() if deadline_s is None else self._within(deadline_s, answer)
         if result.error:
@@ -125,9 +129,9 @@ class Symoe:
 
     def ask_many(self, queries: list[Query], *, method: str | None = None, model: str | None = None,
                  seed: int | None = None, k: int | None = None, profile: Path | None = None,
-                 retrieval: RetrievalMode | None = None) -> list[AskResult]:
+                 retrieval: RetrievalMode | None = None, quality: float | None = None) -> list[AskResult]:
         """Answer a batch together (each model loads once for all of it)."""
-        spec = self.method(method, model, k, retrieval)
+        spec = self.method(method, model, k, retrieval, quality)
         if profile is not None and profile != self.pipeline.profile_path:
             self.pipeline.profile_path, self.pipeline._profile = profile, None
         start = time.perf_counter()

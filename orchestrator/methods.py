@@ -97,8 +97,14 @@ class Method(abc.ABC):
     routed: ClassVar[bool] = False
     #: retrieval follows the config's ``retrieval.mode`` unless the name says (else: never)
     retrieves_by_default: ClassVar[bool] = False
-    #: the config sections ``assign`` reads: a name's ``[key=value]`` settings may set only these
+    #: the config sections (``router``) or keys (``clusters.count``) ``assign`` reads: a name's
+    #: ``[key=value]`` settings may set only these
     reads: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def reads_key(cls, key: str) -> bool:
+        """Whether a setting of ``key`` (``section.field``) changes what this method does."""
+        return any(key == r or key.startswith(r + ".") for r in cls.reads)
     #: consult the profile (which must exist then)
     needs_profile: ClassVar[bool] = True
     #: when every slot fails, the default expert answers instead (baselines measure only themselves)
@@ -164,8 +170,8 @@ class MethodSpec(BaseModel):
             raise MethodError(f"unknown retrieval mode {mode!r} in {text!r}; use: {', '.join(RETRIEVAL_MODES)}")
         method = methods.get(base)()
         for key, _ in settings:
-            if key.partition(".")[0] not in method.reads:
-                reads = ", ".join(f"{s}.*" for s in method.reads) or "none"
+            if not method.reads_key(key):
+                reads = ", ".join(r if "." in r else f"{r}.*" for r in method.reads) or "none"
                 raise MethodError(f"method {base!r} does not read {key!r}; the settings it reads: {reads}")
         configured = apply_settings(config, settings)
         method.check_variant(variant or None, configured)
@@ -237,11 +243,11 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
     for key, values in sweep or []:
         if not values:
             raise MethodError(f"--sweep {key}= gives no values; e.g. --sweep {key}=V1,V2")
-        if not any(key.partition(".")[0] in m.impl.reads for m in out):
-            readers = sorted(n for n in methods.names() if key.partition(".")[0] in methods.get(n).reads)
+        if not any(m.impl.reads_key(key) for m in out):
+            readers = sorted(n for n in methods.names() if methods.get(n).reads_key(key))
             raise MethodError(f"no method given reads {key!r} (it is read by: {', '.join(readers) or 'none'})")
         out = [MethodSpec.parse(str(m.model_copy(update={"settings": (*m.settings, (key, v))})), config)
-               if key.partition(".")[0] in m.impl.reads else m for m in out for v in values]
+               if m.impl.reads_key(key) else m for m in out for v in values]
     return list(dict.fromkeys(out))
 
 
@@ -477,7 +483,7 @@ class Budget(Method):
     needs_clusters = True
     routed = True
     falls_back = True
-    reads = ("budget", "clusters")
+    reads = ("budget", "clusters.count", "clusters.prior", "clusters.iterations")
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
         quality_variant(variant)

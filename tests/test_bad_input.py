@@ -155,6 +155,38 @@ def test_eval_option_out_of_range(home: Path, tmp_path: Path, fake_pool: Path, o
     one_error(proc, expected)
 
 
+@pytest.mark.parametrize(("sweep", "expected"), [
+    ("budget.quality", ("is not KEY=V1,V2",)),
+    ("budget.quality=", ("is not KEY=V1,V2",)),
+    ("budget.quality=0,2", ("budget.quality=2", "allowed: from 0 to 1")),
+    ("router.k=2", ("no method given reads 'router.k'", "read by:")),
+    ("budget.quality=0[1]", ("may not hold",)),
+])
+def test_eval_sweep_that_cannot_run(home: Path, tmp_path: Path, fake_pool: Path, sweep: str,
+                                    expected: tuple[str, ...]) -> None:
+    proc = run(home, "eval", "-c", str(fake_pool), "--methods", "budget", "--sweep", sweep, "-o", str(tmp_path / "o"))
+    one_error(proc, *expected)
+
+
+@pytest.mark.parametrize(("quality", "expected"), [("1.5", "--quality must be from 0 to 1"),
+                                                   ("nan", "--quality must be from 0 to 1")])
+def test_quality_out_of_range(home: Path, fake_pool: Path, quality: str, expected: str) -> None:
+    one_error(run(home, "ask", "-c", str(fake_pool), "--quality", quality, "What is 2+2?"), expected)
+
+
+def test_quality_with_another_method(home: Path, fake_pool: Path) -> None:
+    proc = run(home, "ask", "-c", str(fake_pool), "--quality", "0.5", "--method", "symoe", "What is 2+2?")
+    one_error(proc, "give one of method, model, k and quality")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--target-tokens-per-question", "0"), "--target-tokens-per-question must be from 1 to"),
+    (("--target-tokens-per-question", "200", "--folds", "1"), "--folds must be from 2 to 50"),
+])
+def test_calibrate_option_out_of_range(home: Path, args: tuple[str, ...], expected: str) -> None:
+    one_error(run(home, "profile", "calibrate", *args), expected)
+
+
 def test_task_with_zero_questions(home: Path, tmp_path: Path, fake_pool: Path) -> None:
     proc = run(home, "eval", "-c", str(fake_pool), "--tasks", "mmlu:0", "--methods", "single",
                "-o", str(tmp_path / "out"))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agents.errors import SymoeError
@@ -28,6 +29,8 @@ def ask(
     explain: Annotated[bool, typer.Option("--explain", help="show skills, weights, retrieval and answers")] = False,
     retrieval: Annotated[str | None, typer.Option(help="auto, always or never (default: config)")] = None,
     k: Annotated[int | None, typer.Option("-k", help=f"recruit exactly k expert slots (1-{MAX_K})")] = None,
+    quality: Annotated[float | None, typer.Option(help="the cost/quality knob, 0 (cheapest) to 1 (most accurate): "
+                                                  "the budget method at that quality")] = None,
     answer_format: Annotated[str | None, typer.Option("--format", help="choice, number or text (default: detected)")
                              ] = None,
     seed: Annotated[int | None, typer.Option(help=f"seed for routing and sampling (0-{MAX_SEED})")] = None,
@@ -50,6 +53,7 @@ def ask(
     if answer_format is not None and answer_format not in FORMATS:
         raise SymoeError(f"--format must be choice, number or text, not {answer_format!r}")
     check_range("--max-tokens", max_tokens, 1, MAX_TOKENS)
+    check_range("--quality", quality, 0, 1)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--deadline", deadline, 1, 86400, " (seconds)")
     cfg = config_from(config)
@@ -59,7 +63,8 @@ def ask(
     make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
     with Symoe(cfg, profile=profile) as symoe:
         result = symoe.ask(text, method=method, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
-                           format=answer_format, max_tokens=max_tokens, deadline_s=deadline)  # type: ignore[arg-type]
+                           format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
+                           quality=quality)
     if as_json:
         out.print_json(result.model_dump_json())
         return
@@ -82,7 +87,7 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
     def method(expert: str) -> str:
         return cfg.experts[expert].method if expert in cfg.experts else "?"
 
-    out.print(f"[b]method[/b]: {result.method}; answer format: {result.format}")
+    out.print(f"[b]method[/b]: {escape(result.method)}; answer format: {result.format}")
     if result.routed:
         out.print(f"[b]profile[/b]: {result.profile}")
         if result.recruitment is not None or result.skills:  # the clusters method reads no skills
@@ -104,7 +109,7 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
                           f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
         out.print(table)
     if result.routing and (rec is None or result.routing != rec.reason):
-        out.print(f"[b]routing[/b]: {result.routing}")
+        out.print(f"[b]routing[/b]: {escape(result.routing)}")
     if result.retrieval:
         ret = result.retrieval
         out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
@@ -114,7 +119,7 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
     for a in result.expert_answers:
         snippet = (a.error or a.text).replace("\n", " ")[:70]
         answers.add_row(a.expert + (" (fallback)" if a.fallback else ""), a.method, str(a.sample), str(a.answer),
-                        snippet)
+                        escape(snippet))
     out.print(answers)
     if result.aggregated:
         out.print(f"[b]aggregator[/b]: {result.aggregator} synthesised the answers (they disagreed)")

@@ -44,6 +44,20 @@ def check_writable(path: Path) -> None:
         raise SymoeError(f"output directory {path} is not writable; choose another --output")
 
 
+def parse_sweeps(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``['budget.quality=0,0.5']`` -> ``[('budget.quality', ['0', '0.5'])]``, or one line on what to fix."""
+    out = []
+    for item in items:
+        key, eq, values = item.partition("=")
+        listed = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key.strip() or not listed:
+            raise SymoeError(f"--sweep {item!r} is not KEY=V1,V2,... (e.g. --sweep budget.quality=0,0.5,1)")
+        if any(c in v for v in listed for c in "[];"):
+            raise SymoeError(f"--sweep {item!r}: a value may not hold [, ] or ;")
+        out.append((key.strip(), listed))
+    return out
+
+
 def eval_command(
     tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")
     ] = "mmlu,arc_challenge,gsm8k",
@@ -53,6 +67,9 @@ def eval_command(
     output: Annotated[Path, typer.Option("--output", "--output-path", "-o", help="directory for the reports")] = Path(
         "runs/eval"),
     retrieval: Annotated[str | None, typer.Option(help="retrieval axis for symoe, e.g. never,always,auto")] = None,
+    sweep: Annotated[list[str] | None, typer.Option(
+        help="KEY=V1,V2,...: run every method that reads KEY once per value, sharing the cache "
+             "(e.g. budget.quality=0,0.5,1; repeat for a grid)")] = None,
     seed: Annotated[int, typer.Option(help=f"seed for sampling, recruitment and data (0-{MAX_SEED})")] = 0,
     use_cache: Annotated[Path | None, typer.Option(help="SQLite generation cache to share across runs")] = None,
     log_samples: Annotated[bool, typer.Option(help="write every answer to samples.jsonl")] = False,
@@ -71,7 +88,7 @@ def eval_command(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
-    method_list = [str(m) for m in expand_methods(methods, cfg, modes)]
+    method_list = [str(m) for m in expand_methods(methods, cfg, modes, parse_sweeps(sweep or []))]
     if split not in SPLITS:
         raise SymoeError(f"unknown split {split!r}; use test or validation")
     for entry in task_list:  # fail fast on unknown tasks or malformed files, before any work
@@ -93,7 +110,7 @@ def eval_command(
         meta = {"args": args.model_dump(mode="json"), "config": cfg.public_dict(),
                 "provenance": provenance(cfg, command="eval")}
         files = write_reports(output, samples, stats, meta, log_samples)
-    out.print(markdown_table(summarise(samples), stats))
+    out.print(markdown_table(summarise(samples), stats), markup=False)  # method names hold [settings]
     out.print(f"reports: {', '.join(str(p) for p in files.values())}")
     empty = methods_without_answers(samples)
     if empty:

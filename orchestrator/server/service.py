@@ -1,7 +1,8 @@
 """What ``symoe serve`` does with a request, independent of HTTP.
 
 A model name is a strategy: ``symoe`` (the default routed configuration), its variants
-(``symoe:k2``, ``symoe@never``, ...), ``moa``, ``majority``, ``random_k``, ``best_single``,
+(``symoe:k2``, ``symoe@never``, ...), ``clusters``, ``cascade``, the cost/quality knob
+``budget:Q`` (any Q from 0 to 1), ``moa``, ``majority``, ``random_k``, ``best_single``,
 and every expert by its own name (one expert, no routing). A request becomes a ``Query``
 (the last user message is annotated and routed; the turns before it go to the experts and
 the aggregator), runs through the one pipeline on a worker thread under the request's
@@ -44,6 +45,7 @@ from orchestrator.server.health import Health
 from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
 
 STRATEGIES = ("symoe", "symoe:k2", "symoe:k3", "symoe:distinct", "symoe@never", "symoe@always", "symoe@auto",
+              "clusters", "cascade", "budget", "budget:0.25", "budget:0.5", "budget:0.75",
               "moa", "majority", "random_k", "best_single")
 
 

@@ -1,0 +1,173 @@
+"""The cost/quality knob: options scored per cluster, the choice at a quality, the vote replayed
+on recorded answers, the calibration to a token target, per-method settings and sweeps, and
+the ``budget`` method through the pipeline (scripted experts; the shipped MiniLM embeds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.pool import ExpertSpec
+from eval.budget import calibrate_quality, quality_curve
+from orchestrator.clusters import ClusterRouter, ClusterScore, RoutingOption, vote_correct
+from orchestrator.config import ClusterConfig, SymoeConfig
+from orchestrator.graph import run
+from orchestrator.methods import MethodContext, MethodError, MethodSpec, budget_quality, expand_methods
+from orchestrator.pipeline import Pipeline
+from orchestrator.profiles import BudgetCalibration, ExpertProfile, Profile, ProfiledExample, SkillCount
+from orchestrator.records import Query
+
+
+def example(question: str, right: dict[str, bool], answers: dict[str, str | None],
+            cost: dict[str, int]) -> ProfiledExample:
+    return ProfiledExample(question=question, task="t", correct=right, answers=answers,
+                           tokens={e: c // 2 for e, c in cost.items()},
+                           prompt_tokens={e: c - c // 2 for e, c in cost.items()})
+
+
+def profile_of(examples: list[ProfiledExample], experts: list[str]) -> Profile:
+    return Profile(pool={}, annotator=experts[0], examples=examples,
+                   experts={e: ExpertProfile(tasks={"t": SkillCount(right=1)}) for e in experts})
+
+
+def three_experts(n: int = 30) -> tuple[list[ProfiledExample], np.ndarray]:
+    """'cheap' is right a third of the time for 100 tokens, 'good' two thirds for 300, 'dear' on
+    the same two thirds for 900; a wrong answer is always 'B'."""
+    rng = np.random.default_rng(1)
+    rows, examples = [], []
+    for i in range(n):
+        v = np.ones(3) + rng.normal(0, 0.01, 3)
+        rows.append(v / np.linalg.norm(v))
+        right = {"cheap": i % 3 == 0, "good": i % 3 != 2, "dear": i % 3 != 2}
+        answers = {e: "A" if ok else "B" for e, ok in right.items()}
+        examples.append(example(f"q{i}", right, answers, {"cheap": 100, "good": 300, "dear": 900}))
+    return examples, np.asarray(rows, dtype=np.float32)
+
+
+def test_quality_zero_takes_the_cheapest_option_and_one_the_most_accurate() -> None:
+    options = [RoutingOption(experts=["cheap"], accuracy=0.3, tokens=100),
+               RoutingOption(experts=["good"], accuracy=0.6, tokens=300),
+               RoutingOption(experts=["good", "dear", "cheap"], accuracy=0.8, tokens=1300)]
+    score = ClusterScore(cluster=0, size=9, accuracy={}, tokens={}, options=options, cost_scale=1300)
+    assert score.choose(0.0).experts == ["cheap"]
+    assert score.choose(1.0).experts == ["good", "dear", "cheap"]
+    assert score.choose(0.7).experts == ["good"]  # 0.7*0.6 - 0.3*300/1300 beats both ends
+    assert score.choose(1.0, ["cheap", "good"]).experts == ["good"]  # a vote needs all its experts
+    assert score.choose(1.0, ["nobody"]) is None
+    tie = ClusterScore(cluster=0, size=1, accuracy={}, tokens={}, cost_scale=10, options=[
+        RoutingOption(experts=["x"], accuracy=0.5, tokens=9), RoutingOption(experts=["y"], accuracy=0.5, tokens=3)])
+    assert tie.choose(1.0).experts == ["y"]  # equal accuracy: the cheaper
+
+
+def test_a_vote_is_replayed_on_the_recorded_answers_by_the_majority_rule() -> None:
+    x = example("q", {"a": True, "b": False, "c": False}, {"a": "A", "b": "B", "c": "B"}, {})
+    assert not vote_correct(x, ["a", "b", "c"], {"a": 0.9})  # two agreeing wrong answers outvote one right
+    y = example("q", {"a": True, "b": False, "c": False}, {"a": "A", "b": "B", "c": "C"}, {})
+    assert vote_correct(y, ["a", "b", "c"], {"a": 0.9, "b": 0.1, "c": 0.1})  # all differ: the heaviest
+    assert not vote_correct(y, ["a", "b", "c"], {"a": 0.1, "b": 0.9, "c": 0.1})
+    z = example("q", {"a": True, "b": False, "c": False}, {"a": "A", "b": None, "c": None}, {})
+    assert vote_correct(z, ["a", "b", "c"], {})  # experts that stated nothing do not vote
+
+
+def test_clusters_offer_each_expert_and_votes_of_their_top_experts_with_costs() -> None:
+    examples, vectors = three_experts()
+    router = ClusterRouter(examples, vectors, ClusterConfig(count=1, prior=0.0), teams=3)
+    (cluster,) = router.scores
+    by_team = {tuple(o.experts): o for o in cluster.options}
+    assert by_team[("cheap",)].tokens == 100 and by_team[("dear",)].tokens == 900
+    team = next(o for o in cluster.options if len(o.experts) == 3)
+    assert team.tokens == 1300 and team.accuracy == pytest.approx(2 / 3, abs=1e-3)
+    assert cluster.cost_scale == 1300
+    alone = ClusterRouter(examples, vectors, ClusterConfig(count=1), teams=1).scores[0]
+    assert all(len(o.experts) == 1 for o in alone.options)
+    unanswered = [e.model_copy(update={"answers": {}}) for e in examples]
+    assert all(len(o.experts) == 1 for o in ClusterRouter(unanswered, vectors, ClusterConfig(count=1),
+                                                          teams=3).scores[0].options)
+
+
+def test_the_curve_runs_from_the_cheapest_to_the_dearest_and_calibration_meets_the_target() -> None:
+    examples, vectors = three_experts()
+    profile = profile_of(examples, ["cheap", "good", "dear"])
+    config = SymoeConfig(clusters={"count": 1})
+    curve = quality_curve(profile, config, folds=3, vectors=vectors)
+    assert curve[0].quality == 0.0 and curve[-1].quality == 1.0
+    assert curve[0].tokens_per_question == 100 and curve[-1].tokens_per_question == 300  # dear: no better
+    assert curve[0].accuracy == pytest.approx(33.3, abs=0.1) and curve[-1].accuracy == pytest.approx(66.7, abs=0.1)
+    assert [p.tokens_per_question for p in curve] == sorted(p.tokens_per_question for p in curve)
+    fit = calibrate_quality(profile, config, target=300, folds=3, vectors=vectors)
+    assert fit.predicted_tokens_per_question == 300 and fit.folds == 3
+    assert fit.quality == max(p.quality for p in curve if p.tokens_per_question == 300)  # the best at that cost
+
+
+def test_calibration_refuses_a_profile_it_cannot_replay() -> None:
+    examples, vectors = three_experts(6)
+    with pytest.raises(Exception, match="at least 10"):
+        quality_curve(profile_of(examples, ["cheap"]), SymoeConfig(), folds=5, vectors=vectors)
+    old = [e.model_copy(update={"prompt_tokens": {}}) for e in three_experts()[0]]
+    with pytest.raises(Exception, match="prompt tokens"):
+        quality_curve(profile_of(old, ["cheap"]), SymoeConfig(), folds=5)
+
+
+def test_the_quality_comes_from_the_name_then_the_config_then_the_calibration() -> None:
+    calibrated = profile_of([], ["a"]).model_copy(update={"budget": BudgetCalibration(
+        quality=0.4, target_tokens_per_question=200, predicted_tokens_per_question=190, predicted_accuracy=40,
+        folds=5)})
+    ctx = MethodContext(config=SymoeConfig(), profile=calibrated, seed=0)
+    assert budget_quality(ctx, "0.9") == (0.9, "named")
+    assert budget_quality(ctx, None)[0] == 0.4 and "200 tokens" in budget_quality(ctx, None)[1]
+    ctx.config = SymoeConfig(budget={"quality": 0.1})
+    assert budget_quality(ctx, None) == (0.1, "budget.quality")
+    assert budget_quality(MethodContext(config=SymoeConfig(), profile=profile_of([], ["a"]), seed=0), None) == \
+        (1.0, "default")
+    for bad in ("1.5", "-0.1", "nan", "fast"):
+        with pytest.raises(MethodError, match="budget:Q"):
+            MethodSpec.parse(f"budget:{bad}", SymoeConfig())
+
+
+def test_method_names_carry_settings_for_that_method_alone() -> None:
+    config = SymoeConfig()
+    spec = MethodSpec.parse("budget[budget.quality=0.25;clusters.count=4]", config)
+    assert str(spec) == "budget[budget.quality=0.25;clusters.count=4]" and spec.retrieval == "never"
+    tuned = spec.configured(config)
+    assert tuned.budget.quality == 0.25 and tuned.clusters.count == 4 and config.budget.quality is None
+    assert str(MethodSpec.parse("symoe@never[router.k=2]", config)) == "symoe@never[router.k=2]"
+    for name, message in [("budget[seed=3]", "does not read 'seed'"),
+                          ("symoe[budget.quality=1]", "does not read"),
+                          ("budget[budget.quality=2]", "allowed: from 0 to 1"),
+                          ("budget[budget.speed=2]", "unknown setting"),
+                          ("budget[budget.quality]", "KEY=VALUE"),
+                          ("budget[budget.quality=1", "brackets at the end"),
+                          ("budget[clusters.k=2]", "does not read 'clusters.k'")]:
+        with pytest.raises(MethodError, match=message.replace("[", r"\[")):
+            MethodSpec.parse(name, config)
+
+
+def test_a_sweep_runs_each_method_that_reads_the_key_once_per_value() -> None:
+    config = SymoeConfig()
+    names = [str(m) for m in expand_methods("best_single,budget,clusters", config,
+                                            sweep=[("budget.quality", ["0", "1"]), ("clusters.count", ["3", "6"])])]
+    assert names == ["best_single",
+                     "budget[budget.quality=0;clusters.count=3]", "budget[budget.quality=0;clusters.count=6]",
+                     "budget[budget.quality=1;clusters.count=3]", "budget[budget.quality=1;clusters.count=6]",
+                     "clusters[clusters.count=3]", "clusters[clusters.count=6]"]
+    with pytest.raises(MethodError, match="read by: budget"):
+        expand_methods("symoe", config, sweep=[("budget.quality", ["0"])])
+
+
+def test_the_budget_method_runs_through_the_pipeline_and_the_knob_moves_the_cost(tmp_path) -> None:
+    """Arithmetic questions: 'cheap' is right on none, 'dear' on all; at quality 0 the cheap
+    expert answers, at 1 the dear one, each at its own settings in one run."""
+    experts = {"cheap": {"answers": {"train": "Answer: 7"}}, "dear": {"answers": {"train": "Answer: 120"}}}
+    specs = {n: ExpertSpec(name=n, backend="fake", params=p) for n, p in experts.items()}
+    config = SymoeConfig(home=tmp_path, experts=specs, default_expert="dear", clusters={"count": 1})
+    questions = ["A train travels 60 km per hour for 2 hours. How far does it go?", "What is 15 percent of 80?",
+                 "A shop sells 12 apples for 3 dollars. What do 20 apples cost?"]
+    examples = [example(q, {"cheap": False, "dear": True}, {"cheap": "1", "dear": "2"}, {"cheap": 10, "dear": 500})
+                for q in questions]
+    ctx = Pipeline(config, profile=profile_of(examples, ["cheap", "dear"]))
+    low, high = run(ctx, [Query(question="A train goes 40 km per hour for 3 hours. How far does it travel?")],
+                    [MethodSpec.parse("budget[budget.quality=0]", config), MethodSpec.parse("budget:1", config)])
+    assert low.experts == ["cheap"] and low.answer == "7" and "quality 0" in low.assignment.note
+    assert high.experts == ["dear"] and high.answer == "120"
+    assert low.retrieval is not None and not low.retrieval.retrieved  # budget does not retrieve by default
+    assert low.annotation is None and not low.annotation_jobs
