@@ -115,6 +115,12 @@ class LoadedPool:
     def loaded(self) -> list[str]:
         return [n for n, b in self._backends.items() if b.loaded]
 
+    def forget_state(self) -> None:
+        """Every loaded backend drops what it kept from its last request (``Backend.forget_state``)."""
+        with self._lock:
+            for backend in self._backends.values():
+                backend.forget_state()
+
     def close(self) -> None:
         for name in list(self._backends):
             self.unload(name)

@@ -171,3 +171,22 @@ def test_the_budget_method_runs_through_the_pipeline_and_the_knob_moves_the_cost
     assert high.experts == ["dear"] and high.answer == "120"
     assert low.retrieval is not None and not low.retrieval.retrieved  # budget does not retrieve by default
     assert low.annotation is None and not low.annotation_jobs
+
+
+def test_calibrate_writes_the_fitted_quality_where_budget_reads_it(symoe_cli, tmp_path) -> None:
+    """On the shipped profile (no model runs): the written profile carries the quality whose
+    cross-fitted cost is nearest the target, and the budget method then runs at it."""
+    env = {"SYMOE_HOME": str(tmp_path / "home")}
+    done = symoe_cli("profile", "calibrate", "--target-tokens-per-question", "200", "--plot",
+                     str(tmp_path / "curve.png"), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = tmp_path / "home" / "profiles" / "profile.json"  # the shipped profile is never overwritten
+    fit = Profile.model_validate_json(written.read_text()).budget
+    assert fit is not None and fit.target_tokens_per_question == 200
+    assert abs(fit.predicted_tokens_per_question - 200) <= 0.15 * 200
+    assert fit.predicted_tokens_per_question == min((p.tokens_per_question for p in fit.curve),
+                                                    key=lambda t: abs(t - 200))
+    assert (tmp_path / "curve.png").stat().st_size > 10_000 and f"quality {fit.quality:g} written" in done.stdout
+    ctx = MethodContext(config=SymoeConfig(home=tmp_path / "home"), seed=0,
+                        profile=Profile.model_validate_json(written.read_text()))
+    assert budget_quality(ctx, None) == (fit.quality, "calibrated for 200 tokens/question")

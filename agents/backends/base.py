@@ -158,6 +158,10 @@ class Backend(abc.ABC):
             self._loaded = False
             gc.collect()
 
+    def forget_state(self) -> None:  # noqa: B027 - a hook engines with no such state leave as it is
+        """Drop whatever an engine keeps from the last request to answer the next one faster
+        (llama.cpp's primed prompt), so the next request pays as a first one (latency benches)."""
+
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Generate for a batch; the result has one ``Generation`` per request, in order."""
         if not requests:

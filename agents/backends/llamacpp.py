@@ -149,6 +149,10 @@ class LlamaCppBackend(Backend):
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                       seconds=time.perf_counter() - start))
 
+    def forget_state(self) -> None:
+        with self._lock:
+            self._primed = None
+
     def _prime(self, request: GenerationRequest) -> None:
         """Put the KV cache where a fresh evaluation of the prompt, all but its last token, leaves it.
 
