@@ -189,7 +189,7 @@ class Pipeline:
                                  "expert's outcome; this one has none: rebuild it with `symoe profile build`")
             if self._example_vectors is None:
                 self._example_vectors = encode([e.question for e in examples], self.config.embedding)
-            key = (config.clusters.model_dump_json(), config.budget.team)
+            key = (config.clusters.model_dump_json(exclude={"k"}), config.budget.team)  # k picks, not clusters
             if key not in self._clusters:
                 self._clusters[key] = ClusterRouter(examples, self._example_vectors, config.clusters,
                                                     seed=self.config.seed, teams=config.budget.team)

@@ -64,6 +64,22 @@ def test_ask_answers_paris_offline(symoe_cli: Cli) -> None:
 
 
 @pytest.mark.real
+def test_ask_quality_zero_and_one_turn_the_knob_on_real_models(symoe_cli: Cli) -> None:
+    """The cost/quality knob on the shipped profile: at 0 the cheapest expert answers alone, at
+    1 the cluster's most accurate option; no annotation either way."""
+    question = "What is the capital of France?\nA. Berlin\nB. Madrid\nC. Paris\nD. Rome"
+    cheap = json.loads(symoe_cli("ask", "--quality", "0", "--json", question).stdout)
+    assert cheap["method"] == "budget:0" and cheap["routed"] is True
+    (alone,) = cheap["expert_answers"]
+    assert alone["expert"].endswith("-direct")  # the cheapest method (ties between the models go by cluster)
+    assert "quality 0 (named)" in cheap["routing"] and not any(s["step"] == "annotate" for s in cheap["steps"])
+    best = json.loads(symoe_cli("ask", "--quality", "1", "--json", question).stdout)
+    assert best["answer"] == "C" and len(best["expert_answers"]) >= 1
+    assert best["usage"]["prompt_tokens"] + best["usage"]["completion_tokens"] > \
+        cheap["usage"]["prompt_tokens"] + cheap["usage"]["completion_tokens"]
+
+
+@pytest.mark.real
 def test_ask_json_record_from_stdin(symoe_cli: Cli) -> None:
     proc = symoe_cli("ask", "--model", "qwen-coder-0.5b", "--json", "--max-tokens", "32", "-",
                      input="What is the capital of France?\n")
