@@ -120,6 +120,16 @@ def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+def short_label(method: str) -> str:
+    """A method's name for a plot: settings of its own section lose the section
+    (``budget[budget.quality=0.3]`` -> ``budget[quality=0.3]``)."""
+    base, bracket, settings = method.partition("[")
+    if not bracket:
+        return method
+    section = base.partition(":")[0].partition("@")[0] + "."
+    return base + "[" + ";".join(s.removeprefix(section) for s in settings.rstrip("]").split(";")) + "]"
+
+
 def plot_pareto(summary: dict[str, Any], path: Path) -> None:
     """Accuracy against tokens and against seconds per question, every method, with standard
     errors; the front (methods nothing beats on both) is joined by a line."""
@@ -133,7 +143,7 @@ def plot_pareto(summary: dict[str, Any], path: Path) -> None:
             x = max(p[key], 1e-3)  # a log axis: a free (all-cached) method sits at its left edge
             ax.errorbar(x, p["accuracy"], yerr=p["stderr"], fmt="o", capsize=3,
                         markersize=8 if p[on] else 5, alpha=1.0 if p[on] else 0.6)
-            ax.annotate(method, (x, p["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(short_label(method), (x, p["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         front = sorted((max(p[key], 1e-3), p["accuracy"]) for p in points.values() if p[on])
         if len(front) > 1:
             ax.plot(*zip(*front, strict=True), linestyle="--", linewidth=1, color="grey")

@@ -190,3 +190,11 @@ def test_calibrate_writes_the_fitted_quality_where_budget_reads_it(symoe_cli, tm
     ctx = MethodContext(config=SymoeConfig(home=tmp_path / "home"), seed=0,
                         profile=Profile.model_validate_json(written.read_text()))
     assert budget_quality(ctx, None) == (fit.quality, "calibrated for 200 tokens/question")
+
+
+def test_plot_labels_drop_the_section_a_method_owns() -> None:
+    from eval.report import short_label
+
+    assert short_label("budget[budget.quality=0.33]") == "budget[quality=0.33]"
+    assert short_label("clusters@never[clusters.count=3;budget.team=5]") == "clusters@never[count=3;budget.team=5]"
+    assert short_label("single:qwen-1.5b-direct") == "single:qwen-1.5b-direct"
