@@ -9,6 +9,7 @@ import pytest
 
 from agents.pool import ExpertSpec
 from eval.budget import calibrate_quality, quality_curve
+from eval.report import short_label
 from orchestrator.clusters import ClusterRouter, ClusterScore, RoutingOption, vote_correct
 from orchestrator.config import ClusterConfig, SymoeConfig
 from orchestrator.graph import run
@@ -193,8 +194,6 @@ def test_calibrate_writes_the_fitted_quality_where_budget_reads_it(symoe_cli, tm
 
 
 def test_plot_labels_drop_the_section_a_method_owns() -> None:
-    from eval.report import short_label
-
     assert short_label("budget[budget.quality=0.33]") == "budget[quality=0.33]"
     assert short_label("clusters@never[clusters.count=3;budget.team=5]") == "clusters@never[count=3;budget.team=5]"
     assert short_label("single:qwen-1.5b-direct") == "single:qwen-1.5b-direct"
