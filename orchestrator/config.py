@@ -88,6 +88,11 @@ class CascadeConfig(BaseModel):
     first: int = Field(default=2, ge=2, le=4, description="cheapest competent experts asked first; they must agree")
     min_accuracy: float = Field(default=0.3, ge=0.0, le=1.0,
                                 description="validation accuracy on the query's skills an expert needs to go first")
+    min_precision: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="share of the profile's questions the first experts agreed on that they got right, needed to "
+                    "go first; unset: the best single expert's overall validation accuracy")
+    min_agreements: int = Field(default=5, ge=1, description="validation agreements that precision must rest on")
 
 
 class BudgetConfig(BaseModel):

@@ -20,8 +20,9 @@ Built in:
   or forbid repeated draws);
 - ``clusters``: the top expert(s) of the query's nearest cluster of validation questions
   (Avengers-style, no LLM call; ``clusters:kN`` votes N of them);
-- ``cascade``: the cheapest competent experts answer first; their answer stands when they
-  agree, otherwise the query escalates to ``symoe``'s routed team (FrugalGPT, AutoMix);
+- ``cascade``: the cheapest competent experts whose agreement proved reliable on validation
+  answer first; their answer stands when they agree, otherwise the query escalates to
+  ``symoe``'s routed team (FrugalGPT, AutoMix);
 - ``budget``: the one cost/quality knob (``budget:Q``, Q from 0, the cheapest, to 1, the
   most accurate): the query's cluster's option (an expert alone or a vote of its top
   experts) of best quality-weighted accuracy against cost; ``symoe profile calibrate``
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import itertools
 import random
 from typing import ClassVar
 
@@ -46,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agents.errors import SymoeError
 from agents.registry import Registry
 from orchestrator.clusters import ClusterScore
-from orchestrator.config import MAX_K, SymoeConfig, allowed_range
+from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, allowed_range
 from orchestrator.profiles import Profile
 from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
 from orchestrator.recruit import recruit, recruit_weights
@@ -421,11 +423,40 @@ def cheapest_competent(profile: Profile, skills: list[str], min_accuracy: float,
     return [e for e in ranked if experts[e].accuracy_on(skills) >= min_accuracy][:count]
 
 
+def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig) -> tuple[list[str], str]:
+    """The cascade's first experts and why: the cheapest ``settings.first`` competent experts
+    (validation accuracy on these skills >= ``min_accuracy``) whose agreement was calibrated on
+    the profile's questions: when they agreed (at least ``min_agreements`` times), their answer
+    was right at least ``min_precision`` of the time (unset: the best single expert's overall
+    validation accuracy, so an accepted answer is no worse than asking it alone). ``[]`` when no group
+    qualifies. A profile with no recorded answers: the cheapest competent, uncalibrated."""
+    competent = [e for e in profile.experts if profile.experts[e].accuracy_on(skills) >= settings.min_accuracy]
+    if not any(x.answers for x in profile.examples):
+        cheap = cheapest_competent(profile, skills, settings.min_accuracy, settings.first)
+        return (cheap if len(cheap) == settings.first else []), "cheapest competent (uncalibrated: the profile " \
+            "records no answers)"
+    bar = settings.min_precision if settings.min_precision is not None else \
+        max((profile.experts[e].accuracy_on([]) for e in profile.experts), default=0.0)
+    best: tuple[float, float, list[str], str] | None = None
+    for group in itertools.combinations(sorted(competent), settings.first):
+        agreed, right = profile.agreement(group)
+        if agreed < settings.min_agreements or right / agreed < bar:
+            continue
+        cost = sum(profile.experts[e].tokens_per_question for e in group)
+        why = f"right on {right} of the {agreed} validation questions they agreed on (>= {bar:.0%} needed)"
+        if best is None or (cost, -right / agreed) < (best[0], best[1]):
+            best = (cost, -right / agreed, list(group), why)
+    if best is None:
+        return [], f"no {settings.first} competent experts agree reliably on validation (>= {bar:.0%} right)"
+    return best[2], best[3]
+
+
 @methods.register("cascade")
 class Cascade(Method):
-    """Cheap first: the ``cascade.first`` cheapest experts competent on the query's skills
-    answer; when they all answer and agree, that answer stands, otherwise the query is
-    escalated to skill routing (``symoe``) and its team answers as usual."""
+    """Cheap first: the cheapest ``cascade.first`` experts competent on the query's skills
+    whose agreement proved reliable on validation answer; when they all answer and agree,
+    that answer stands, otherwise the query is escalated to skill routing (``symoe``) and
+    its team answers as usual."""
 
     needs_skills = True
     routed = True
@@ -434,15 +465,12 @@ class Cascade(Method):
     reads = ("cascade", "router")
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        settings = ctx.config.cascade
         full = SkillRouting().assign(ctx, query, skills, None)
-        cheap = cheapest_competent(ctx.need_profile("cascade"), skills, settings.min_accuracy, settings.first)
-        if len(cheap) < settings.first:
-            return full.model_copy(update={"note": f"fewer than {settings.first} cheap competent experts: "
-                                                   f"routed at once; {full.note}"})
-        return Assignment(slots=[greedy(e, ctx.seed) for e in cheap], combine="vote", escalation=full,
-                          note=f"first {', '.join(cheap)} (cheapest with accuracy >= {settings.min_accuracy:g} on "
-                               "these skills); escalated to the routed team unless they agree")
+        first, why = reliable_first(ctx.need_profile("cascade"), skills, ctx.config.cascade)
+        if not first:
+            return full.model_copy(update={"note": f"{why}: routed at once; {full.note}"})
+        return Assignment(slots=[greedy(e, ctx.seed) for e in first], combine="vote", escalation=full,
+                          note=f"first {', '.join(first)} ({why}); escalated to the routed team unless they agree")
 
 
 def quality_variant(arg: str | None) -> float | None:

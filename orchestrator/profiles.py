@@ -114,6 +114,11 @@ class ProfiledExample(LabelledQuestion):
     answers: dict[str, str | None] = Field(default_factory=dict,
                                            description="expert -> the answer it stated (None: none or it failed)")
 
+    def agreed(self, experts: list[str] | tuple[str, ...]) -> str | None:
+        """The one answer these experts all stated here (None: one did not answer, or they differ)."""
+        stated = {self.answers.get(e) for e in experts}
+        return next(iter(stated)) if len(stated) == 1 and None not in stated else None
+
     def cost(self, expert: str) -> int:
         """Prompt and generated tokens of this expert's answer (what ``symoe eval`` counts)."""
         return self.prompt_tokens.get(expert, 0) + self.tokens.get(expert, 0)
@@ -180,6 +185,11 @@ class Profile(BaseModel):
 
     def skills(self) -> list[str]:
         return sorted({s for p in self.experts.values() for s in p.skills})
+
+    def agreement(self, experts: list[str] | tuple[str, ...]) -> tuple[int, int]:
+        """On the graded questions: how often these experts stated one answer, and how often it was right."""
+        agreed = [x for x in self.examples if all(e in x.correct for e in experts) and x.agreed(experts) is not None]
+        return len(agreed), sum(x.correct[experts[0]] for x in agreed)
 
     def best_aggregator(self, skills: list[str] | None = None, min_items: int = 8) -> str:
         """The best aggregator for these skills.

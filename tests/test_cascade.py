@@ -4,11 +4,11 @@ their agreed answer stands, otherwise the routed team answers, and nothing is pa
 from __future__ import annotations
 
 from agents.pool import ExpertSpec
-from orchestrator.config import SymoeConfig
+from orchestrator.config import CascadeConfig, SymoeConfig
 from orchestrator.graph import run
-from orchestrator.methods import MethodSpec, cheapest_competent
+from orchestrator.methods import MethodSpec, cheapest_competent, reliable_first
 from orchestrator.pipeline import Pipeline, Plan
-from orchestrator.profiles import ExpertProfile, Profile, SkillCount
+from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample, SkillCount
 from orchestrator.records import Query
 
 ANNOTATE = {"Which skills": "Keywords: arithmetic"}
@@ -96,3 +96,21 @@ def test_other_methods_never_escalate(tmp_path) -> None:
                                    "weak": "Answer: 5"})
     p = run(ctx, [Query(question="What is 17 * 23?")], [MethodSpec.parse("symoe", ctx.config)])[0]
     assert p.escalated is None and p.first_round is None
+
+
+def test_the_first_experts_are_the_cheapest_whose_agreement_was_right_on_validation() -> None:
+    """'tiny' and 'cheap' agree on every validation question and are always wrong; 'cheap' and
+    'strong' agree on half and are then right: that pair goes first, though it costs more."""
+    examples = [ProfiledExample(question=f"q{i}", correct={"tiny": False, "cheap": i % 2 == 0, "strong": True},
+                                answers={"tiny": "B", "cheap": "A" if i % 2 == 0 else "B", "strong": "A"})
+                for i in range(12)]
+    experts = {"strong": expert(9, 1, 300), "cheap": expert(6, 4, 5), "tiny": expert(5, 5, 3)}
+    profile = Profile(pool={}, annotator="strong", experts=experts, examples=examples)
+    assert profile.agreement(("cheap", "tiny")) == (6, 0) and profile.agreement(("cheap", "strong")) == (6, 6)
+    first, why = reliable_first(profile, ["arithmetic"], CascadeConfig())
+    assert first == ["cheap", "strong"] and "right on 6 of the 6" in why
+    assert reliable_first(profile, ["arithmetic"], CascadeConfig(min_agreements=7))[0] == []
+    assert reliable_first(profile, ["arithmetic"], CascadeConfig(min_precision=0.0))[0] == ["cheap", "tiny"]
+    unrecorded = profile.model_copy(update={"examples": []})
+    first, why = reliable_first(unrecorded, ["arithmetic"], CascadeConfig())
+    assert first == ["tiny", "cheap"] and "uncalibrated" in why
