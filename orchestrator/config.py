@@ -319,6 +319,13 @@ def allowed_range(loc: tuple[int | str, ...]) -> str:
     return " and ".join(f"{words[k]} {_number(v)}" for k, v in bounds.items())
 
 
+def invalid_value(message: str, loc: tuple[int | str, ...]) -> str:
+    """A validator's message for the setting at ``loc``, with its allowed range when it has one."""
+    message = message.removeprefix("Value error, ")
+    bounds = allowed_range(loc)
+    return f"{message} (allowed: {bounds})" if bounds else message
+
+
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
@@ -333,10 +340,7 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> SymoeConfig
     except ValidationError as exc:
         first = exc.errors()[0]
         where = " at " + ".".join(str(p) for p in first["loc"]) if first["loc"] else ""
-        message = str(first["msg"]).removeprefix("Value error, ")
-        bounds = allowed_range(tuple(first["loc"]))
-        if bounds:
-            message += f" (allowed: {bounds})"
+        message = invalid_value(str(first["msg"]), tuple(first["loc"]))
         file = _CONFIG_FILE or os.environ.get("SYMOE_CONFIG")
         origin = f" (config file {file} or SYMOE_* variables)" if file else " (SYMOE_* variables)"
         raise ConfigError(f"invalid configuration{where}: {message}{origin}") from None

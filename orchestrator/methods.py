@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agents.errors import SymoeError
 from agents.registry import Registry
 from orchestrator.clusters import ClusterScore
-from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, allowed_range
+from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
 from orchestrator.profiles import Profile
 from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
 from orchestrator.recruit import recruit, recruit_weights
@@ -212,9 +212,8 @@ def apply_settings(config: SymoeConfig, settings: tuple[tuple[str, str], ...]) -
         try:
             updated = type(current).model_validate({**current.model_dump(), field: given})
         except ValidationError as exc:
-            bounds = allowed_range((section, field))
-            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-            raise MethodError(f"{key}={value}: {message}" + (f" (allowed: {bounds})" if bounds else "")) from None
+            reason = invalid_value(str(exc.errors()[0]["msg"]), (section, field))
+            raise MethodError(f"{key}={value}: {reason}") from None
         config = config.model_copy(update={section: updated})
     return config
 
@@ -430,11 +429,11 @@ def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig)
     was right at least ``min_precision`` of the time (unset: the best single expert's overall
     validation accuracy, so an accepted answer is no worse than asking it alone). ``[]`` when no group
     qualifies. A profile with no recorded answers: the cheapest competent, uncalibrated."""
-    competent = [e for e in profile.experts if profile.experts[e].accuracy_on(skills) >= settings.min_accuracy]
     if not any(x.answers for x in profile.examples):
         cheap = cheapest_competent(profile, skills, settings.min_accuracy, settings.first)
         return (cheap if len(cheap) == settings.first else []), "cheapest competent (uncalibrated: the profile " \
             "records no answers)"
+    competent = [e for e in profile.experts if profile.experts[e].accuracy_on(skills) >= settings.min_accuracy]
     bar = settings.min_precision if settings.min_precision is not None else \
         max((profile.experts[e].accuracy_on([]) for e in profile.experts), default=0.0)
     best: tuple[float, float, list[str], str] | None = None

@@ -27,7 +27,14 @@ from orchestrator.cli.common import (
 )
 from orchestrator.config import MAX_SEED
 from orchestrator.gate import save_gate
-from orchestrator.profiles import BudgetCalibration, Profile, default_profile_path, load_profile, save_profile
+from orchestrator.profiles import (
+    BudgetCalibration,
+    Profile,
+    default_profile_path,
+    load_profile,
+    read_profile,
+    save_profile,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect expert skill profiles; calibrate the gate.")
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", "-p", help="profile JSON file")]
@@ -150,7 +157,7 @@ def calibrate(
     check_range("--folds", folds, 2, 50)
     cfg = config_from(config)
     prof, path = load_profile(cfg, profile)
-    full = Profile.model_validate_json(path.read_text())  # every expert, not only those routed now
+    full = read_profile(path)  # every expert, not only those routed now
     result = calibrate_quality(prof, cfg, target_tokens_per_question, folds)
     table = Table("quality", "tokens / question", "accuracy %", title=f"budget on {path} (cross-fitted, {folds} folds)")
     shown = {p.quality for p in result.curve if round(p.quality * 10, 6).is_integer()} | {result.quality}
