@@ -19,7 +19,7 @@ import numpy as np
 
 from agents.embedder import encode
 from agents.errors import SymoeError
-from orchestrator.clusters import ClusterRouter, vote_correct
+from orchestrator.clusters import ClusterRouter
 from orchestrator.config import SymoeConfig
 from orchestrator.profiles import BudgetCalibration, Profile, QualityPoint
 
@@ -48,15 +48,16 @@ def quality_curve(profile: Profile, config: SymoeConfig, folds: int = 5,
         train = [i for i in order if fold_of[i] != fold]
         held = [i for i in order if fold_of[i] == fold]
         router = ClusterRouter([examples[i] for i in train], vectors[train], config.clusters, seed=config.seed,
-                               teams=config.budget.team)
+                               teams=config.budget.team, sure_first=config.budget.sure_first)
         for i, cluster in zip(held, router.nearest(vectors[held]), strict=True):
             x = examples[i]
             for g, quality in enumerate(GRID):
                 option = cluster.choose(quality, experts)
                 if option is None:
                     continue
-                tokens[g] += sum(x.cost(e) for e in option.experts)
-                right[g] += vote_correct(x, option.experts, cluster.accuracy)
+                cost, correct = option.replay(x, cluster.accuracy)
+                tokens[g] += cost
+                right[g] += correct
     n = len(examples)
     return [QualityPoint(quality=q, tokens_per_question=round(float(t) / n, 1), accuracy=round(100 * float(r) / n, 1))
             for q, t, r in zip(GRID, tokens, right, strict=True)]

@@ -95,7 +95,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
             outcomes.append(Outcome(expert=own.expert, question_id=q.id, task=q.task, skills=skills[q.id],
                                     correct=correct, tokens=own.usage.completion_tokens,
                                     prompt_tokens=own.usage.prompt_tokens, answer=own.answer if own.ok else None,
-                                    seconds=own.usage.seconds))
+                                    seconds=own.usage.seconds, margin=own.margin if own.ok else None))
             responses[q.id]["right" if correct else "wrong"].append(own.text)
         items = build_aggregation_test(questions, skills, responses, seed=spec.seed, limit=spec.aggregator_items)
         syntheses = {(name, it.question_id): Job(model=name, request=synthesis_request(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 
-from agents.backends import GenerationRequest
+from agents.backends import GenerationRequest, TokenLogprob
 from agents.prompts import strip_reasoning
 from orchestrator.records import AnswerFormat
 
@@ -109,18 +109,38 @@ def _clean_number(text: str) -> str | None:
     return value or None
 
 
+def _marked(stated: str, fmt: AnswerFormat, valid: str) -> str | None:
+    """The answer one 'Answer:' line states in the format, or None."""
+    if fmt == "choice":
+        m = re.match(r"^[\(\[\*\s]*([A-Z])(?:[\)\]\.\*:,\s]|$)", stated)
+        return m.group(1) if m and m.group(1) in valid else None
+    if fmt == "number":
+        return _clean_number(stated)
+    return stated.strip().rstrip(".").strip("*").strip() or None
+
+
+def stated_answer(text: str, fmt: AnswerFormat, n_choices: int = 0) -> str | None:
+    """The answer the text's last well-formed 'Answer: ...' line states, or None: what a reply
+    that finished says, as against a number or letter picked out of unfinished reasoning."""
+    valid = LETTERS[: max(n_choices, 1)] if n_choices else LETTERS
+    for stated in reversed(_stated_answers(strip_reasoning(text or ""))):
+        answer = _marked(stated, fmt, valid)
+        if answer is not None:
+            return answer
+    return None
+
+
 def extract(text: str, fmt: AnswerFormat, n_choices: int = 0, choices: list[str] | None = None) -> str | None:
     """The final answer in ``text`` for the format, or None if none is stated clearly."""
     text = strip_reasoning(text or "")
     if not text:
         return None
+    marked = stated_answer(text, fmt, n_choices)
+    if marked is not None:
+        return marked
     lines = _stated_answers(text)
     if fmt == "choice":
         valid = LETTERS[: max(n_choices, 1)] if n_choices else LETTERS
-        for stated in reversed(lines):
-            m = re.match(r"^[\(\[\*\s]*([A-Z])(?:[\)\]\.\*:,\s]|$)", stated)
-            if m and m.group(1) in valid:
-                return m.group(1)
         m = re.match(r"^[\(\[\*\s]*([A-Z])(?:[\)\]\.:]|\s*$)", text.strip())
         if m and m.group(1) in valid:
             return m.group(1)
@@ -134,19 +154,37 @@ def extract(text: str, fmt: AnswerFormat, n_choices: int = 0, choices: list[str]
                 return LETTERS[hits[0]]
         return None
     if fmt == "number":
-        for stated in reversed(lines):
-            number = _clean_number(stated)
-            if number is not None:
-                return number
         boxed = re.findall(r"\\boxed\{([^}]*)\}", text)
         if boxed:
             return _clean_number(boxed[-1]) or boxed[-1].strip()
         numbers = _NUMBER.findall(text)
         return _clean_number(numbers[-1]) if numbers else None
-    if lines:
+    if lines:  # every marked line was empty once cleaned
         return lines[-1].strip().rstrip(".").strip("*").strip()
     first = text.strip().splitlines()[0]
     return first.strip().rstrip(".")
+
+
+#: top alternatives per token an answer's margin is read from
+MARGIN_TOP = 5
+
+
+def answer_margin(logprobs: list[TokenLogprob] | None, answer: str | None) -> float | None:
+    """How sure a reply was of the letter it stated: at the first token that is that letter,
+    its log-prob minus the best other option letter's among the token's top alternatives (a
+    letter not among them counts at the lowest listed log-prob, so the margin is a lower
+    bound). None when the reply carries no log-probs or never emits the letter as a token."""
+    if not logprobs or not answer or len(answer) != 1:
+        return None
+    for tok in logprobs:
+        if tok.token.strip().strip("(*").upper() != answer:
+            continue
+        others = [lp for t, lp in tok.top.items()
+                  if len(t.strip().strip("(*")) == 1 and t.strip().strip("(*").upper() in LETTERS
+                  and t.strip().strip("(*").upper() != answer]
+        floor = min(tok.top.values(), default=tok.logprob)
+        return round(tok.logprob - max(others, default=floor), 4)
+    return None
 
 
 def normalise_text(text: str) -> str:

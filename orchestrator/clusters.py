@@ -14,7 +14,10 @@ its shrunk accuracy there (a vote replayed on the experts' recorded answers, by 
 pipeline's majority rule) and its mean cost (prompt + generated tokens, as ``symoe eval``
 counts). ``ClusterScore.choose(quality)`` takes the option of highest
 ``quality * accuracy - (1 - quality) * tokens / cost_scale``: 0 is the cheapest, 1 the
-most accurate whatever it costs.
+most accurate whatever it costs. Where the profile recorded answer margins, each option also
+comes *sure-first*: the cheapest expert whose letter margin was calibrated (``margin_threshold``)
+answers alone, its answer standing when it is that sure, the option's experts answering
+otherwise (a cascade, replayed on the recorded margins like the votes).
 """
 
 from __future__ import annotations
@@ -25,15 +28,38 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from orchestrator.config import ClusterConfig
-from orchestrator.profiles import ProfiledExample
+from orchestrator.profiles import ProfiledExample, margin_threshold
+
+#: validation answers a sure-first threshold must rest on
+MIN_SURE = 5
 
 
 class RoutingOption(BaseModel):
-    """One expert, or a vote of several, on one cluster: estimated accuracy and cost per question."""
+    """One expert, or a vote of several, on one cluster: estimated accuracy and cost per
+    question; with ``first``, that expert answers before them and its letter stands when its
+    margin is at least ``accept_margin``."""
 
     experts: list[str]
     accuracy: float
     tokens: float = Field(description="mean prompt + generated tokens of all its experts")
+    first: str | None = None
+    accept_margin: float | None = None
+
+    def sure(self, example: ProfiledExample) -> bool:
+        """Whether the first expert's recorded letter was sure enough to stand here."""
+        return (self.first is not None and self.accept_margin is not None and self.first in example.margins
+                and example.margins[self.first] >= self.accept_margin)
+
+    def replay(self, example: ProfiledExample, weights: dict[str, float]) -> tuple[int, bool]:
+        """What this option cost on a graded example and whether it was right, from the
+        experts' recorded answers (a first-round expert that the rest include is paid once)."""
+        if self.sure(example):
+            assert self.first is not None
+            return example.cost(self.first), example.correct.get(self.first, False)
+        cost = sum(example.cost(e) for e in self.experts if e in example.correct)
+        if self.first is not None and self.first not in self.experts:
+            cost += example.cost(self.first)
+        return cost, vote_correct(example, self.experts, weights)
 
 
 class ClusterScore(BaseModel):
@@ -103,7 +129,7 @@ class ClusterRouter:
     """Centroids of the profile's questions and each expert's score on each cluster."""
 
     def __init__(self, examples: list[ProfiledExample], vectors: np.ndarray, config: ClusterConfig,
-                 seed: int = 0, teams: int = 1) -> None:
+                 seed: int = 0, teams: int = 1, sure_first: bool = False) -> None:
         keep = [i for i, e in enumerate(examples) if e.correct]
         graded = [examples[i] for i in keep]
         vectors = np.asarray(vectors, dtype=np.float32)[keep]
@@ -115,6 +141,7 @@ class ClusterRouter:
         labels = np.argmax(vectors @ self.centroids.T, axis=1)
         experts = sorted({e for x in graded for e in x.correct})
         overall = {e: _mean([x.correct[e] for x in graded if e in x.correct]) for e in experts}
+        first = _sure_first(graded, experts, overall) if sure_first else None
         self.scores = []
         for c in range(len(self.centroids)):
             members = [x for x, label in zip(graded, labels, strict=True) if label == c]
@@ -124,7 +151,7 @@ class ClusterRouter:
                 accuracy[e] = _shrunk(right, overall[e], config.prior)
                 tokens[e] = round(_mean([x.tokens.get(e, 0) for x in members if e in x.correct]), 1)
             score = ClusterScore(cluster=c, size=len(members), accuracy=accuracy, tokens=tokens)
-            score.options = _options(score, members, graded, experts, teams, config.prior)
+            score.options = _options(score, members, graded, experts, teams, config.prior, first)
             self.scores.append(score)
         scale = max((o.tokens for s in self.scores for o in s.options), default=1.0)
         for s in self.scores:
@@ -139,10 +166,25 @@ class ClusterRouter:
         return [self.scores[int(i)] for i in np.argmax(np.asarray(vectors) @ self.centroids.T, axis=1)]
 
 
+def _sure_first(graded: list[ProfiledExample], experts: list[str],
+                overall: dict[str, float]) -> tuple[str, float] | None:
+    """The cheapest expert whose letters can stand on their margin, and its threshold: the
+    lowest margin at which its recorded answers were right at least as often as the best
+    expert overall (over at least ``MIN_SURE`` of them). None when none qualifies."""
+    bar = max(overall.values(), default=0.0)
+    cost = {e: _mean([x.cost(e) for x in graded if e in x.correct]) for e in experts}
+    for e in sorted(experts, key=lambda e: (cost[e], e)):
+        found = margin_threshold([(x.margins[e], x.correct.get(e, False)) for x in graded if e in x.margins],
+                                 bar, MIN_SURE)
+        if found is not None:
+            return e, found[0]
+    return None
+
+
 def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[ProfiledExample],
-             experts: list[str], teams: int, prior: float) -> list[RoutingOption]:
+             experts: list[str], teams: int, prior: float, first: tuple[str, float] | None) -> list[RoutingOption]:
     """Each expert alone, then the vote of the cluster's top 3, 5, ... (while ``teams`` allows
-    and the examples recorded answers to replay)."""
+    and the examples recorded answers to replay); with ``first``, each of them sure-first too."""
     options = [RoutingOption(experts=[e], accuracy=score.accuracy[e],
                              tokens=round(_mean([x.cost(e) for x in members if e in x.correct]), 1))
                for e in experts]
@@ -150,12 +192,24 @@ def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[P
     if not any(x.answers for x in graded):
         return options
     for size in range(3, min(teams, len(ranked)) + 1, 2):
-        team = ranked[:size]
-        overall = _mean([vote_correct(x, team, score.accuracy) for x in graded])
-        right = [vote_correct(x, team, score.accuracy) for x in members]
-        cost = _mean([sum(x.cost(e) for e in team if e in x.correct) for x in members])
-        options.append(RoutingOption(experts=team, accuracy=_shrunk(right, overall, prior), tokens=round(cost, 1)))
+        options.append(_replayed(RoutingOption(experts=ranked[:size], accuracy=0.0, tokens=0.0), score,
+                                 members, graded, prior))
+    if first is not None:
+        expert, threshold = first
+        options += [_replayed(RoutingOption(experts=o.experts, accuracy=0.0, tokens=0.0, first=expert,
+                                            accept_margin=threshold), score, members, graded, prior)
+                    for o in list(options) if o.experts != [expert]]
     return options
+
+
+def _replayed(option: RoutingOption, score: ClusterScore, members: list[ProfiledExample],
+              graded: list[ProfiledExample], prior: float) -> RoutingOption:
+    """The option with its accuracy (on the cluster, shrunk towards all questions) and mean
+    cost replayed on the recorded answers."""
+    overall = _mean([option.replay(x, score.accuracy)[1] for x in graded])
+    replays = [option.replay(x, score.accuracy) for x in members]
+    return option.model_copy(update={"accuracy": _shrunk([r for _, r in replays], overall, prior),
+                                     "tokens": round(_mean([c for c, _ in replays]), 1)})
 
 
 def _shrunk(right: list[bool], overall: float, prior: float) -> float:

@@ -16,7 +16,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -92,7 +92,14 @@ class CascadeConfig(BaseModel):
         default=None, ge=0.0, le=1.0,
         description="share of the profile's questions the first experts agreed on that they got right, needed to "
                     "go first; unset: the best single expert's overall validation accuracy")
-    min_agreements: int = Field(default=5, ge=1, description="validation agreements that precision must rest on")
+    min_agreements: int = Field(default=5, ge=1, description="validation agreements (or accepted answers) that "
+                                                              "precision must rest on")
+    signal: Literal["auto", "margin", "agreement"] = Field(
+        default="auto", description="what accepts the first answers: margin (one cheap expert's letter, sure enough), "
+                                    "agreement (the first experts agree); auto: margin on options where it qualifies")
+    margin: float | None = Field(
+        default=None, ge=0.0, description="accept a first letter whose log-prob margin over the next option is at "
+                                          "least this; unset: calibrated on the profile (min_precision)")
 
 
 class BudgetConfig(BaseModel):
@@ -105,6 +112,8 @@ class BudgetConfig(BaseModel):
         description="0 the cheapest expert ... 1 the most accurate option whatever it costs; unset: the profile's "
                     "calibrated value (`symoe profile calibrate`), else 1")
     team: int = Field(default=3, ge=1, le=MAX_K, description="the largest vote of a cluster's top experts considered")
+    sure_first: bool = Field(default=True, description="also offer each option sure-first: a cheap expert's letter "
+                                                       "stands when its margin passes, the option answers otherwise")
 
 
 class RetrievalConfig(BaseModel):

@@ -9,7 +9,9 @@ runs all of one model's methods in one batch.
 
 Methods are a registry: subclass ``ExpertMethod``, implement ``instruction`` (and ``read``
 when the reply is not the answer itself), and ``@expert_methods.register("name")``; an
-expert in the config then names it as its ``method``. Built in:
+expert in the config then names it as its ``method``. A method that reasons lists the
+formats in ``finishes``: a reply of it cut at its token budget before 'Answer: ...' is
+asked for the answer in a short second turn (``finish``), which the pipeline runs. Built in:
 
 - ``standard``: direct for options, chain of thought for numbers and free text (what every
   expert without a ``method`` does);
@@ -24,10 +26,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.backends import GenerationRequest
+from agents.backends import ChatMessage, Generation, GenerationRequest
 from agents.registry import Registry
 from agents.sandbox import SandboxLimits, run_program
-from orchestrator.answers import INSTRUCTIONS, MAX_TOKENS, expert_request, extract
+from orchestrator.answers import INSTRUCTIONS, MARGIN_TOP, MAX_TOKENS, expert_request, extract, stated_answer
 from orchestrator.records import AnswerFormat, Query
 
 
@@ -61,6 +63,12 @@ class ExpertMethod(abc.ABC):
     runs_code: ClassVar[bool] = False
     #: generated tokens allowed per answer format (a query's own ``max_tokens`` wins)
     budget: ClassVar[dict[str, int]] = MAX_TOKENS
+    #: formats whose reply, when it ran out before stating its answer, is asked for it in a
+    #: short second turn (``finish``); empty: the reply is read as it is
+    finishes: ClassVar[frozenset[str]] = frozenset()
+    #: formats whose request asks for the top log-probs of each token, so the stated answer
+    #: carries its margin over the next option (a cascade's confidence signal)
+    margins: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def instruction(self, fmt: AnswerFormat) -> str:
@@ -71,11 +79,47 @@ class ExpertMethod(abc.ABC):
 
     def request(self, query: Query, fmt: AnswerFormat, context: str | None, temperature: float,
                 seed: int) -> GenerationRequest:
-        return expert_request(query.question, query.choices, fmt, context, temperature, seed,
-                              max_tokens=query.max_tokens or self.max_tokens(fmt), instruction=self.instruction(fmt))
+        request = expert_request(query.question, query.choices, fmt, context, temperature, seed,
+                                 max_tokens=query.max_tokens or self.max_tokens(fmt),
+                                 instruction=self.instruction(fmt))
+        return request.model_copy(update={"logprobs": MARGIN_TOP}) if fmt in self.margins else request
 
     def read(self, text: str, query: Query, fmt: AnswerFormat, sandbox: SandboxConfig) -> Reading:
         return Reading(answer=extract(text, fmt, len(query.choices), query.choices))
+
+    def finish(self, request: GenerationRequest, generation: Generation, query: Query,
+               fmt: AnswerFormat) -> GenerationRequest | None:
+        """The second turn that asks a reply for the answer it did not state (None: it needs
+        none). Reasoning cut at the token budget, or that never names an option, is told to
+        stop and answer (zero-shot CoT's answer extraction); a reply that states 'Answer: ...'
+        is never asked again."""
+        if fmt not in self.finishes or not generation.ok or stated_answer(generation.text, fmt, len(query.choices)):
+            return None
+        if generation.finish_reason != "length" and extract(generation.text, fmt, len(query.choices),
+                                                            query.choices) is not None:
+            return None  # it finished and its answer can be read without the marker
+        return request.model_copy(update={
+            "messages": [*request.messages, ChatMessage(role="assistant", content=generation.text),
+                         ChatMessage(role="user", content=FINISH[fmt])],
+            "max_tokens": FINISH_TOKENS[fmt], "logprobs": None})
+
+
+#: the second turn of ``ExpertMethod.finish``, and what it may generate
+FINISH: dict[str, str] = {
+    "choice": "Stop there. Reply with 'Answer:' followed by the letter of the option you choose, and nothing else.",
+    "number": "Stop there. Reply with 'Answer:' followed by your final number, and nothing else.",
+    "text": "Stop there. Reply with 'Answer:' followed by your short final answer, and nothing else.",
+}
+FINISH_TOKENS: dict[str, int] = {"choice": 8, "number": 24, "text": 32}
+
+
+def finished(first: Generation, second: Generation) -> Generation:
+    """A reply and its second turn as one generation: the texts joined, the costs added (a
+    failed second turn leaves the reply as it was, with the time it took)."""
+    if not second.ok or not second.text.strip():
+        return first.model_copy(update={"usage": first.usage + second.usage})
+    return first.model_copy(update={"text": f"{first.text}\n{second.text.strip()}", "usage": first.usage + second.usage,
+                                    "finish_reason": second.finish_reason, "token_logprobs": None})
 
 
 expert_methods: Registry[type[ExpertMethod]] = Registry("expert method")
@@ -89,6 +133,8 @@ def expert_method(name: str) -> ExpertMethod:
 @expert_methods.register("standard")
 class Standard(ExpertMethod):
     description = "the letter alone for options; brief steps, then the answer, for numbers and text"
+    finishes = frozenset({"number", "text"})
+    margins = frozenset({"choice"})
 
     def instruction(self, fmt: AnswerFormat) -> str:
         return INSTRUCTIONS[fmt]
@@ -104,6 +150,7 @@ class Direct(ExpertMethod):
         "text": "Reply with 'Answer:' followed by a short answer of a few words, and nothing else.",
     }
     budget: ClassVar[dict[str, int]] = {"choice": MAX_TOKENS["choice"], "number": 24, "text": 32}
+    margins = frozenset({"choice"})
 
     def instruction(self, fmt: AnswerFormat) -> str:
         return self._SAY[fmt]
@@ -119,6 +166,7 @@ class ChainOfThought(ExpertMethod):
         "text": INSTRUCTIONS["text"],
     }
     budget: ClassVar[dict[str, int]] = {**MAX_TOKENS, "choice": 256}
+    finishes = frozenset({"choice", "number", "text"})
 
     def instruction(self, fmt: AnswerFormat) -> str:
         return self._SAY[fmt]

@@ -49,7 +49,7 @@ from agents.errors import SymoeError
 from agents.registry import Registry
 from orchestrator.clusters import ClusterScore
 from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
-from orchestrator.profiles import Profile
+from orchestrator.profiles import Profile, margin_threshold
 from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
 from orchestrator.recruit import recruit, recruit_weights
 
@@ -86,6 +86,9 @@ class Assignment(BaseModel):
     note: str = ""
     #: a cascade's next step: it answers instead when these slots fail or disagree
     escalation: Assignment | None = None
+    #: a cascade's first answer stands only when its letter's margin is at least this
+    #: (None: when its first experts agree)
+    accept_margin: float | None = None
 
 
 class Method(abc.ABC):
@@ -422,6 +425,36 @@ def cheapest_competent(profile: Profile, skills: list[str], min_accuracy: float,
     return [e for e in ranked if experts[e].accuracy_on(skills) >= min_accuracy][:count]
 
 
+def precision_bar(profile: Profile, settings: CascadeConfig) -> float:
+    """How often an accepted first answer must have been right on validation: ``min_precision``,
+    else the best single expert's overall validation accuracy (no worse than asking it alone)."""
+    if settings.min_precision is not None:
+        return settings.min_precision
+    return max((profile.experts[e].accuracy_on([]) for e in profile.experts), default=0.0)
+
+
+def margin_first(profile: Profile, skills: list[str], settings: CascadeConfig) -> tuple[str, float, str] | None:
+    """The cheapest competent expert whose stated letter can be accepted on its margin alone,
+    with its threshold and why: ``cascade.margin`` if set, else calibrated on its validation
+    answers (``margin_threshold`` at ``precision_bar``). None when none qualifies."""
+    experts = profile.experts
+    competent = sorted((e for e in experts if experts[e].accuracy_on(skills) >= settings.min_accuracy),
+                       key=lambda e: (experts[e].tokens_per_question, e))
+    bar = precision_bar(profile, settings)
+    for expert in competent:
+        graded = profile.margins(expert)
+        if settings.margin is not None:
+            if graded:
+                return expert, settings.margin, f"margin >= {settings.margin:g} (cascade.margin)"
+            continue
+        found = margin_threshold(graded, bar, settings.min_agreements)
+        if found is not None:
+            threshold, accepted, right = found
+            return expert, threshold, (f"margin >= {threshold:.2f}: right on {right} of the {accepted} of "
+                                       f"{len(graded)} validation answers that sure (>= {bar:.0%} needed)")
+    return None
+
+
 def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig) -> tuple[list[str], str]:
     """The cascade's first experts and why: the cheapest ``settings.first`` competent experts
     (validation accuracy on these skills >= ``min_accuracy``) whose agreement was calibrated on
@@ -434,8 +467,7 @@ def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig)
         return (cheap if len(cheap) == settings.first else []), "cheapest competent (uncalibrated: the profile " \
             "records no answers)"
     competent = [e for e in profile.experts if profile.experts[e].accuracy_on(skills) >= settings.min_accuracy]
-    bar = settings.min_precision if settings.min_precision is not None else \
-        max((profile.experts[e].accuracy_on([]) for e in profile.experts), default=0.0)
+    bar = precision_bar(profile, settings)
     best: tuple[float, float, list[str], str] | None = None
     for group in itertools.combinations(sorted(competent), settings.first):
         agreed, right = profile.agreement(group)
@@ -452,10 +484,11 @@ def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig)
 
 @methods.register("cascade")
 class Cascade(Method):
-    """Cheap first: the cheapest ``cascade.first`` experts competent on the query's skills
-    whose agreement proved reliable on validation answer; when they all answer and agree,
-    that answer stands, otherwise the query is escalated to skill routing (``symoe``) and
-    its team answers as usual."""
+    """Cheap first, with one of two confidence signals calibrated on validation: on options,
+    the cheapest competent expert alone, its letter accepted when its log-prob margin passes
+    (``margin_first``); otherwise the cheapest ``cascade.first`` competent experts whose
+    agreement proved reliable, accepted when they agree (``reliable_first``). A first answer
+    not accepted escalates the query to skill routing (``symoe``), whose team answers as usual."""
 
     needs_skills = True
     routed = True
@@ -465,7 +498,18 @@ class Cascade(Method):
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         full = SkillRouting().assign(ctx, query, skills, None)
-        first, why = reliable_first(ctx.need_profile("cascade"), skills, ctx.config.cascade)
+        profile, settings = ctx.need_profile("cascade"), ctx.config.cascade
+        if query.choices and settings.signal != "agreement":
+            found = margin_first(profile, skills, settings)
+            if found is not None:
+                expert, threshold, why = found
+                return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", escalation=full,
+                                  accept_margin=threshold,
+                                  note=f"first {expert} ({why}); escalated to the routed team unless it is that sure")
+        if settings.signal == "margin":
+            why = "no competent expert's margin qualifies" if query.choices else "no options to take a margin on"
+            return full.model_copy(update={"note": f"{why}: routed at once; {full.note}"})
+        first, why = reliable_first(profile, skills, settings)
         if not first:
             return full.model_copy(update={"note": f"{why}: routed at once; {full.note}"})
         return Assignment(slots=[greedy(e, ctx.seed) for e in first], combine="vote", escalation=full,
@@ -524,7 +568,13 @@ class Budget(Method):
             raise MethodError("the profile's clusters grade none of the experts that can be recruited now")
         weights = {e: cluster.accuracy[e] for e in option.experts}
         what = option.experts[0] if len(option.experts) == 1 else "a vote of " + ", ".join(option.experts)
+        if option.first is not None:
+            what = f"{option.first} if its letter's margin is >= {option.accept_margin:.2f}, else {what}"
         note = (f"quality {quality:g} ({source}): cluster {cluster.cluster} ({cluster.size} validation questions): "
                 f"{what}, {option.accuracy:.0%} there at {option.tokens:.0f} tokens/question")
-        return Assignment(slots=[greedy(e, ctx.seed) for e in option.experts],
-                          combine="single" if len(option.experts) == 1 else "vote", weights=weights, note=note)
+        answer = Assignment(slots=[greedy(e, ctx.seed) for e in option.experts],
+                            combine="single" if len(option.experts) == 1 else "vote", weights=weights, note=note)
+        if option.first is None:
+            return answer
+        return Assignment(slots=[greedy(option.first, ctx.seed)], combine="single", escalation=answer,
+                          accept_margin=option.accept_margin, note=note)

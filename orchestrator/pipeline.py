@@ -4,7 +4,8 @@ evaluation, profiling, benchmarks) runs these stages over lists of typed records
     annotate(queries)          skills of the queries whose methods need them (LLM jobs)
     plan(queries, methods)     one Plan per (query, method): slots, combine rule, aggregator
     gate(plans)                retrieve or not (index search; the gate's draft jobs)
-    answer(plans)              the experts' jobs, run by ``execute``
+    answer(plans)              the experts' jobs, run by ``execute``; a reply that ran out
+                               before its answer gets its method's short second turn
     combine(plans)             agree / fall back to the default expert / synthesise / majority
     extract(plans)             the final answer in the query's format, steps and usage
 
@@ -34,11 +35,11 @@ from agents.pool import ExpertSpec
 from agents.progress import StageReport, ignore
 from agents.runtime import LoadedPool
 from orchestrator.aggregate import agreed_answer, majority, synthesis_request
-from orchestrator.answers import detect_format, expert_request, extract
+from orchestrator.answers import answer_margin, detect_format, expert_request, extract
 from orchestrator.clusters import ClusterRouter
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
-from orchestrator.expert_methods import ExpertMethod, Reading, expert_method
+from orchestrator.expert_methods import ExpertMethod, Reading, expert_method, finished
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
 from orchestrator.methods import Assignment, MethodContext, MethodSpec
 from orchestrator.profiles import Profile, load_profile
@@ -149,7 +150,7 @@ class Pipeline:
         self._gate = gate
         self._matcher: SkillMatcher | None = None
         self._neighbours: NeighbourSkills | None = None
-        self._clusters: dict[tuple[str, int], ClusterRouter] = {}
+        self._clusters: dict[tuple[str, int, bool], ClusterRouter] = {}
         self._example_vectors: np.ndarray | None = None
         self._lock = threading.RLock()  # the server runs several requests' stages at once
 
@@ -189,10 +190,12 @@ class Pipeline:
                                  "expert's outcome; this one has none: rebuild it with `symoe profile build`")
             if self._example_vectors is None:
                 self._example_vectors = encode([e.question for e in examples], self.config.embedding)
-            key = (config.clusters.model_dump_json(exclude={"k"}), config.budget.team)  # k picks, not clusters
+            # k picks, not clusters
+            key = (config.clusters.model_dump_json(exclude={"k"}), config.budget.team, config.budget.sure_first)
             if key not in self._clusters:
                 self._clusters[key] = ClusterRouter(examples, self._example_vectors, config.clusters,
-                                                    seed=self.config.seed, teams=config.budget.team)
+                                                    seed=self.config.seed, teams=config.budget.team,
+                                                    sure_first=config.budget.sure_first)
             return self._clusters[key]
 
     @property
@@ -481,6 +484,44 @@ def answer(ctx: Pipeline, plans: list[Plan], stage: str = "experts") -> None:
         if p.on_text is not None and len(p.answer_jobs) == 1 and not asked:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
     execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], stage)
+    finish(ctx, [(p, s.expert, j) for p in plans for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)],
+           stage)
+
+
+def finish(ctx: Pipeline, items: list[tuple[Plan, str, Job]], stage: str) -> None:
+    """Each expert's reply that ran out before stating its answer gets its method's short
+    second turn (``ExpertMethod.finish``), all of them executed together (grouped by model,
+    cached like any request); the turn is joined into the job's generation, so what reads,
+    costs and caches the reply sees one generation."""
+    turns: list[tuple[Job, Job]] = []
+    for p, expert, job in items:
+        if job.finished or job.generation is None:
+            continue
+        job.finished = True
+        request = ctx.method(expert).finish(job.request, job.generation, p.query, p.format)
+        if request is not None:
+            turns.append((job, Job(model=expert, request=request, on_text=_after_newline(job.on_text))))
+    if not turns:
+        return
+    execute(ctx, [turn for _, turn in turns], f"{stage} (answer turn)")
+    for job, turn in turns:
+        assert job.generation is not None and turn.generation is not None
+        job.generation, job.cached = finished(job.generation, turn.generation), job.cached and turn.cached
+
+
+def _after_newline(on_text: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """A streamed reply's second turn streams on, on a line of its own."""
+    if on_text is None:
+        return None
+    started = False
+
+    def emit(piece: str) -> None:
+        nonlocal started
+        if not started:
+            on_text("\n")
+            started = True
+        on_text(piece)
+    return emit
 
 
 def _slot_key(s: Slot) -> tuple[str, int, float, int]:
@@ -488,8 +529,9 @@ def _slot_key(s: Slot) -> tuple[str, int, float, int]:
 
 
 def escalate(ctx: Pipeline, plans: list[Plan]) -> None:
-    """Cascades: a plan whose first experts all answered and agree keeps their answer; the
-    others are answered again, together, by their escalation (the routed team)."""
+    """Cascades: a plan whose first experts all answered and agree (and, where it sets
+    ``accept_margin``, were that sure) keeps their answer; the others are answered again,
+    together, by their escalation (the routed team)."""
     first = [p for p in plans if p.assignment.escalation is not None]
     if not first:
         return
@@ -498,7 +540,9 @@ def escalate(ctx: Pipeline, plans: list[Plan]) -> None:
     up = []
     for p in first:
         answers = [next(read) for _ in p.answer_jobs]
-        if all(a.ok for a in answers) and agreed_answer(answers) is not None:
+        bar = p.assignment.accept_margin
+        if (all(a.ok for a in answers) and agreed_answer(answers) is not None
+                and (bar is None or all(a.margin is not None and a.margin >= bar for a in answers))):
             p.answers, p.escalated = answers, False
             continue
         p.first_round, p.first_jobs, p.first_answers, p.escalated = p.assignment, p.answer_jobs, answers, True
@@ -531,6 +575,7 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
         p.fallback_job = Job(model=fallback, request=_with_history(ctx.method(fallback).request(
             p.query, p.format, p.context, 0.0, p.seed), p.query))
     execute(ctx, [p.fallback_job for p in lost if p.fallback_job], "fallback")
+    finish(ctx, [(p, fallback, p.fallback_job) for p in lost if p.fallback_job], "fallback")
     for p, fell_back in zip(lost, expert_answers(ctx, [(p, fallback, 0, 0.0, p.fallback_job) for p in lost
                                                         if p.fallback_job]), strict=True):
         p.answers.append(fell_back.model_copy(update={"fallback": True}))
@@ -612,7 +657,8 @@ def expert_answers(ctx: Pipeline, items: list[AnswerItem]) -> list[ExpertAnswer]
                    if generation.ok else Reading())
         return ExpertAnswer(expert=expert, sample=sample, temperature=temperature, generation=generation,
                             method=ctx.spec(expert).method, answer=reading.answer, reply=reading.text,
-                            failure=reading.error, method_seconds=reading.seconds)
+                            failure=reading.error, method_seconds=reading.seconds,
+                            margin=answer_margin(generation.token_logprobs, reading.answer))
 
     if sum(ctx.method(i[1]).runs_code and i[4].ok for i in items) < 2:
         return [read(i) for i in items]

@@ -102,6 +102,7 @@ class Outcome(BaseModel):
     prompt_tokens: int = 0
     answer: str | None = None
     seconds: float = 0.0
+    margin: float | None = None
 
 
 class ProfiledExample(LabelledQuestion):
@@ -113,6 +114,8 @@ class ProfiledExample(LabelledQuestion):
     prompt_tokens: dict[str, int] = Field(default_factory=dict, description="expert -> tokens of its prompt")
     answers: dict[str, str | None] = Field(default_factory=dict,
                                            description="expert -> the answer it stated (None: none or it failed)")
+    margins: dict[str, float] = Field(default_factory=dict,
+                                      description="expert -> log-prob margin of its stated letter over the next option")
 
     def agreed(self, experts: list[str] | tuple[str, ...]) -> str | None:
         """The one answer these experts all stated here (None: one did not answer, or they differ)."""
@@ -134,8 +137,22 @@ def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
         return {o.expert: getattr(o, field) for o in graded.get(qid, [])}
 
     return [ProfiledExample(**q.model_dump(), correct=by_expert("correct", qid), tokens=by_expert("tokens", qid),
-                            prompt_tokens=by_expert("prompt_tokens", qid), answers=by_expert("answer", qid))
+                            prompt_tokens=by_expert("prompt_tokens", qid), answers=by_expert("answer", qid),
+                            margins={e: m for e, m in by_expert("margin", qid).items() if m is not None})
             for q, qid in zip(questions, ids, strict=True)]
+
+
+def margin_threshold(graded: list[tuple[float, bool]], bar: float, min_accepted: int) -> tuple[float, int, int] | None:
+    """The lowest margin whose accepted answers (margin >= it) were right at least ``bar`` of
+    the time over at least ``min_accepted`` of them: (threshold, accepted, right), or None."""
+    ranked = sorted(graded, key=lambda g: -g[0])
+    found, right = None, 0
+    for i, (margin, correct) in enumerate(ranked, 1):
+        right += correct
+        tied_below = i < len(ranked) and ranked[i][0] == margin  # a threshold accepts all its ties
+        if i >= min_accepted and not tied_below and right / i >= bar:
+            found = (margin, i, right)
+    return found
 
 
 class QualityPoint(BaseModel):
@@ -190,6 +207,11 @@ class Profile(BaseModel):
         """On the graded questions: how often these experts stated one answer, and how often it was right."""
         agreed = [x for x in self.examples if all(e in x.correct for e in experts) and x.agreed(experts) is not None]
         return len(agreed), sum(x.correct[experts[0]] for x in agreed)
+
+    def margins(self, expert: str) -> list[tuple[float, bool]]:
+        """On the graded questions where this expert's answer carried a margin: the margin and
+        whether the answer was right."""
+        return [(x.margins[expert], x.correct.get(expert, False)) for x in self.examples if expert in x.margins]
 
     def best_aggregator(self, skills: list[str] | None = None, min_items: int = 8) -> str:
         """The best aggregator for these skills.

@@ -56,6 +56,9 @@ class Job(BaseModel):
     request: GenerationRequest
     generation: Generation | None = None
     cached: bool = False
+    #: an expert's job whose method was asked for a second turn (``ExpertMethod.finish``)
+    #: and, where it needed one, has it joined into ``generation``
+    finished: bool = False
     on_text: Callable[[str], None] | None = Field(default=None, exclude=True, repr=False)
 
     @property
@@ -85,6 +88,7 @@ class ExpertAnswer(BaseModel):
     reply: str | None = Field(default=None, description="what the method made of the text (a program and its value)")
     failure: str | None = None
     method_seconds: float = Field(default=0.0, description="time the method took after generation (the program's run)")
+    margin: float | None = Field(default=None, description="log-prob of the stated letter minus the next option's")
     fallback: bool = False
 
     @property

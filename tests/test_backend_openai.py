@@ -226,6 +226,15 @@ def test_client_errors_are_not_retried() -> None:
     assert len(server.posts()) == 1
 
 
+def test_a_server_that_refuses_logprobs_is_asked_without_them_from_then_on() -> None:
+    refused = {"error": {"message": "logprobs is not supported"}}
+    with ScriptedServer([(400, {}, refused), (200, {}, "echo"), (200, {}, "echo")]) as server:
+        backend = create_backend(spec(server.url))
+        first, second = (backend.generate([GenerationRequest.user(q, logprobs=5)])[0] for q in ("a", "b"))
+    assert first.ok and first.text == "echo: a" and first.token_logprobs is None and second.ok
+    assert ["logprobs" in p["body"] for p in server.posts()] == [True, False, False]  # asked once, then never
+
+
 def test_timeouts_are_retried_then_reported() -> None:
     with ScriptedServer([(200, {}, "echo")], delay=1.0) as server:
         backend = create_backend(spec(server.url, max_retries=1, timeout_s=0.3))

@@ -174,6 +174,49 @@ def test_the_budget_method_runs_through_the_pipeline_and_the_knob_moves_the_cost
     assert low.annotation is None and not low.annotation_jobs
 
 
+def sure_cheap(n: int = 30) -> tuple[list[ProfiledExample], np.ndarray]:
+    """three_experts, with 'good' at 600 tokens and 'cheap' sure (margin 2) exactly where it was right."""
+    examples, vectors = three_experts(n)
+    for i, x in enumerate(examples):
+        x.margins = {"cheap": 2.0 if i % 3 == 0 else 0.5}
+        x.tokens["good"] = x.prompt_tokens["good"] = 300
+    return examples, vectors
+
+
+def test_a_cheap_sure_letter_first_is_an_option_replayed_on_its_recorded_margins() -> None:
+    examples, vectors = sure_cheap()
+    (cluster,) = ClusterRouter(examples, vectors, ClusterConfig(count=1, prior=0.0), teams=1, sure_first=True).scores
+    sure = next(o for o in cluster.options if o.first == "cheap" and o.experts == ["good"])
+    assert sure.accept_margin == 2.0  # the lowest margin at which cheap was as right as the best expert
+    assert sure.accuracy == pytest.approx(2 / 3, abs=1e-3)  # its sure third, then good's
+    assert sure.tokens == pytest.approx(100 + 600 * 2 / 3, abs=0.1)  # cheap always, good for the unsure
+    assert sure.replay(examples[0], {}) == (100, True) and sure.replay(examples[1], {}) == (700, True)
+    assert cluster.choose(1.0).first == "cheap"  # as accurate as good alone, and cheaper
+    (plain,) = ClusterRouter(examples, vectors, ClusterConfig(count=1, prior=0.0), teams=1).scores
+    assert not any(o.first for o in plain.options)
+
+
+def test_budget_runs_a_sure_first_option_as_a_cascade(tmp_path) -> None:
+    """Options: 'cheap' answers with a scripted margin; sure, it stands; unsure, 'good' answers."""
+    examples, _ = sure_cheap(15)
+    for x in examples:
+        x.question = f"Which planet is the {x.question} one? Options follow."
+    reply = {"Which planet": "Answer: A"}
+    query = Query(question="Which planet is red?", choices=["Mars", "Venus"])
+
+    def ask(sure: float):
+        specs = {n: ExpertSpec(name=n, backend="fake", method="direct", params={"answers": reply, "sure": sure})
+                 for n in ("cheap", "good", "dear")}
+        config = SymoeConfig(home=tmp_path, experts=specs, default_expert="good", clusters={"count": 1})
+        ctx = Pipeline(config, profile=profile_of(examples, ["cheap", "good", "dear"]))
+        return run(ctx, [query], [MethodSpec.parse("budget:1", config)])[0]
+
+    sure, unsure = ask(3.0), ask(0.1)
+    assert sure.assignment.accept_margin == 2.0 and "cheap if its letter's margin is >= 2.00" in sure.assignment.note
+    assert sure.escalated is False and sure.experts == ["cheap"]
+    assert unsure.escalated is True and unsure.experts == ["good"] and unsure.first_answers[0].expert == "cheap"
+
+
 def test_calibrate_writes_the_fitted_quality_where_budget_reads_it(symoe_cli, tmp_path) -> None:
     """On the shipped profile (no model runs): the written profile carries the quality whose
     cross-fitted cost is nearest the target, and the budget method then runs at it."""

@@ -3,12 +3,16 @@ their agreed answer stands, otherwise the routed team answers, and nothing is pa
 
 from __future__ import annotations
 
+import pytest
+
+from agents.backends import TokenLogprob
 from agents.pool import ExpertSpec
+from orchestrator.answers import answer_margin
 from orchestrator.config import CascadeConfig, SymoeConfig
 from orchestrator.graph import run
-from orchestrator.methods import MethodSpec, cheapest_competent, reliable_first
+from orchestrator.methods import MethodSpec, cheapest_competent, margin_first, reliable_first
 from orchestrator.pipeline import Pipeline, Plan
-from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample, SkillCount
+from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample, SkillCount, margin_threshold
 from orchestrator.records import Query
 
 ANNOTATE = {"Which skills": "Keywords: arithmetic"}
@@ -114,3 +118,70 @@ def test_the_first_experts_are_the_cheapest_whose_agreement_was_right_on_validat
     unrecorded = profile.model_copy(update={"examples": []})
     first, why = reliable_first(unrecorded, ["arithmetic"], CascadeConfig())
     assert first == ["tiny", "cheap"] and "uncalibrated" in why
+
+
+# -- the margin signal: one cheap expert's letter, accepted when it was sure enough -----------
+def test_a_margin_is_read_off_the_stated_letter_against_the_next_option() -> None:
+    def tok(token: str, top: dict[str, float]) -> TokenLogprob:
+        return TokenLogprob(token=token, logprob=top[token], top=top)
+
+    said = [tok("Answer", {"Answer": -0.01, "The": -5.0}), tok(":", {":": 0.0}),
+            tok(" B", {" B": -0.2, " C": -1.7, "B": -2.5, " The": -3.0})]
+    assert answer_margin(said, "B") == pytest.approx(1.5)  # B over C; the other spelling of B is no rival
+    lone = [tok(" B", {" B": -0.1, " The": -4.0})]
+    assert answer_margin(lone, "B") == pytest.approx(3.9)  # no rival letter listed: a lower bound
+    assert answer_margin(said, "D") is None and answer_margin(None, "B") is None
+
+
+def test_the_margin_threshold_is_the_lowest_whose_accepted_answers_were_precise_enough() -> None:
+    graded = [(3.0, True), (2.5, True), (2.0, False), (1.5, True), (1.0, False), (0.5, False), (0.2, False)]
+    assert margin_threshold(graded, 0.75, 2) == (1.5, 4, 3)  # 3 of the 4 that sure were right
+    assert margin_threshold(graded, 0.75, 5) is None  # no threshold keeps 75% over 5 answers
+    assert margin_threshold(graded, 1.0, 2) == (2.5, 2, 2)
+    assert margin_threshold([(1.0, True), (1.0, False), (0.5, True)], 1.0, 1) is None  # ties go together
+
+
+def margin_pipeline(tmp_path, sure: float) -> Pipeline:
+    """'tiny' answers options cheaply with log-probs; on validation it was right whenever its
+    margin was at least 2, and wrong below."""
+    reply = {**ANNOTATE, "Which planet": "Answer: B"}
+    specs = {n: ExpertSpec(name=n, backend="fake", method="direct", params={"answers": reply, "sure": sure})
+             for n in ("strong", "cheap", "tiny")}
+    config = SymoeConfig(home=tmp_path, experts=specs, default_expert="strong", retrieval={"mode": "never"},
+                         router={"k": 2, "adaptive_k": False, "allow_samples": False})
+    examples = [ProfiledExample(question=f"q{i}", correct={"tiny": i < 6}, margins={"tiny": 3.0 - i * 0.25},
+                                answers={"tiny": "A"}) for i in range(12)]
+    profile = Profile(pool={}, annotator="strong", examples=examples, experts={
+        "strong": expert(9, 1, 300), "cheap": expert(6, 4, 5), "tiny": expert(5, 5, 3)})
+    ctx = Pipeline(config, profile=profile)
+    ctx._matcher = WordMatcher()  # type: ignore[assignment]
+    return ctx
+
+
+MC = Query(question="Which planet is red?", choices=["Venus", "Mars", "Jupiter", "Saturn"])
+
+
+def test_a_sure_cheap_letter_stands_and_an_unsure_one_escalates(tmp_path) -> None:
+    ctx = margin_pipeline(tmp_path, sure=2.5)
+    p = run(ctx, [MC], [MethodSpec.parse("cascade", ctx.config)])[0]
+    assert p.assignment.accept_margin == pytest.approx(1.75)  # the lowest margin at which tiny was always right
+    assert p.escalated is False and p.answer == "B" and asked(p) == ["expert:tiny#0"]
+    assert p.answers[0].margin == pytest.approx(2.5)
+    unsure = margin_pipeline(tmp_path, sure=0.5)
+    q = run(unsure, [MC], [MethodSpec.parse("cascade", unsure.config)])[0]
+    assert q.escalated is True and [a.expert for a in q.first_answers] == ["tiny"]
+    assert set(q.experts) == {"strong", "cheap"}
+
+
+def test_the_margin_signal_is_for_options_and_agreement_stays_for_the_rest(tmp_path) -> None:
+    ctx = margin_pipeline(tmp_path, sure=2.5)
+    number = run(ctx, [Query(question="What is 17 * 23?")], [MethodSpec.parse("cascade", ctx.config)])[0]
+    assert len(number.assignment.slots) != 1 or number.assignment.accept_margin is None
+    agreement = ctx.config.model_copy(update={"cascade": CascadeConfig(signal="agreement")})
+    assert margin_first(ctx.profile, ["arithmetic"], agreement.cascade) is not None  # it would qualify...
+    only = Pipeline(agreement, profile=ctx.profile)
+    only._matcher = WordMatcher()  # type: ignore[assignment]
+    p = run(only, [MC], [MethodSpec.parse("cascade", agreement)])[0]
+    assert p.assignment.accept_margin is None  # ...but agreement was asked for
+    fixed = CascadeConfig(margin=0.4)
+    assert margin_first(ctx.profile, ["arithmetic"], fixed)[:2] == ("tiny", 0.4)  # type: ignore[index]

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from agents.cache import request_key
+from agents.backends import Generation, Usage
+from agents.cache import GenerationCache, request_key
 from agents.pool import ExpertSpec
 from agents.registry import RegistryError
 from agents.runtime import LoadedPool
 from orchestrator.config import ConfigError, SymoeConfig, load_config
-from orchestrator.expert_methods import ExpertMethod, SandboxConfig, expert_method, expert_methods, program_source
+from orchestrator.expert_methods import (
+    ExpertMethod,
+    SandboxConfig,
+    expert_method,
+    expert_methods,
+    finished,
+    program_source,
+)
 from orchestrator.graph import run
 from orchestrator.methods import MethodSpec
 from orchestrator.pipeline import Pipeline
@@ -192,3 +200,54 @@ def test_a_hostile_program_fails_its_expert_and_the_others_answer(tmp_path: Path
     assert failed[0].error is not None and failed[0].error.startswith("program: refused: ")
     assert p.answer == "10" and p.error is None
     assert not os.path.exists("/tmp/symoe-pwned")
+
+
+# -- the second turn: reasoning cut before its answer is asked for it --------------------------
+MC = Query(question="Which planet is red?", choices=["Venus", "Mars", "Jupiter", "Saturn"])
+
+
+def test_cot_asks_for_the_answer_only_when_its_reply_states_none():
+    cot, direct = expert_method("cot"), expert_method("direct")
+    request = cot.request(MC, "choice", None, 0.0, 7)
+    cut = Generation(text="Mars looks red because of iron oxide, while Venus", model="m", finish_reason="length")
+    turn = cot.finish(request, cut, MC, "choice")
+    assert turn is not None and turn.seed == 7 and turn.max_tokens == 8
+    assert [m.role for m in turn.messages] == ["system", "user", "assistant", "user"]
+    assert turn.messages[2].content == cut.text and turn.messages[:2] == request.messages
+    said = Generation(text="Iron oxide.\nAnswer: B", model="m", finish_reason="stop")
+    assert cot.finish(request, said, MC, "choice") is None  # it stated its answer
+    assert direct.finish(request, cut, MC, "choice") is None  # direct never reasons: read as it is
+    number = Query(question="What is 3 * 4 - 2?", format="number")
+    req = cot.request(number, "number", None, 0.0, 0)
+    assert cot.finish(req, Generation(text="3*4 = 12, minus 2 is 10", model="m", finish_reason="stop"),
+                      number, "number") is None  # it finished; its last number is its answer
+    assert cot.finish(req, Generation(text="3*4 = 12, minus", model="m", finish_reason="length"),
+                      number, "number") is not None  # cut: the 12 is not its answer
+    assert cot.finish(req, Generation.failure("m", "boom"), number, "number") is None
+
+
+def test_the_second_turn_is_joined_into_the_reply_and_its_cost_counted():
+    first = Generation(text="Mars is", model="m", usage=Usage(prompt_tokens=50, completion_tokens=256, seconds=2.0),
+                       finish_reason="length")
+    second = Generation(text="Answer: B", model="m", usage=Usage(prompt_tokens=320, completion_tokens=3, seconds=0.5),
+                        finish_reason="stop")
+    joined = finished(first, second)
+    assert joined.text == "Mars is\nAnswer: B" and joined.usage == Usage(prompt_tokens=370, completion_tokens=259,
+                                                                         seconds=2.5)
+    failed = finished(first, Generation.failure("m", "boom", seconds=0.1))
+    assert failed.text == first.text and failed.usage.seconds == pytest.approx(2.1)
+
+
+def test_the_pipeline_runs_the_second_turn_and_reads_its_answer(tmp_path: Path):
+    answers = {"Think it through": "Venus is hot and Mars is red, but on the other", "Stop there.": "Answer: B"}
+    experts = {"model": ExpertSpec(backend="fake", params={"answers": answers}, routed=False),
+               "m-cot": ExpertSpec(uses="model", method="cot")}
+    config = SymoeConfig(home=tmp_path, experts=experts, default_expert="model", retrieval={"mode": "never"})
+    cache = GenerationCache(tmp_path / "cache.sqlite")
+    ctx = Pipeline(config, pool=LoadedPool(config.experts, tmp_path), cache=cache)
+    p = run(ctx, [MC], [MethodSpec.parse("single:m-cot", config)])[0]
+    assert p.answer == "B" and p.answers[0].text.endswith("Answer: B")
+    assert ctx.stats.generated == 2 and p.usage.completion_tokens == 11 + 2  # both turns are its cost
+    again = Pipeline(config, pool=LoadedPool(config.experts, tmp_path), cache=cache)
+    q = run(again, [MC], [MethodSpec.parse("single:m-cot", config)])[0]
+    assert q.answer == "B" and again.stats.generated == 0 and again.stats.from_cache == 2  # both turns cached

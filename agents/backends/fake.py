@@ -1,12 +1,14 @@
 """A scripted backend for fast unit tests of control flow. Never behind a feature claim.
 
 ``params.answers`` maps a substring of the last user message to a reply; ``params.default``
-is the reply otherwise; ``params.fail`` makes every call fail (to test degradation).
+is the reply otherwise; ``params.fail`` makes every call fail (to test degradation). A
+request asking for log-probs gets one per word of the reply, each word ``params.sure``
+log-probs above a scripted runner-up (another letter).
 """
 
 from __future__ import annotations
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, Usage
+from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 
 
@@ -33,6 +35,10 @@ class FakeBackend(Backend):
                 continue
             last = request.messages[-1].content
             reply = next((str(v) for k, v in answers.items() if k in last), default)
-            out.append(Generation(text=reply, model=self.spec.name,
+            sure = float(self.spec.params.get("sure", 1.0))  # type: ignore[arg-type]
+            logprobs = [TokenLogprob(token=f" {w}", logprob=-0.1, top={f" {w}": -0.1, " Z" if w != "Z" else " Y":
+                                                                        -0.1 - sure})
+                        for w in reply.split()] if request.logprobs else None
+            out.append(Generation(text=reply, model=self.spec.name, token_logprobs=logprobs,
                                   usage=Usage(prompt_tokens=len(last.split()), completion_tokens=len(reply.split()))))
         return out

@@ -118,6 +118,7 @@ class OpenAIBackend(Backend):
         super().__init__(spec)
         self._client: httpx.Client | None = None
         self._concurrency = 4
+        self._refuses_logprobs = False  # set when the server answered 400/422 to a request with log-probs
         self._stats_lock = threading.Lock()
         #: Requests sent (every attempt) and the seconds waited before each retry, over this
         #: backend's life.
@@ -308,9 +309,20 @@ class OpenAIBackend(Backend):
 
     def _one(self, request: GenerationRequest) -> Generation:
         start = time.perf_counter()
+        if request.logprobs and self._refuses_logprobs:
+            request = request.model_copy(update={"logprobs": None})
         path, body = self._body(request)
         try:
-            response = self._with_retries(lambda: self._send("POST", path, body))
+            try:
+                response = self._with_retries(lambda: self._send("POST", path, body))
+            except _Failed as exc:
+                if not request.logprobs or not str(exc).startswith(("HTTP 400", "HTTP 422")):
+                    raise
+                # log-probs are a confidence signal, not the answer: a server that refuses them
+                # is asked without them, from now on
+                self._refuses_logprobs = True
+                path, body = self._body(request.model_copy(update={"logprobs": None}))
+                response = self._with_retries(lambda: self._send("POST", path, body))
             return self._parse(response.json(), start)
         except (_Retryable, _Failed) as exc:
             error = f"{self.base_url}{path}: {exc}"

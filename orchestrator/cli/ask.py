@@ -95,9 +95,12 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
                       + (f"; unknown keywords: {', '.join(result.unknown_skills)}" if result.unknown_skills else ""))
     if result.escalated is not None:
         first = result.first_answers if result.escalated else result.expert_answers
-        said = ", ".join(f"{a.expert} {a.answer if a.ok else 'failed'}" for a in first)
-        out.print(f"[b]cascade[/b]: first {said}: " + ("they disagree or one failed, so the routed team answers"
-                                                       if result.escalated else "they agree, so that answer stands"))
+        said = ", ".join(f"{a.expert} {a.answer if a.ok else 'failed'}"
+                         + (f" (margin {a.margin:.2f})" if a.margin is not None else "") for a in first)
+        alone = len(first) == 1
+        out.print(f"[b]cascade[/b]: first {said}: " + (
+            ("not sure enough" if alone else "they disagree or one failed") + ", so the routed team answers"
+            if result.escalated else ("sure enough" if alone else "they agree") + ", so that answer stands"))
     rec = result.recruitment
     if rec is not None:
         out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")
