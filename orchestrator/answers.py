@@ -176,12 +176,15 @@ def answer_margin(logprobs: list[TokenLogprob] | None, answer: str | None) -> fl
     bound). None when the reply carries no log-probs or never emits the letter as a token."""
     if not logprobs or not answer or len(answer) != 1:
         return None
+
+    def letter(token: str) -> str:
+        return token.strip().strip("(*").upper()
+
     for tok in logprobs:
-        if tok.token.strip().strip("(*").upper() != answer:
+        if letter(tok.token) != answer:
             continue
-        others = [lp for t, lp in tok.top.items()
-                  if len(t.strip().strip("(*")) == 1 and t.strip().strip("(*").upper() in LETTERS
-                  and t.strip().strip("(*").upper() != answer]
+        others = [lp for t, lp in tok.top.items() if len(letter(t)) == 1 and letter(t) in LETTERS
+                  and letter(t) != answer]
         floor = min(tok.top.values(), default=tok.logprob)
         return round(tok.logprob - max(others, default=floor), 4)
     return None

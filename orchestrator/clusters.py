@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from orchestrator.config import ClusterConfig
-from orchestrator.profiles import ProfiledExample, margin_threshold
+from orchestrator.profiles import ProfiledExample, margin_threshold, recorded_margins
 
 #: validation answers a sure-first threshold must rest on
 MIN_SURE = 5
@@ -174,8 +174,7 @@ def _sure_first(graded: list[ProfiledExample], experts: list[str],
     bar = max(overall.values(), default=0.0)
     cost = {e: _mean([x.cost(e) for x in graded if e in x.correct]) for e in experts}
     for e in sorted(experts, key=lambda e: (cost[e], e)):
-        found = margin_threshold([(x.margins[e], x.correct.get(e, False)) for x in graded if e in x.margins],
-                                 bar, MIN_SURE)
+        found = margin_threshold(recorded_margins(graded, e), bar, MIN_SURE)
         if found is not None:
             return e, found[0]
     return None
@@ -206,8 +205,9 @@ def _replayed(option: RoutingOption, score: ClusterScore, members: list[Profiled
               graded: list[ProfiledExample], prior: float) -> RoutingOption:
     """The option with its accuracy (on the cluster, shrunk towards all questions) and mean
     cost replayed on the recorded answers."""
-    overall = _mean([option.replay(x, score.accuracy)[1] for x in graded])
-    replays = [option.replay(x, score.accuracy) for x in members]
+    replayed = {id(x): option.replay(x, score.accuracy) for x in graded}  # members are among them
+    overall = _mean([right for _, right in replayed.values()])
+    replays = [replayed[id(x)] for x in members]
     return option.model_copy(update={"accuracy": _shrunk([r for _, r in replays], overall, prior),
                                      "tokens": round(_mean([c for c, _ in replays]), 1)})
 

@@ -507,9 +507,10 @@ class Cascade(Method):
                                   accept_margin=threshold,
                                   note=f"first {expert} ({why}); escalated to the routed team unless it is that sure")
         if settings.signal == "margin":
+            first: list[str] = []
             why = "no competent expert's margin qualifies" if query.choices else "no options to take a margin on"
-            return full.model_copy(update={"note": f"{why}: routed at once; {full.note}"})
-        first, why = reliable_first(profile, skills, settings)
+        else:
+            first, why = reliable_first(profile, skills, settings)
         if not first:
             return full.model_copy(update={"note": f"{why}: routed at once; {full.note}"})
         return Assignment(slots=[greedy(e, ctx.seed) for e in first], combine="vote", escalation=full,

@@ -142,6 +142,12 @@ def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
             for q, qid in zip(questions, ids, strict=True)]
 
 
+def recorded_margins(examples: list[ProfiledExample], expert: str) -> list[tuple[float, bool]]:
+    """On the examples where this expert's answer carried a margin: the margin and whether the
+    answer was right."""
+    return [(x.margins[expert], x.correct.get(expert, False)) for x in examples if expert in x.margins]
+
+
 def margin_threshold(graded: list[tuple[float, bool]], bar: float, min_accepted: int) -> tuple[float, int, int] | None:
     """The lowest margin whose accepted answers (margin >= it) were right at least ``bar`` of
     the time over at least ``min_accepted`` of them: (threshold, accepted, right), or None."""
@@ -211,7 +217,7 @@ class Profile(BaseModel):
     def margins(self, expert: str) -> list[tuple[float, bool]]:
         """On the graded questions where this expert's answer carried a margin: the margin and
         whether the answer was right."""
-        return [(x.margins[expert], x.correct.get(expert, False)) for x in self.examples if expert in x.margins]
+        return recorded_margins(self.examples, expert)
 
     def best_aggregator(self, skills: list[str] | None = None, min_items: int = 8) -> str:
         """The best aggregator for these skills.

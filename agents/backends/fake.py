@@ -27,6 +27,7 @@ class FakeBackend(Backend):
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         answers = dict(self.spec.params.get("answers", {}))  # type: ignore[call-overload]
         default = str(self.spec.params.get("default", "I do not know."))
+        sure = float(self.spec.params.get("sure", 1.0))  # type: ignore[arg-type]
         out = []
         for request in requests:
             type(self).calls += 1
@@ -35,7 +36,6 @@ class FakeBackend(Backend):
                 continue
             last = request.messages[-1].content
             reply = next((str(v) for k, v in answers.items() if k in last), default)
-            sure = float(self.spec.params.get("sure", 1.0))  # type: ignore[arg-type]
             logprobs = [TokenLogprob(token=f" {w}", logprob=-0.1, top={f" {w}": -0.1, " Z" if w != "Z" else " Y":
                                                                         -0.1 - sure})
                         for w in reply.split()] if request.logprobs else None
