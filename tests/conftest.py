@@ -119,6 +119,36 @@ def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str, besid
     return lines[0]
 
 
+class Spawned(subprocess.Popen):
+    """A child process whose stdout and stderr go to a log file, never to a pipe: a pipe nobody
+    reads while the test waits fills at 64 KiB and blocks the child for good (a killed Ray
+    actor's warnings can fill it). ``finish(timeout)`` waits, kills on timeout, and returns
+    the exit status; ``output()`` is what the child printed."""
+
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def finish(self, timeout: float) -> int:
+        try:
+            return self.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait(timeout=30)
+            pytest.fail(f"{' '.join(map(str, self.args))[:200]} still ran after {timeout:.0f} s: "
+                        f"{self.output()[-3000:]}")
+
+
+def spawn(cmd: list[str], log: Path, **popen: object) -> Spawned:
+    """Start ``cmd`` with its output in ``log`` (see ``Spawned``)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        proc = Spawned(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, **popen)  # type: ignore[call-overload]
+    proc.log = log
+    return proc
+
+
 def stop_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``."""
     proc.terminate()

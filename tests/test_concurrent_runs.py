@@ -11,17 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Spawned, spawn
 from test_eval_resume import small_setup  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
 
 pytestmark = pytest.mark.real
 SYMOE = [sys.executable, "-m", "orchestrator.cli"]
 
 
-def start(config: Path, task: Path, out: Path, cache: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority",
-                             "--output", str(out), "--log-samples",
-                             *(["--use-cache", str(cache)] if cache else [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(config: Path, task: Path, out: Path, cache: Path | None = None) -> Spawned:
+    return spawn([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority",
+                  "--output", str(out), "--log-samples", *(["--use-cache", str(cache)] if cache else [])],
+                 out.parent / f"{out.name}.log")
 
 
 def samples(out: Path) -> dict[tuple[str, str], str | None]:
@@ -38,7 +38,7 @@ def test_two_runs_on_one_output_folder(small_setup, tmp_path: Path) -> None:  # 
         time.sleep(0.1)
     second = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single",
                              "--output", str(out)], capture_output=True, text=True, timeout=300)
-    assert first.wait(timeout=900) == 0, first.stderr.read()  # type: ignore[union-attr]
+    assert first.finish(timeout=900) == 0, first.output()[-3000:]
     lines = second.stderr.strip().splitlines()
     assert second.returncode == 2 and len(lines) == 1 and "in use by another symoe eval" in lines[0], second.stderr
     report = json.loads((out / "results.json").read_text())
@@ -49,8 +49,8 @@ def test_two_runs_sharing_one_cache_generate_each_thing_once(small_setup, tmp_pa
     _, task, config = small_setup
     cache = tmp_path / "shared.sqlite"
     a, b = start(config, task, tmp_path / "a", cache), start(config, task, tmp_path / "b", cache)
-    assert a.wait(timeout=1200) == 0, a.stderr.read()  # type: ignore[union-attr]
-    assert b.wait(timeout=1200) == 0, b.stderr.read()  # type: ignore[union-attr]
+    assert a.finish(timeout=1200) == 0, a.output()[-3000:]
+    assert b.finish(timeout=1200) == 0, b.output()[-3000:]
     sa = json.loads((tmp_path / "a" / "results.json").read_text())["stats"]
     sb = json.loads((tmp_path / "b" / "results.json").read_text())["stats"]
     assert sa["generations_needed"] == sb["generations_needed"]

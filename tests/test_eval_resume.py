@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Spawned, spawn
 
 from eval.datasets import load_split
 from orchestrator.config import load_config
@@ -45,11 +46,12 @@ def small_setup(tmp_path_factory):
     return root, task, config_path
 
 
-def run_eval(config: Path, task: Path, out: Path, **popen: object) -> subprocess.Popen:
+def run_eval(config: Path, task: Path, out: Path, **popen: object) -> Spawned:
     cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority,moa",
            "--output", str(out), "--log-samples"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
+    runs = sorted(out.parent.glob(f"{out.name}-*.log"))
+    return spawn(cmd, out.parent / f"{out.name}-{len(runs)}.log", env=env, **popen)
 
 
 def stored(out: Path) -> int:
@@ -72,7 +74,7 @@ def test_killed_run_resumes_without_recomputing(small_setup, tmp_path):
     _, task, config = small_setup
     whole = tmp_path / "whole"
     proc = run_eval(config, task, whole)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.finish(timeout=600) == 0, proc.output()[-3000:]
     reference = json.loads((whole / "results.json").read_text())
     needed = reference["stats"]["generations_needed"]
     assert reference["stats"]["generated"] == needed
@@ -89,7 +91,7 @@ def test_killed_run_resumes_without_recomputing(small_setup, tmp_path):
     assert 0 < done_before < needed
 
     proc = run_eval(config, task, killed)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.finish(timeout=600) == 0, proc.output()[-3000:]
     resumed = json.loads((killed / "results.json").read_text())
     assert resumed["stats"]["generated"] == needed - done_before, "finished generations were recomputed"
     assert resumed["stats"]["from_cache"] >= done_before

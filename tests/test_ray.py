@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, one_error_line
+from conftest import free_port, one_error_line, spawn
 from test_eval_resume import stored
 
 from eval.datasets import load_split
@@ -86,36 +86,30 @@ def local_run(small, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.real
-def test_local_and_ray_give_the_same_answers_one_load_per_actor(small, local_run: Path, tmp_path: Path) -> None:
-    config, task = small
-    proc = subprocess.run(eval_args(config, task, tmp_path / "ray", "--executor", "ray"), capture_output=True,
-                          text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert answers(tmp_path / "ray") == answers(local_run)
-    stats = json.loads((tmp_path / "ray" / "results.json").read_text())["stats"]
-    assert sorted(stats["loads"]) == ["gemma3-270m", "smollm2-135m"], stats["loads"]  # one actor, one load each
-    assert stats["generated"] == stats["generations_needed"]
-
-
 def actor_pids() -> list[int]:
     found = subprocess.run(["pgrep", "-f", "ray::ModelActor"], capture_output=True, text=True).stdout.split()
     return [int(p) for p in found]
 
 
 @pytest.mark.real
-def test_a_killed_actor_is_replaced_and_nothing_finished_is_redone(small, local_run: Path, tmp_path: Path) -> None:
+def test_a_killed_actor_is_replaced_and_the_answers_are_the_local_executors(small, local_run: Path,
+                                                                           tmp_path: Path) -> None:
+    """One Ray run (a SIGKILLed actor part-way) against the local executor's: the same answers,
+    one load per actor, no finished generation redone (one run, not two: each is minutes)."""
     config, task = small
     needed = json.loads((local_run / "results.json").read_text())["stats"]["generations_needed"]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(eval_args(config, task, out, "--executor", "ray"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 900
+    proc = spawn(eval_args(config, task, out, "--executor", "ray"), tmp_path / "killed.log")
+    deadline = time.time() + 600
     while (stored(out) < needed // 3 or not actor_pids()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "the run finished before an actor could be killed"
     os.kill(actor_pids()[0], signal.SIGKILL)
-    assert proc.wait(timeout=1800) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.finish(timeout=900) == 0, proc.output()[-3000:]
     stats = json.loads((out / "results.json").read_text())["stats"]
     assert stats["generated"] == needed, "a finished generation was computed twice, or one was lost"
-    assert answers(out) == answers(local_run)
+    assert answers(out) == answers(local_run)  # the same answers as the local executor's
+    # one load per actor: each model once, the killed one's once more if its replacement had work
+    loads = stats["loads"]
+    assert sorted(set(loads)) == ["gemma3-270m", "smollm2-135m"] and len(loads) <= 3, loads
+    assert max(loads.count(m) for m in set(loads)) <= 2, loads

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import one_error_line
+from conftest import one_error_line, spawn
 from test_eval_resume import small_setup, stored  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
 
 from agents.backends import Generation
@@ -118,14 +118,14 @@ def test_ctrl_c_keeps_what_finished_says_so_and_the_run_resumes(small_setup, tmp
     _, task, config = small_setup
     out = tmp_path / "run"
     cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single", "--output", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(cmd, tmp_path / "run.log")
     deadline = time.time() + 600
     while stored(out) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
-    err = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.finish(timeout=120) == 130
+    err = proc.output()
     assert "interrupted: every finished generation is kept" in err and "Traceback" not in err
     kept = stored(out)
     assert kept >= 3
