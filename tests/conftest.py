@@ -122,8 +122,8 @@ def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str, besid
 class Spawned(subprocess.Popen):
     """A child process whose stdout and stderr go to a log file, never to a pipe: a pipe nobody
     reads while the test waits fills at 64 KiB and blocks the child for good (a killed Ray
-    actor's warnings can fill it). ``finish(timeout)`` waits, kills on timeout, and returns
-    the exit status; ``output()`` is what the child printed."""
+    actor's warnings can fill it). ``finish(timeout)`` waits and returns the exit status, or
+    stops the child (``stop_process``) and fails with its output's tail; ``output()`` is what the child printed."""
 
     log: Path
 
@@ -134,8 +134,7 @@ class Spawned(subprocess.Popen):
         try:
             return self.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
-            self.wait(timeout=30)
+            stop_process(self)
             pytest.fail(f"{' '.join(map(str, self.args))[:200]} still ran after {timeout:.0f} s: "
                         f"{self.output()[-3000:]}")
 

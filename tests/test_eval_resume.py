@@ -50,8 +50,8 @@ def run_eval(config: Path, task: Path, out: Path, **popen: object) -> Spawned:
     cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority,moa",
            "--output", str(out), "--log-samples"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    runs = sorted(out.parent.glob(f"{out.name}-*.log"))
-    return spawn(cmd, out.parent / f"{out.name}-{len(runs)}.log", env=env, **popen)
+    runs = len(list(out.parent.glob(f"{out.name}-*.log")))  # one log per run into ``out``
+    return spawn(cmd, out.parent / f"{out.name}-{runs}.log", env=env, **popen)
 
 
 def stored(out: Path) -> int:

@@ -109,7 +109,6 @@ def test_a_killed_actor_is_replaced_and_the_answers_are_the_local_executors(smal
     stats = json.loads((out / "results.json").read_text())["stats"]
     assert stats["generated"] == needed, "a finished generation was computed twice, or one was lost"
     assert answers(out) == answers(local_run)  # the same answers as the local executor's
-    # one load per actor: each model once, the killed one's once more if its replacement had work
+    # one load per actor: each model once, plus the killed actor's replacement if it had work
     loads = stats["loads"]
     assert sorted(set(loads)) == ["gemma3-270m", "smollm2-135m"] and len(loads) <= 3, loads
-    assert max(loads.count(m) for m in set(loads)) <= 2, loads
