@@ -205,6 +205,17 @@ class Pipeline:
                 self._profile, self.profile_path = load_profile(self.config, self.profile_path)
             return self._profile
 
+    def use_profile(self, path: Path | None) -> None:
+        """Route by the profile at ``path`` from now on (None: the configured or shipped one),
+        loaded on first use; what was built from the previous profile (its neighbours, its
+        clusters) is dropped with it. The same path again changes nothing."""
+        with self._lock:
+            if path == self.profile_path:
+                return
+            self.profile_path, self._profile = path, None
+            self._neighbours, self._example_vectors = None, None
+            self._clusters.clear()
+
     @property
     def loaded_profile(self) -> Profile | None:
         """The profile if one is loaded already (methods that need one load it)."""
