@@ -16,7 +16,7 @@ import sys
 import typer
 
 from agents.errors import SymoeError
-from orchestrator.cli import ask, compose, configure, data, evaluation, harness, index, models, profile, serve
+from orchestrator.cli import ask, compose, configure, data, evaluation, harness, index, matrix, models, profile, serve
 from orchestrator.cli.common import check_argv, fail
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -28,6 +28,7 @@ app.add_typer(profile.app, name="profile")
 app.add_typer(data.app, name="data")
 app.command("eval")(evaluation.eval_command)
 app.add_typer(index.app, name="index")
+app.add_typer(matrix.app, name="matrix")
 app.command("compose")(compose.compose_command)
 app.command("serve")(serve.serve_command)
 app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,

@@ -1,0 +1,124 @@
+"""``symoe matrix import|show``: outcome matrices (which expert answered which question, rightly
+or not, at what cost) from lm-eval logs, RouterBench-style CSVs, RouteLLM's records or symoe's
+own samples; and a table of one. The format and importers live in ``eval.matrix`` and
+``eval.matrix_importers``; see docs/matrix.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agents.errors import SymoeError
+from eval.matrix import Matrix, read_matrix, write_matrix
+from eval.matrix_importers import import_matrix, importers
+from orchestrator.cli.common import ConfigOpt, config_from, err, one_line, out
+
+app = typer.Typer(no_args_is_help=True, help="Outcome matrices: import recorded outcomes, show one.")
+
+
+@app.command("import")
+def matrix_import(
+    kind: Annotated[str, typer.Argument(help=f"what the files are: {', '.join(importers.names())}")],
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to import")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the matrix file to write (.jsonl or .jsonl.gz)")],
+    split: Annotated[str | None, typer.Option(help="split of questions whose file gives none: validation or test "
+                                              "(default: validation)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Convert recorded outcomes into one outcome matrix file."""
+    if split is not None and split not in ("validation", "test"):
+        raise SymoeError(f"--split must be validation or test, not {split!r}")
+    importers.get(kind)  # an unknown kind is one line before any file is read
+    home = config_from(config).home if kind == "symoe" else None
+    result = import_matrix(kind, list(paths), split=split, home=home)
+    for note in result.notes:
+        err.print(f"note: {one_line(note)}", markup=False, highlight=False, soft_wrap=True)
+    write_matrix(result.matrix, output)
+    m = result.matrix
+    out.print(f"wrote {output}: {len(m)} questions x {len(m.experts)} experts "
+              f"(tasks: {', '.join(m.tasks)}; splits: {', '.join(m.splits)})", markup=False, highlight=False,
+              soft_wrap=True)
+
+
+def _cost_unit(matrix: Matrix) -> str | None:
+    if any(v is not None for v in matrix.mean_cost("usd").values()):
+        return "usd"
+    if any(v is not None for v in matrix.mean_cost("tokens").values()):
+        return "tokens"
+    return None
+
+
+def summary(matrix: Matrix) -> dict[str, Any]:
+    """Per task and overall: questions, each expert's accuracy and mean cost, the oracle."""
+    unit = _cost_unit(matrix)
+    parts: dict[str, Any] = {}
+    for name, part in [*((t, matrix.select(tasks=[t])) for t in matrix.tasks), ("all", matrix)]:
+        parts[name] = {
+            "questions": len(part), "splits": {s: sum(r.split == s for r in part) for s in ("validation", "test")},
+            "accuracy": part.accuracy(), "cost": part.mean_cost(unit) if unit else None,  # type: ignore[arg-type]
+            "oracle": part.oracle_accuracy(), "best_single": part.best_single(),
+        }
+    return {"file": matrix.source, "experts": matrix.experts, "cost_unit": unit, "tasks": parts}
+
+
+def _cost_text(value: float | None, unit: str | None) -> str:
+    if value is None or unit is None:
+        return "-"
+    return f"${value:.5f}" if unit == "usd" else f"{value:.0f}"
+
+
+@app.command("show")
+def matrix_show(
+    file: Annotated[Path, typer.Argument(help="an outcome matrix (.jsonl or .jsonl.gz)")],
+    split: Annotated[str | None, typer.Option(help="only this split: validation or test")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Each expert's accuracy and mean cost per task, the oracle, and the question counts."""
+    matrix = read_matrix(file)
+    if split is not None:
+        matrix = matrix.select(split=split)
+        if not len(matrix):
+            raise SymoeError(f"{file}: no {split} questions")
+    info = summary(matrix)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    unit = info["cost_unit"]
+    names = [*matrix.tasks, "all"]
+    table = Table(title=f"{file}: {len(matrix)} questions x {len(matrix.experts)} experts"
+                        + (f" ({split})" if split else ""))
+    table.add_column("expert", overflow="fold")
+    for name in names:
+        table.add_column(f"{name}\nacc", justify="right")
+        if unit:
+            table.add_column(f"{name}\n{'USD' if unit == 'usd' else 'tokens'}", justify="right")
+    tasks = info["tasks"]
+    for expert in matrix.experts:
+        cells = []
+        for name in names:
+            part = tasks[name]
+            mark = "*" if part["best_single"] == expert else ""
+            cells.append(f"{100 * part['accuracy'][expert]:.1f}{mark}")
+            if unit:
+                cells.append(_cost_text(part["cost"][expert], unit))
+        table.add_row(expert, *cells)
+    oracle = []
+    for name in names:
+        oracle.append(f"{100 * tasks[name]['oracle']:.1f}")
+        if unit:
+            oracle.append("")
+    table.add_row("oracle", *oracle, style="bold")
+    counts = []
+    for name in names:
+        s = tasks[name]["splits"]
+        counts.append(f"{tasks[name]['questions']} ({s['validation']}/{s['test']})")
+        if unit:
+            counts.append("")
+    table.add_row("questions (val/test)", *counts, style="dim")
+    out.print(table)
+    out.print("* best single expert of the column; oracle: a question counts when any expert got it right"
+              + ("" if unit else "; no costs recorded"), highlight=False)
