@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.cache import GenerationCache  # noqa: E402
 from eval.datasets import load_split  # noqa: E402
-from orchestrator.api import Symoe  # noqa: E402
 from orchestrator.config import load_config  # noqa: E402
 from orchestrator.methods import best_single_expert  # noqa: E402
+from orchestrator.session import Symoe  # noqa: E402
 
 
 def step_kind(step: str) -> str:
@@ -51,21 +49,17 @@ def main() -> None:
     questions = load_split(args.task, "test", config.home, limit=args.skip + args.questions + 1, seed=0)
     warm, asked = questions[args.skip], questions[args.skip + 1:args.skip + 1 + args.questions]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    with tempfile.TemporaryDirectory(prefix="symoe-latency-") as tmp, \
-            Symoe(config, cache_path=Path(tmp) / "warm.sqlite") as symoe:
+    with Symoe(config, use_cache=False) as symoe:  # every ask generates: uncached latency
         single = args.single or best_single_expert(symoe.pipeline.profile, args.task)
         runs = [f"single:{single}", *methods]
         for method in runs:  # load every model once, on a question not timed
-            symoe.ask(warm.question, choices=warm.choices or None, method=method)
+            symoe.ask(warm.question, choices=warm.choices or None, router=method)
         rows: dict[str, list[tuple[float, int, dict[str, float]]]] = defaultdict(list)
         for i, q in enumerate(asked):
             for method in runs:
-                if symoe.pipeline.cache is not None:
-                    symoe.pipeline.cache.close()  # Symoe closes the last one
-                symoe.pipeline.cache = GenerationCache(Path(tmp) / f"{i}-{method.replace(':', '_')}.sqlite")
-                symoe.pipeline.pool.forget_state()  # no method reuses the prompt state another one left
+                symoe.pool.forget_state()  # no method reuses the prompt state another one left
                 start = time.perf_counter()
-                result = symoe.ask(q.question, choices=q.choices or None, method=method)
+                result = symoe.ask(q.question, choices=q.choices or None, router=method)
                 wall = time.perf_counter() - start
                 where: dict[str, float] = defaultdict(float)
                 for s in result.steps:

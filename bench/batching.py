@@ -24,13 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.backends.transformers_backend import default_dtype  # noqa: E402
-from agents.cache import GenerationCache  # noqa: E402
 from agents.runtime import LoadedPool  # noqa: E402
 from eval.datasets import load_split  # noqa: E402
 from orchestrator.config import SymoeConfig, load_config  # noqa: E402
 from orchestrator.executor import LocalExecutor  # noqa: E402
-from orchestrator.methods import MethodSpec  # noqa: E402
 from orchestrator.pipeline import Pipeline, Plan, answer, combine, extract_answers, plan  # noqa: E402
+from orchestrator.session import Symoe  # noqa: E402
 
 
 def build_plans(args: argparse.Namespace) -> list[Plan]:
@@ -38,14 +37,9 @@ def build_plans(args: argparse.Namespace) -> list[Plan]:
     config = load_config()
     per_task = -(-args.questions // len(args.tasks))
     questions = [q for t in args.tasks for q in load_split(t, "test", config.home, limit=per_task, seed=0)]
-    cache = GenerationCache(config.home / "cache" / "generations.sqlite")
-    ctx = Pipeline(config, cache=cache)
-    try:
-        return plan(ctx, [q.query() for q in questions[: args.questions]],
-                    [MethodSpec.parse(args.method, config, retrieval="never")], seed=0)
-    finally:
-        ctx.close()
-        cache.close()
+    with Symoe(config) as symoe:
+        return plan(symoe.pipeline, [q.query() for q in questions[: args.questions]],
+                    [symoe.router(args.method, retrieval="never")], seed=0)
 
 
 def mode_config(backend: str, dtype: str | None, batch_size: int | None) -> SymoeConfig:
@@ -59,6 +53,8 @@ def mode_config(backend: str, dtype: str | None, batch_size: int | None) -> Symo
 
 
 def run_mode(mode: str, plans: list[Plan], config: SymoeConfig) -> dict:
+    """The stages after planning on a pipeline of their own: what is measured here is the
+    executor below the session (grouped, or the naive baseline's load per call)."""
     grouped = mode == "grouped"
     pool = LoadedPool(config.experts, config.home)
     ctx = Pipeline(config, pool=pool, executor=LocalExecutor(pool, keep_loaded=grouped), grouped=grouped)

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.datasets import load_split  # noqa: E402
 from orchestrator.config import load_config  # noqa: E402
-from orchestrator.methods import MethodSpec  # noqa: E402
-from orchestrator.pipeline import Pipeline, plan  # noqa: E402
+from orchestrator.pipeline import plan  # noqa: E402
+from orchestrator.session import Symoe  # noqa: E402
 
 
 def main() -> None:
@@ -37,15 +37,16 @@ def main() -> None:
     results = {}
     for source in ("llm", "neighbours"):
         config = load_config(skills={**base.skills.model_dump(), "source": source})
-        ctx = Pipeline(config)  # no generation cache: every annotation runs
-        method = MethodSpec.parse("symoe", config, retrieval="never")
+        symoe = Symoe(config, use_cache=False)  # every annotation runs
+        ctx = symoe.pipeline
+        method = symoe.router("symoe", retrieval="never")
         try:
             ctx.pool.get(ctx.annotator) if source == "llm" else ctx.neighbours  # loads outside the timing
             start = time.perf_counter()
             plans = plan(ctx, queries, [method], seed=0)
             seconds = time.perf_counter() - start
         finally:
-            ctx.close()
+            symoe.close()
         tokens = sum(j.usage.completion_tokens for p in plans for j in p.annotation_jobs)
         results[source] = {"seconds": seconds, "tokens": tokens, "experts": [p.experts for p in plans],
                            "skills": [p.skills for p in plans]}

@@ -1,7 +1,7 @@
 """Building a profile from labelled validation questions, through the one pipeline.
 
-    annotate the questions (the pipeline's annotate stage) -> one ``single:EXPERT`` plan per
-    expert and question (the pipeline: each model loads once) -> grade each expert's own
+    annotate the questions (the pipeline's annotate stage) -> ``Symoe.ask_many`` under one
+    ``single:EXPERT`` router per expert (each model loads once) -> grade each expert's own
     answer -> right/wrong per skill and task -> the synthetic aggregator test (Symbolic-MoE:
     each candidate synthesises 1 right and 2 wrong responses, shuffled) -> ``Profile``
 
@@ -17,20 +17,16 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from agents.cache import GenerationCache
 from agents.progress import StageReport
-from agents.runtime import LoadedPool, available_memory
 from eval.datasets import Question, load_tasks
-from eval.runner import make_executor
 from orchestrator.aggregate import synthesis_request
 from orchestrator.answers import extract, is_correct
 from orchestrator.config import SymoeConfig
-from orchestrator.graph import run
-from orchestrator.methods import MethodSpec
-from orchestrator.pipeline import Pipeline, annotate, execute
+from orchestrator.pipeline import annotate, execute
 from orchestrator.profiles import Outcome, Profile, profile_from_outcomes, profiled_examples
 from orchestrator.provenance import pool_digest, provenance
 from orchestrator.records import AnswerFormat, Job
+from orchestrator.session import Symoe
 from skills.neighbours import LabelledQuestion
 
 
@@ -76,21 +72,17 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
     started = time.perf_counter()
     questions = load_tasks(spec.tasks, "validation", config.home, limit=spec.limit, per_subject=spec.per_subject,
                            seed=spec.seed)
-    cache = GenerationCache(config.home / "cache" / "generations.sqlite")
-    pool = LoadedPool(config.experts, config.home, budget_bytes=int(available_memory() * 0.6))
-    executor = make_executor(config, pool)
-    pipeline = Pipeline(config, pool=pool, executor=executor, cache=cache, progress=progress)
-    try:
+    with Symoe(config, progress=progress) as symoe:
         queries = [q.query() for q in questions]
-        annotations = annotate(pipeline, queries, spec.seed)
+        annotations = annotate(symoe.pipeline, queries, spec.seed)
         skills = {qid: ann.skills for qid, (ann, _) in annotations.items()}
         experts = list(config.routing_pool)
-        plans = run(pipeline, queries, [MethodSpec.parse(f"single:{e}", config) for e in experts], seed=spec.seed)
+        results = symoe.ask_many(queries, routers=[f"single:{e}" for e in experts], seed=spec.seed)
         by_id = {q.id: q for q in questions}
         outcomes: list[Outcome] = []
         responses: dict[str, dict[str, list[str]]] = {q.id: {"right": [], "wrong": []} for q in questions}
-        for p in plans:
-            q, own = by_id[p.query.id], p.answers[0]  # the expert's own answer, never a fallback
+        for r in results:
+            q, own = by_id[r.query_id], r.expert_answers[0]  # the expert's own answer, never a fallback
             correct = own.ok and is_correct(own.answer, q.answer, q.answer_format, q.aliases)
             outcomes.append(Outcome(expert=own.expert, question_id=q.id, task=q.task, skills=skills[q.id],
                                     correct=correct, tokens=own.usage.completion_tokens,
@@ -100,11 +92,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
         items = build_aggregation_test(questions, skills, responses, seed=spec.seed, limit=spec.aggregator_items)
         syntheses = {(name, it.question_id): Job(model=name, request=synthesis_request(
             it.question, it.choices, it.fmt, it.responses, seed=spec.seed)) for name in experts for it in items}
-        execute(pipeline, list(syntheses.values()), "aggregator test")
-    finally:
-        executor.close()
-        pipeline.close()
-        cache.close()
+        execute(symoe.pipeline, list(syntheses.values()), "aggregator test")
     agg_outcomes = []
     for name in experts:
         for it in items:
@@ -115,7 +103,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
                                         correct=correct))
     all_skills = [s for q in questions for s in skills[q.id]]
     return Profile(
-        pool=pool_digest(config), annotator=pipeline.annotator,
+        pool=pool_digest(config), annotator=symoe.pipeline.annotator,
         data={"tasks": spec.tasks, "split": "validation", "per_subject": spec.per_subject, "limit": spec.limit,
               "questions": len(questions), "seed": spec.seed, "aggregator_items": len(items),
               "skills_seen": sorted(set(all_skills)),

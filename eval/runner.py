@@ -1,10 +1,12 @@
 """Evaluation: the one query pipeline over every method's plans, then scoring.
 
-    questions -> Query records (the gold answers stay here) -> orchestrator.graph.run
-              (annotate once, plan every method, gate, execute grouped by model, combine,
-              extract) -> one SampleResult per (method, question) -> summaries
+    questions -> Query records (the gold answers stay here) -> Symoe.ask_many(routers=...)
+              (annotate once, plan every router, gate, execute grouped by model, combine,
+              extract) -> one AskResult per (router, question), scored as a SampleResult
+              -> summaries
 
-Evaluation calls exactly what ``symoe ask`` calls; nothing of the pipeline is copied here.
+Evaluation calls the session ``symoe ask`` calls and scores the record it returns; nothing
+of the pipeline is copied here.
 Every generation goes through the SQLite generation cache as it completes: a run killed at
 any point and started again with the same arguments redoes nothing that finished. Methods
 that ask the same prompt (single experts, majority, MoA, symoe's greedy slots) share it.
@@ -20,24 +22,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agents.backends import Usage
-from agents.cache import GenerationCache
-from agents.errors import SymoeError
 from agents.progress import StageReport
-from agents.runtime import LoadedPool, available_memory
 from eval.datasets import Question, load_tasks
 from eval.stats import compare, standard_error
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
-from orchestrator.executor import Executor, LocalExecutor
-from orchestrator.graph import run
-from orchestrator.methods import MethodSpec
-from orchestrator.pipeline import Pipeline, Plan
-from orchestrator.records import ExpertAnswer, GateFeatures
-
-try:  # the optional extra: without it `--executor ray` says what to install
-    from orchestrator import ray_executor
-except ImportError:  # pragma: no cover - depends on the install
-    ray_executor = None  # type: ignore[assignment]
+from orchestrator.records import AskResult, ExpertAnswer, GateFeatures
+from orchestrator.session import Symoe
 
 
 class EvalArgs(BaseModel):
@@ -95,57 +86,34 @@ def questions_for(args: EvalArgs, home: Path) -> list[Question]:
     return load_tasks(args.tasks, args.split, home, limit=args.limit, seed=args.seed)
 
 
-def make_executor(config: SymoeConfig, pool: LoadedPool) -> Executor:
-    """The configured executor (``executor.kind``): this process's pool, or one Ray actor per model."""
-    if config.executor.kind == "local":
-        return LocalExecutor(pool)
-    if ray_executor is None:
-        raise SymoeError("--executor ray needs Ray: pip install 'symoe[ray]' (ray==2.60.0)")
-    ex = config.executor
-    return ray_executor.RayExecutor(config, ex.address, ex.max_restarts, ex.batch_size)
-
-
-def loads_of(executor: Executor, pool: LoadedPool) -> list[str]:
-    return list(getattr(executor, "loads", pool.loads))
-
-
 def evaluate(config: SymoeConfig, args: EvalArgs, progress: StageReport | None = None,
              questions: list[Question] | None = None) -> tuple[list[SampleResult], RunStats]:
-    """Every method of ``args`` on every question, through the one pipeline, scored."""
+    """Every router of ``args`` on every question, through the one session, scored."""
     started = time.perf_counter()
     questions = questions if questions is not None else questions_for(args, config.home)
-    methods = [MethodSpec.parse(m, config) for m in args.methods]
-    cache = GenerationCache(args.cache_path or args.output / "generations.sqlite")
-    budget = args.memory_budget if args.memory_budget is not None else int(available_memory() * 0.6)
-    pool = LoadedPool(config.experts, config.home, budget_bytes=budget)
-    executor = make_executor(config, pool)
-    pipeline = Pipeline(config, pool=pool, executor=executor, cache=cache, progress=progress)
-    try:
-        plans = run(pipeline, [q.query() for q in questions], methods, seed=args.seed)
-    finally:
-        loads = loads_of(executor, pool)
-        executor.close()
-        pipeline.close()
-        cache.close()
+    with Symoe(config, cache_path=args.cache_path or args.output / "generations.sqlite",
+               memory_budget=args.memory_budget, progress=progress) as symoe:
+        results = symoe.ask_many([q.query() for q in questions], routers=args.methods, seed=args.seed)
     by_id = {q.id: q for q in questions}
-    samples = [score(p, by_id[p.query.id], args.log_samples) for p in plans]
-    stats = RunStats(questions=len(questions), generations_needed=pipeline.stats.needed,
-                     generated=pipeline.stats.generated, from_cache=pipeline.stats.from_cache,
-                     failed=pipeline.stats.failed, bad_cache_rows=cache.bad_rows, loads=loads,
-                     wall_seconds=round(time.perf_counter() - started, 2))
-    return samples, stats
+    samples = [score(r, by_id[r.query_id], args.log_samples) for r in results]
+    stats = symoe.pipeline.stats
+    stats_ = RunStats(questions=len(questions), generations_needed=stats.needed, generated=stats.generated,
+                      from_cache=stats.from_cache, failed=stats.failed,
+                      bad_cache_rows=symoe.cache.bad_rows if symoe.cache else 0, loads=symoe.loads(),
+                      wall_seconds=round(time.perf_counter() - started, 2))
+    return samples, stats_
 
 
-def score(p: Plan, q: Question, log_samples: bool = False) -> SampleResult:
-    jobs = [*p.answer_jobs, *([p.fallback_job] if p.fallback_job else []),
-            *([p.synthesis_job] if p.synthesis_job else [])]
-    ret = p.retrieval
+def score(r: AskResult, q: Question, log_samples: bool = False) -> SampleResult:
+    """The session's answer record, scored against the gold answer."""
+    answer = r.answer if r.extracted else None
+    ret = r.retrieval
     return SampleResult(
-        method=str(p.method), routed=p.method.impl.routed, question_id=q.id, task=q.task, subject=q.subject or q.task,
-        answer=p.answer, gold=q.answer, correct=is_correct(p.answer, q.answer, p.format, q.aliases), experts=p.experts,
-        aggregator=p.aggregator, aggregated=p.aggregated, fallback=p.fallback, escalated=p.escalated,
-        failed=sum(1 for j in jobs if not j.ok), succeeded=sum(1 for j in jobs if j.ok), usage=p.usage, skills=p.skills,
-        responses=p.answers if log_samples else [], final_text=p.text if log_samples else None,
+        method=r.method, routed=r.routed, question_id=q.id, task=q.task, subject=q.subject or q.task,
+        answer=answer, gold=q.answer, correct=is_correct(answer, q.answer, r.format, q.aliases), experts=r.experts,
+        aggregator=r.aggregator, aggregated=r.aggregated, fallback=r.fallback, escalated=r.escalated,
+        failed=r.failed, succeeded=r.succeeded, usage=r.usage, skills=r.skills,
+        responses=r.expert_answers if log_samples else [], final_text=r.text if log_samples else None,
         retrieved=bool(ret and ret.retrieved), retrieval_reason=ret.reason if ret else None,
         gate_score=ret.score if ret else None, gate_features=ret.features if ret else None)
 

@@ -2,7 +2,7 @@
 langgraph agent or any LangChain chain as the model.
 
     from orchestrator.chat_model import SymoeChatModel
-    llm = SymoeChatModel()                       # the default config, strategy "symoe"
+    llm = SymoeChatModel()                       # the default config, router "symoe"
     reply = llm.invoke("What is 17 * 23?")
     reply.content, reply.response_metadata["symoe"]["experts"]
 
@@ -25,24 +25,15 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from agents.backends import ChatMessage
-from orchestrator.api import Symoe, conversation_query
 from orchestrator.config import SymoeConfig, load_config
+from orchestrator.queries import conversation_query
 from orchestrator.records import AskResult, Query
+from orchestrator.session import Symoe, deprecated
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system"}
-
-
-def routing_record(result: AskResult) -> dict[str, Any]:
-    """The part of an ``AskResult`` an agent wants beside the text."""
-    rec = result.recruitment
-    return {"method": result.method, "answer": result.answer, "skills": result.skills, "experts": result.experts,
-            "weights": rec.weights if rec else {}, "aggregator": result.aggregator, "aggregated": result.aggregated,
-            "fallback": result.fallback,
-            "retrieval": result.retrieval.model_dump(exclude={"passages"}) if result.retrieval else None,
-            "steps": [s.model_dump() for s in result.steps]}
 
 
 class SymoeChatModel(BaseChatModel):
@@ -50,11 +41,19 @@ class SymoeChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    strategy: str = Field("symoe", description="a method name: symoe, moa, majority, single:EXPERT, ...")
+    router: str = Field("symoe", description="a router by name: symoe, clusters, moa, single:EXPERT, ...")
     config: SymoeConfig | None = None
     max_tokens: int | None = None
     _symoe: Symoe | None = PrivateAttr(None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "strategy" in data:
+            deprecated("SymoeChatModel(strategy=...)", "SymoeChatModel(router=...)")
+            data = {k: v for k, v in data.items() if k != "strategy"} | {"router": data["strategy"]}
+        return data
 
     @property
     def _llm_type(self) -> str:
@@ -62,7 +61,7 @@ class SymoeChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"strategy": self.strategy}
+        return {"router": self.router}
 
     def symoe(self) -> Symoe:
         with self._lock:
@@ -84,7 +83,7 @@ class SymoeChatModel(BaseChatModel):
     @staticmethod
     def _metadata(result: AskResult) -> dict[str, Any]:
         """The routing record and token counts a reply (or a stream's last chunk) carries."""
-        return {"response_metadata": {"symoe": routing_record(result), "model_name": "symoe"},
+        return {"response_metadata": {"symoe": result.record(), "model_name": "symoe"},
                 "usage_metadata": {"input_tokens": result.usage.prompt_tokens,
                                    "output_tokens": result.usage.completion_tokens,
                                    "total_tokens": result.usage.total_tokens}}
@@ -93,7 +92,7 @@ class SymoeChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         symoe = self.symoe()
         with self._lock:  # one pipeline run at a time per model object (the models are shared)
-            result = symoe.ask_many([self._query(messages, kwargs.get("answer_format"))], method=self.strategy)[0]
+            result = symoe.ask_query(self._query(messages, kwargs.get("answer_format")), self.router)
         if result.error:
             raise RuntimeError(result.error)
         reply = AIMessage(content=result.text, **self._metadata(result))
@@ -108,7 +107,7 @@ class SymoeChatModel(BaseChatModel):
         def work() -> None:
             try:
                 with self._lock:
-                    pieces.put(("done", symoe.stream(query, lambda t: pieces.put(("text", t)), method=self.strategy)))
+                    pieces.put(("done", symoe.stream(query, lambda t: pieces.put(("text", t)), router=self.router)))
             except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
                 pieces.put(("error", exc))
 

@@ -1,7 +1,7 @@
 """symoe inside lm-evaluation-harness: the ``symoe`` model (``lm_eval.api.model.LM``).
 
     pip install 'symoe[lm-eval]'
-    symoe lm-eval --model symoe --model_args strategy=symoe --tasks TASK ...   # lm_eval's own CLI
+    symoe lm-eval --model symoe --model_args router=symoe --tasks TASK ...   # lm_eval's own CLI
 
 ``generate_until`` runs the one query pipeline on all of a task's requests at once (annotation,
 routing, the experts grouped by model, aggregation), so a harness run measures exactly what
@@ -22,9 +22,10 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from agents.errors import SymoeError
-from orchestrator.api import Symoe, cut_at_stop
 from orchestrator.config import load_config
+from orchestrator.queries import cut_at_stop
 from orchestrator.records import Query
+from orchestrator.session import Symoe, deprecated
 
 NO_LOGLIKELIHOOD = ("the symoe model answers by generation only (a routed team has no single model's token "
                     "log-probabilities): use generate_until tasks (gsm8k-style), not multiple-choice loglikelihood")
@@ -32,22 +33,27 @@ NO_LOGLIKELIHOOD = ("the symoe model answers by generation only (a routed team h
 
 @register_model("symoe")
 class SymoeLM(LM):
-    """``--model symoe --model_args strategy=NAME,config=PATH,batch_size=N,max_gen_toks=N,seed=N``.
+    """``--model symoe --model_args router=NAME,config=PATH,batch_size=N,max_gen_toks=N,seed=N``
+    (``strategy=NAME``, the old name of ``router``, works one more release).
 
     A request without ``max_gen_toks`` gets ``max_gen_toks`` tokens (256), the routing and
     sampling run with ``seed`` (1234), and the text ends before the first ``until`` string:
     these are the defaults of lm-eval's API models, so ``local-chat-completions`` against
     ``symoe serve`` sends the same request and the two score the same."""
 
-    def __init__(self, strategy: str = "symoe", config: str | None = None, batch_size: int | str = 64,
-                 max_gen_toks: int | str = 256, seed: int | str = 1234, **_: Any) -> None:
+    def __init__(self, router: str = "symoe", config: str | None = None, batch_size: int | str = 64,
+                 max_gen_toks: int | str = 256, seed: int | str = 1234, strategy: str | None = None,
+                 **_: Any) -> None:
         super().__init__()
-        self.strategy = strategy
+        if strategy is not None:
+            deprecated("--model_args strategy=", "router=")
+            router = strategy
+        self.router = router
         self.batch = max(1, int(batch_size))
         self.max_gen_toks = int(max_gen_toks)
         self.seed = int(seed)
         self.symoe = Symoe(load_config(config))
-        self.symoe.method(strategy)  # an unknown strategy fails here, in one line
+        self.symoe.router(router)  # an unknown router fails here, in one line
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         out: list[str] = []
@@ -59,7 +65,7 @@ class SymoeLM(LM):
                 stops.append(gen_kwargs.get("until"))
                 queries.append(Query(question=str(context).strip(),
                                      max_tokens=int(gen_kwargs.get("max_gen_toks") or self.max_gen_toks)))
-            results = self.symoe.ask_many(queries, method=self.strategy, seed=self.seed)
+            results = self.symoe.ask_many(queries, router=self.router, seed=self.seed)
             out.extend(cut_at_stop(r.text, s) for r, s in zip(results, stops, strict=True))
         return out
 

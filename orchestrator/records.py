@@ -143,6 +143,13 @@ class StepUsage(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cached: bool = False
 
+    @classmethod
+    def of(cls, step: str, jobs: list[Job], seconds: float = 0.0) -> StepUsage:
+        """What ``jobs`` cost, plus ``seconds`` spent beside them; cached when all came from the cache."""
+        usage = Usage.total([j.usage for j in jobs])
+        return cls(step=step, usage=usage + Usage(seconds=seconds) if seconds else usage,
+                   cached=bool(jobs) and all(j.cached for j in jobs))
+
 
 class GateFeatures(BaseModel):
     profile_strength: float
@@ -159,11 +166,44 @@ class RetrievalDecision(BaseModel):
     passages: list[Hit] = Field(default_factory=list)
 
 
-class AskResult(BaseModel):
-    """The answer to one query and everything that explains it."""
+class RoutedExpert(BaseModel):
+    """One expert a router chose: how it answers (its method), its weight, its slots."""
+
+    expert: str
+    method: str
+    weight: float | None = None
+    slots: int = 1
+
+
+class RouteDecision(BaseModel):
+    """What a router decided for one query, before any expert answers (``Symoe.route``)."""
 
     question: str
+    router: str
+    routed: bool
+    format: AnswerFormat
+    skills: list[str] = Field(default_factory=list)
+    experts: list[RoutedExpert] = Field(default_factory=list, description="who answers, heaviest first")
+    combine: Combine
+    aggregator: str | None = Field(None, description="who synthesises when the answers disagree")
+    escalation: list[RoutedExpert] = Field(default_factory=list,
+                                           description="a cascade: who answers when its first experts disagree")
+    retrieval: RetrievalDecision | None = None
+    reason: str = Field("", description="why these experts, in words")
+    steps: list[StepUsage] = Field(default_factory=list, description="what deciding cost (annotation, gate)")
+    seconds: float = 0.0
+
+
+class AskResult(BaseModel):
+    """The answer to one query and everything that explains it: the one answer record every
+    face returns (the CLI prints it, the server and the chat model attach ``record()``,
+    evaluation scores it)."""
+
+    question: str
+    query_id: str = ""
     answer: str
+    extracted: bool = Field(True, description="the answer was found in the text in the query's format "
+                                              "(False: ``answer`` is the whole text)")
     text: str
     method: str
     routed: bool
@@ -185,4 +225,21 @@ class AskResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     seconds: float = Field(0.0, description="wall time of this call")
     error: str | None = Field(None, description="set when no expert could answer (ask raises it)")
+    failed: int = Field(0, description="failed generations among the expert, fallback and aggregator jobs")
+    succeeded: int = Field(0, description="successful generations among them")
     provenance: dict[str, object] = Field(default_factory=dict)
+
+    def record(self) -> dict[str, object]:
+        """Why this answer, from whom, at what cost: what the server's ``symoe`` object and the
+        chat model's ``response_metadata["symoe"]`` carry."""
+        rec = self.recruitment
+        return {
+            "method": self.method, "answer": self.answer, "format": self.format, "skills": self.skills,
+            "experts": self.experts, "weights": rec.weights if rec else {}, "k": rec.k if rec else len(self.experts),
+            "aggregator": self.aggregator, "aggregated": self.aggregated, "fallback": self.fallback,
+            "escalated": self.escalated,
+            "retrieval": self.retrieval.model_dump(exclude={"passages"}) if self.retrieval else None,
+            "steps": [s.model_dump() for s in self.steps],
+            "failed_experts": sorted({a.expert for a in self.expert_answers if not a.ok}),
+            "seconds": self.seconds,
+        }

@@ -10,21 +10,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from agents.errors import SymoeError
-from orchestrator.api import Symoe, make_query
-from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, out, read_question
+from orchestrator.cli.common import ConfigOpt, check_range, config_from, deprecated_option, err, out, read_question
 from orchestrator.config import MAX_K, MAX_SEED, SymoeConfig
+from orchestrator.queries import MAX_TOKENS, make_query
 from orchestrator.records import RETRIEVAL_MODES, AskResult
+from orchestrator.session import Symoe
 from skills.config import SkillSource
 
 FORMATS = ("choice", "number", "text")
-MAX_TOKENS = 8192  # as orchestrator.api.make_query checks
 SKILL_SOURCES = get_args(SkillSource)
 
 
 def ask(
     question: Annotated[str, typer.Argument(help="the question, or '-' to read it from stdin")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="answer with this expert only")] = None,
-    method: Annotated[str | None, typer.Option(help="a method by name (default symoe; e.g. moa, majority)")] = None,
+    router: Annotated[str | None, typer.Option(help="who decides which experts answer (default symoe; e.g. "
+                                               "clusters, cascade, moa, best_single)")] = None,
+    method: Annotated[str | None, typer.Option(hidden=True, help="deprecated: --router")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full result record as JSON")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="show skills, weights, retrieval and answers")] = False,
     retrieval: Annotated[str | None, typer.Option(help="auto, always or never (default: config)")] = None,
@@ -44,6 +46,7 @@ def ask(
     config: ConfigOpt = None,
 ) -> None:
     """Answer a question: route it to the best-suited experts (or one, with --model)."""
+    router = deprecated_option("--method", "--router", method, router)
     if skills is not None and skills not in SKILL_SOURCES:
         raise SymoeError(f"--skills must be {', '.join(SKILL_SOURCES[:-1])} or {SKILL_SOURCES[-1]}, not {skills!r}")
     if retrieval is not None and retrieval not in RETRIEVAL_MODES:
@@ -62,7 +65,7 @@ def ask(
     text = read_question(question)
     make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
     with Symoe(cfg, profile=profile) as symoe:
-        result = symoe.ask(text, method=method, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
+        result = symoe.ask(text, router=router, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
                            format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
                            quality=quality)
     if as_json:
@@ -87,7 +90,7 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
     def method(expert: str) -> str:
         return cfg.experts[expert].method if expert in cfg.experts else "?"
 
-    out.print(f"[b]method[/b]: {escape(result.method)}; answer format: {result.format}")
+    out.print(f"[b]router[/b]: {escape(result.method)}; answer format: {result.format}")
     if result.routed:
         out.print(f"[b]profile[/b]: {result.profile}")
         if result.recruitment is not None or result.skills:  # the clusters method reads no skills

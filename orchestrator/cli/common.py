@@ -15,8 +15,8 @@ from agents.errors import SymoeError
 from agents.progress import stage_bars
 from orchestrator.config import SymoeConfig, load_config
 
-__all__ = ["ConfigOpt", "check_argv", "check_range", "config_from", "err", "fail", "one_line", "out", "read_question",
-           "stage_bars"]
+__all__ = ["ConfigOpt", "check_argv", "check_range", "config_from", "deprecated_option", "err", "fail", "one_line",
+           "out", "read_question", "stage_bars"]
 
 out = Console()
 err = Console(stderr=True)
@@ -26,6 +26,16 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or 
 
 def config_from(path: Path | None) -> SymoeConfig:
     return load_config(path)
+
+
+def deprecated_option(old: str, new: str, old_value: str | None, value: str | None) -> str | None:
+    """An option's value under its new name, or under its old one with one deprecation line."""
+    if old_value is None:
+        return value
+    err.print(f"[yellow]{old} is deprecated and goes in the next release; use {new}[/yellow]", highlight=False)
+    if value is not None and value != old_value:
+        raise SymoeError(f"give {new} or {old}, not both")
+    return old_value
 
 
 def read_question(question: str) -> str:

@@ -19,6 +19,7 @@ from orchestrator.cli.common import (
     RayAddressOpt,
     check_range,
     config_from,
+    deprecated_option,
     err,
     out,
     stage_bars,
@@ -28,7 +29,7 @@ from orchestrator.config import MAX_SEED
 from orchestrator.methods import expand_methods
 from orchestrator.provenance import provenance
 
-DEFAULT_METHODS = "single,best_single,random_k,majority,moa,symoe"
+DEFAULT_ROUTERS = "single,best_single,random_k,majority,moa,symoe"
 MIN_BUDGET_GB, MAX_BUDGET_GB = 0.1, 65536.0
 
 
@@ -63,7 +64,9 @@ def eval_command(
     ] = "mmlu,arc_challenge,gsm8k",
     limit: Annotated[int | None, typer.Option(help="questions per task (at least 1)")] = None,
     split: Annotated[str, typer.Option(help="test or validation")] = "test",
-    methods: Annotated[str, typer.Option(help="comma-separated methods")] = DEFAULT_METHODS,
+    routers: Annotated[str | None, typer.Option(help="comma-separated routers (single: every expert alone; "
+                                                f"default {DEFAULT_ROUTERS})")] = None,
+    methods: Annotated[str | None, typer.Option(hidden=True, help="deprecated: --routers")] = None,
     output: Annotated[Path, typer.Option("--output", "--output-path", "-o", help="directory for the reports")] = Path(
         "runs/eval"),
     retrieval: Annotated[str | None, typer.Option(help="retrieval axis for symoe, e.g. never,always,auto")] = None,
@@ -80,6 +83,7 @@ def eval_command(
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
+    routers = deprecated_option("--methods", "--routers", methods, routers) or DEFAULT_ROUTERS
     check_range("--limit", limit, 1)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--memory-budget-gb", memory_budget_gb, MIN_BUDGET_GB, MAX_BUDGET_GB, " (GB)")
@@ -88,7 +92,7 @@ def eval_command(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
-    method_list = [str(m) for m in expand_methods(methods, cfg, modes, parse_sweeps(sweep or []))]
+    method_list = [str(m) for m in expand_methods(routers, cfg, modes, parse_sweeps(sweep or []))]
     if split not in SPLITS:
         raise SymoeError(f"unknown split {split!r}; use test or validation")
     for entry in task_list:  # fail fast on unknown tasks or malformed files, before any work

@@ -1,14 +1,14 @@
 """What ``symoe serve`` does with a request, independent of HTTP.
 
-A model name is a strategy: ``symoe`` (the default routed configuration), its variants
+A model name is a router: ``symoe`` (the default routed configuration), its variants
 (``symoe:k2``, ``symoe@never``, ...), ``clusters``, ``cascade``, the cost/quality knob
 ``budget:Q`` (any Q from 0 to 1), ``moa``, ``majority``, ``random_k``, ``best_single``,
 and every expert by its own name (one expert, no routing). A request becomes a ``Query``
 (the last user message is annotated and routed; the turns before it go to the experts and
-the aggregator), runs through the one pipeline on a worker thread under the request's
-deadline, and comes back as the pipeline's ``Plan``, which ``response`` turns into OpenAI
-objects with a ``symoe`` record: recruited experts and weights, skills, aggregator,
-retrieval decision, per-step usage and time.
+the aggregator), is answered by the one session object (``Symoe.ask_query``) on a worker
+thread under the request's deadline, and comes back as its ``AskResult``, which the
+responses turn into OpenAI objects with the record's ``symoe`` object: recruited experts and
+weights, skills, aggregator, retrieval decision, per-step usage and time.
 """
 
 from __future__ import annotations
@@ -28,51 +28,54 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from agents.backends import ChatMessage
-from agents.cache import GenerationCache
 from agents.errors import SymoeError
-from agents.prompts import strip_reasoning
-from agents.runtime import LoadedPool, available_memory
 from orchestrator.aggregate import majority
-from orchestrator.api import check_fits, conversation_query, cut_at_stop
 from orchestrator.config import SymoeConfig
-from orchestrator.executor import LocalExecutor
-from orchestrator.graph import answer_plans
+from orchestrator.executor import Executor
 from orchestrator.methods import MethodError, MethodSpec
-from orchestrator.pipeline import Pipeline, Plan, expert_answers, plan
-from orchestrator.records import Query
+from orchestrator.pipeline import Plan, expert_answers
+from orchestrator.queries import check_fits, conversation_query, cut_at_stop
+from orchestrator.records import AskResult, Query
 from orchestrator.server.batching import BatchingExecutor
 from orchestrator.server.health import Health
 from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
+from orchestrator.session import Symoe
 
-STRATEGIES = ("symoe", "symoe:k2", "symoe:k3", "symoe:distinct", "symoe@never", "symoe@always", "symoe@auto",
-              "clusters", "cascade", "budget", "budget:0.25", "budget:0.5", "budget:0.75",
-              "moa", "majority", "random_k", "best_single")
+ROUTERS = ("symoe", "symoe:k2", "symoe:k3", "symoe:distinct", "symoe@never", "symoe@always", "symoe@auto",
+           "clusters", "cascade", "budget", "budget:0.25", "budget:0.5", "budget:0.75",
+           "moa", "majority", "random_k", "best_single")
 
 
 class Outcome:
-    """An answered request: the plan, and whether the deadline cut it short."""
+    """An answered request: the session's answer record, and whether the deadline cut it short."""
 
-    def __init__(self, plan_: Plan, deadline_exceeded: bool, seconds: float) -> None:
-        self.plan, self.deadline_exceeded, self.seconds = plan_, deadline_exceeded, seconds
+    def __init__(self, result: AskResult, deadline_exceeded: bool, seconds: float) -> None:
+        self.result, self.deadline_exceeded, self.seconds = result, deadline_exceeded, seconds
 
     @property
     def text(self) -> str:
-        return strip_reasoning(self.plan.text)
+        return self.result.text
 
 
 class Service:
-    """The models, the batcher, the health tracker and the pipeline a server shares."""
+    """The session (models, batcher, cache, pipeline), the health tracker and the request bound a
+    server shares."""
 
     def __init__(self, config: SymoeConfig, api_key: str | None = None) -> None:
         self.config = config
         self.api_key = api_key or None
         limits = config.server
-        self.pool = LoadedPool(config.experts, config.home, budget_bytes=int(available_memory() * 0.7))
         self.health = Health(limits.cooldown_failures, limits.cooldown_s)
-        self.batcher = BatchingExecutor(LocalExecutor(self.pool), limits.batch_window_ms, health=self.health)
-        self.cache = GenerationCache(config.home / "cache" / "ask.sqlite")  # the one cache of live answers
-        self.pipeline = Pipeline(config, pool=self.pool, executor=self.batcher, cache=self.cache,
-                                 available=self.health.available({e: s.load_as for e, s in config.experts.items()}))
+        made: list[BatchingExecutor] = []
+
+        def batching(executor: Executor) -> Executor:  # requests' jobs for one model run as one batch
+            made.append(BatchingExecutor(executor, limits.batch_window_ms, health=self.health))
+            return made[0]
+
+        self.symoe = Symoe(config, wrap_executor=batching,
+                           available=self.health.available({e: s.load_as for e, s in config.experts.items()}))
+        self.batcher = made[0]
+        self.pool = self.symoe.pool
         self.workers = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="symoe-request")
         self.in_flight = threading.BoundedSemaphore(limits.max_in_flight)
         self.requests = 0
@@ -80,20 +83,19 @@ class Service:
         self.created = int(time.time())
         # load now what every routed request needs, so no request waits for it
         self.profile_problem: str | None = None
-        _ = self.pipeline.matcher
+        _ = self.symoe.pipeline.matcher
         try:
-            _ = self.pipeline.profile
+            _ = self.symoe.pipeline.profile
         except SymoeError as exc:  # single experts still serve; routed requests get this line
             self.profile_problem = str(exc)
 
     def close(self) -> None:
         self.workers.shutdown(wait=False, cancel_futures=True)
-        self.pipeline.close()
-        self.cache.close()
+        self.symoe.close()
 
     # -- models ---------------------------------------------------------------------------
     def models(self) -> list[Model]:
-        names = [*STRATEGIES, *self.config.experts]
+        names = [*ROUTERS, *self.config.experts]
         return [Model(id=n, created=self.created, object="model", owned_by="symoe") for n in names]
 
     def method_for(self, name: str) -> MethodSpec:
@@ -150,11 +152,8 @@ class Service:
             self.requests += 1
         held: list[Plan] = []
 
-        def work() -> Plan:
-            made = plan(self.pipeline, [query], [method], self.config.seed if seed is None else seed)
-            made[0].on_text = on_text
-            held.extend(made)
-            return answer_plans(self.pipeline, made)[0]
+        def work() -> AskResult:
+            return self.symoe.ask_query(query, method, seed=seed, on_text=on_text, watch=held.append)
 
         try:
             future = self.workers.submit(work)
@@ -177,33 +176,23 @@ class Service:
                            type_="server_error", code="deadline_exceeded")
         p = held[0]
         if not p.answers:  # the slots answered, combine had not run yet
-            p.answers = expert_answers(self.pipeline, [(p, s.expert, s.sample, s.temperature, job) for s, job
-                                                       in zip(p.assignment.slots, p.answer_jobs, strict=False)
-                                                       if job.ok])
+            p.answers = expert_answers(self.symoe.pipeline, [(p, s.expert, s.sample, s.temperature, job) for s, job
+                                                             in zip(p.assignment.slots, p.answer_jobs, strict=False)
+                                                             if job.ok])
         best = majority(p.answers, p.assignment.weights)
         p.text = best.text if best else ""
         p.answer = best.answer if best else None
-        return Outcome(p, True, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return Outcome(self.symoe.result(p, seconds), True, seconds)
 
     # -- responses ------------------------------------------------------------------------
     def record(self, outcome: Outcome) -> dict[str, Any]:
-        """The ``symoe`` object of a response: why this answer, from whom, at what cost."""
-        p = outcome.plan
-        rec = p.assignment.recruitment
-        ret = p.retrieval
-        return {
-            "method": str(p.method), "answer": p.answer, "format": p.format,
-            "experts": p.experts, "weights": rec.weights if rec else {}, "k": rec.k if rec else len(p.experts),
-            "skills": p.skills, "aggregator": p.aggregator, "aggregated": p.aggregated, "fallback": p.fallback,
-            "retrieval": {"mode": ret.mode, "retrieved": ret.retrieved, "reason": ret.reason} if ret else None,
-            "steps": [s.model_dump() for s in p.steps],
-            "failed_experts": sorted({a.expert for a in p.answers if not a.ok}),
-            "cooled_down": self.health.cooling(), "deadline_exceeded": outcome.deadline_exceeded,
-            "seconds": round(outcome.seconds, 3),
-        }
+        """The ``symoe`` object of a response: the answer record's, with the server's own state."""
+        return {**outcome.result.record(), "cooled_down": self.health.cooling(),
+                "deadline_exceeded": outcome.deadline_exceeded, "seconds": round(outcome.seconds, 3)}
 
     def usage(self, outcome: Outcome) -> CompletionUsage:
-        u = outcome.plan.usage
+        u = outcome.result.usage
         return CompletionUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                                total_tokens=u.total_tokens)
 
