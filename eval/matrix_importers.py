@@ -282,9 +282,10 @@ def _lm_eval_answer(sample: dict[str, Any]) -> tuple[str | None, float | None]:
 
 
 def _gold(sample: dict[str, Any], choices: list[str] | None) -> Any:
-    target = sample.get("target")
-    if choices and isinstance(target, str) and target.isdigit() and int(target) < min(len(choices), len(LETTERS)):
-        return LETTERS[int(target)]
+    target = sample.get("target")  # lm-eval writes str(target): a choice's index as "1"
+    index = str(target) if isinstance(target, int | str) and not isinstance(target, bool) else ""
+    if choices and index.isdigit() and int(index) < min(len(choices), len(LETTERS)):
+        return LETTERS[int(index)]
     return target
 
 
