@@ -1,9 +1,11 @@
 """The executor seam: what runs one model's jobs.
 
-``execute`` (in ``orchestrator.pipeline``) groups jobs by model, consults the generation
-cache and hands each model's missing jobs to an ``Executor``. An executor fills each job's
-``generation`` and calls ``done(batch)`` as every batch finishes, so the caller (the only
-writer of the cache) stores it at once and a killed run loses at most the batch in flight.
+``execute`` (in ``orchestrator.pipeline``) groups jobs by model and hands each model's jobs
+to an ``Executor``. An executor fills each job's ``generation`` and calls ``done(batch)`` as
+every batch finishes. The pipeline's executor is a ``CachingExecutor``
+(``orchestrator.caching``) around the one it was given: it reads the generation cache,
+stores each batch at once in its ``done`` (a killed run loses at most the batch in flight),
+and alone may leave a job unfilled: one another process is generating.
 
 ``LocalExecutor`` runs the models of a ``LoadedPool`` in this process. A distributed
 executor (one actor per model) or a server's request batcher implements the same three

@@ -9,9 +9,11 @@ evaluation, profiling, benchmarks) runs these stages over lists of typed records
     combine(plans)             agree / fall back to the default expert / synthesise / majority
     extract(plans)             the final answer in the query's format, steps and usage
 
-``execute(jobs)`` is the one place that consults the generation cache and calls backends:
-it runs identical requests once, groups the rest by model (resident models first, so each
-model loads once per stage) and hands each group to the executor. ``orchestrator.graph``
+``execute(jobs)`` is the one place that calls backends: it runs identical requests once,
+groups the rest by model (resident models first, so each model loads once per stage) and
+hands each group to the executor, which the generation cache wraps (``CachingExecutor``,
+``orchestrator.caching``: cache reads and writes, claims shared with other processes,
+stats). ``orchestrator.graph``
 chains the stages as a langgraph graph; ``run`` invokes it.
 """
 
@@ -36,6 +38,8 @@ from agents.progress import StageReport, ignore
 from agents.runtime import LoadedPool
 from orchestrator.aggregate import agreed_answer, majority, synthesis_request
 from orchestrator.answers import answer_margin, detect_format, expert_request, extract
+from orchestrator.caching import CachingExecutor, ExecutionStats
+from orchestrator.caching import checked as checked  # noqa: F401  (importable from here, as before)
 from orchestrator.clusters import ClusterRouter
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
@@ -112,16 +116,6 @@ class Plan(BaseModel):
         return self.fallback_job.model if self.fallback_job else None
 
 
-class ExecutionStats(BaseModel):
-    """What ``execute`` did over a pipeline's life: distinct jobs, generated now, from cache."""
-
-    needed: int = 0
-    generated: int = 0
-    from_cache: int = 0
-    failed: int = 0
-    failed_by_model: dict[str, int] = Field(default_factory=dict)
-
-
 class Pipeline:
     """What the stages share: config, pool and executor, cache, profile, retriever, gate.
 
@@ -137,11 +131,9 @@ class Pipeline:
         self.config = config
         self.available = available  # experts that may be recruited now (a server's health); None: all
         self.pool = pool or LoadedPool(config.experts, config.home)
-        self.executor: Executor = executor or LocalExecutor(self.pool)
-        self.cache = cache
+        self.executor = CachingExecutor(executor or LocalExecutor(self.pool), cache, self.job_key)
         self.progress = progress or ignore
         self.grouped = grouped
-        self.stats = ExecutionStats()
         self._profile = profile
         self.profile_path = profile_path
         self._retriever = retriever
@@ -153,6 +145,28 @@ class Pipeline:
         self._clusters: dict[tuple[str, int, bool], ClusterRouter] = {}
         self._example_vectors: np.ndarray | None = None
         self._lock = threading.RLock()  # the server runs several requests' stages at once
+
+    @property
+    def cache(self) -> GenerationCache | None:
+        """The generation cache the executor reads and stores (None: none)."""
+        return self.executor.cache
+
+    @cache.setter
+    def cache(self, cache: GenerationCache | None) -> None:
+        self.executor.cache = cache
+
+    @property
+    def stats(self) -> ExecutionStats:
+        """What was needed, generated, read from the cache and failed over the pipeline's life."""
+        return self.executor.stats
+
+    def job_key(self, job: Job) -> str:
+        """The cache key of a job's request: identical requests share it (and run once)."""
+        return request_key(self.spec(job.model), job.request)
+
+    def engine(self, job: Job) -> str:
+        """The model entry that runs a job: an expert's methods share their model's batch."""
+        return self.spec(job.model).load_as
 
     # -- lazily loaded parts ------------------------------------------------------------
     @property
@@ -259,120 +273,60 @@ class Pipeline:
 
 
 # -- execute: the one place that calls backends -----------------------------------------
-def checked(generation: Generation) -> Generation:
-    """An empty reply is a failure, not an answer."""
-    if generation.ok and not generation.text.strip():
-        return generation.model_copy(update={"error": "empty generation"})
-    return generation
-
-
 def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
-    """Fill every job's generation: identical requests run once, cached ones are read, the
-    rest run grouped by model (resident models first), each finished batch stored at once.
-    Keys another live process has claimed in a shared cache are waited for, not redone."""
+    """Fill every job's generation: identical requests run once; the rest go to the executor
+    grouped by model, resident models first. The executor is a ``CachingExecutor``: it reads
+    the cache, stores each finished batch at once, and leaves the jobs another live process
+    has claimed, handed again here after the other models until they are read."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         if job.generation is None:
-            same = groups.setdefault(request_key(ctx.spec(job.model), job.request), [])
+            same = groups.setdefault(ctx.job_key(job), [])
             # a job someone reads as it is produced runs for its group: it goes first
             same.insert(0 if job.on_text is not None else len(same), job)
-    with ctx._lock:
-        ctx.stats.needed += len(groups)
+    todo = [same[0] for same in groups.values()]
+    done = _sharing(ctx, groups, stage)
+    while todo:
+        _dispatch(ctx, todo, done)
+        todo = [job for job in todo if job.generation is None]
 
-    def engine(key: str) -> str:
-        """The model entry that runs a key's job: an expert's methods share their model's batch."""
-        return ctx.spec(groups[key][0].model).load_as
 
-    per_model: dict[str, int] = {}
-    for key in groups:
-        per_model[engine(key)] = per_model.get(engine(key), 0) + 1
+def _sharing(ctx: Pipeline, groups: dict[str, list[Job]], stage: str) -> BatchDone:
+    """What a finished batch does: its generations go to the identical jobs, its count to progress."""
+    same = {id(jobs[0]): jobs[1:] for jobs in groups.values()}
+    per_model = Counter(ctx.engine(jobs[0]) for jobs in groups.values())
 
-    def from_cache(keys: list[str]) -> list[str]:
-        """Fill the keys the cache holds; return those it does not."""
-        missing, found = [], Counter[str]()
-        for key in keys:
-            cached = ctx.cache.get(key) if ctx.cache else None
-            if cached is None:
-                missing.append(key)
-                continue
-            for job in groups[key]:
-                job.generation, job.cached = cached, True
-                if job.on_text is not None and cached.text:
-                    job.on_text(cached.text)
-            found[engine(key)] += 1
-        with ctx._lock:
-            ctx.stats.from_cache += sum(found.values())
-        for model, n in found.items():
-            ctx.progress(f"{stage}: {model}", n, per_model[model])
-        return missing
-
-    def finished(batch: list[Job]) -> None:
-        with ctx._lock:
-            for job in batch:
-                assert job.generation is not None
-                generation = checked(job.generation)
-                key = request_key(ctx.spec(job.model), job.request)
-                if ctx.cache is not None:
-                    ctx.cache.put(key, job.model, generation)
-                for other in groups[key]:
-                    other.generation = generation
-                ctx.stats.generated += 1
-                if not generation.ok:
-                    ctx.stats.failed += 1
-                    ctx.stats.failed_by_model[job.model] = ctx.stats.failed_by_model.get(job.model, 0) + 1
-            if ctx.cache is not None:
-                ctx.cache.touch()
+    def done(batch: list[Job]) -> None:
+        for job in batch:
+            for other in same[id(job)]:
+                other.generation, other.cached = job.generation, job.cached
+                if job.cached and other.on_text is not None and job.generation and job.generation.text:
+                    other.on_text(job.generation.text)
         if batch:
-            model = ctx.spec(batch[0].model).load_as
+            model = ctx.engine(batch[0])
             ctx.progress(f"{stage}: {model}", len(batch), per_model[model])
-
-    waiting = from_cache(list(groups))
-    while waiting:
-        by_model: dict[str, list[str]] = {}
-        for key in waiting:
-            by_model.setdefault(engine(key), []).append(key)
-        resident = ctx.executor.resident()
-        order = sorted(by_model, key=lambda m: (m not in resident, list(by_model).index(m)))
-        # claim a model's keys just before running it, so a second process sharing the cache
-        # takes another model meanwhile (all at once for an executor that runs them side by side)
-        parts = [order] if getattr(ctx.executor, "parallel", False) else [[m] for m in order]
-        done: set[str] = set()
-        for models in parts:
-            claimed = {m: ctx.cache.claim(by_model[m]) if ctx.cache else by_model[m] for m in models}
-            held = [k for keys in claimed.values() for k in keys]
-            if not held:
-                continue
-            # another process may have stored some of them between our last look and the claim
-            missing = set(from_cache(held)) if ctx.cache else set(held)
-            todo = {m: [k for k in keys if k in missing] for m, keys in claimed.items()}
-            _dispatch(ctx, {m: keys for m, keys in todo.items() if keys}, groups, finished)
-            if ctx.cache is not None:
-                ctx.cache.release(held)
-            done.update(held)
-        waiting = [k for k in waiting if k not in done]
-        if waiting:  # claimed by another live process: its results arrive in the cache
-            if not done:
-                time.sleep(0.5)
-            waiting = from_cache(waiting)
+    return done
 
 
-def _dispatch(ctx: Pipeline, todo: dict[str, list[str]], groups: dict[str, list[Job]], finished: BatchDone) -> None:
+def _dispatch(ctx: Pipeline, jobs: list[Job], done: BatchDone) -> None:
     """Hand each model its jobs: resident models first; side by side where the executor allows;
     one call per job, in order, when grouping is off (the naive baseline)."""
+    todo: dict[str, list[Job]] = {}
+    for job in jobs:
+        todo.setdefault(ctx.engine(job), []).append(job)  # an expert's methods share their model's batch
     resident = ctx.executor.resident()
     order = sorted(todo, key=lambda m: (m not in resident, list(todo).index(m)))
-    if ctx.grouped and getattr(ctx.executor, "parallel", False) and len(order) > 1:
+    if ctx.grouped and ctx.executor.parallel and len(order) > 1:
         with ThreadPoolExecutor(len(order)) as models:  # e.g. one Ray actor per model, side by side
-            for running in [models.submit(ctx.executor.run, m, [groups[k][0] for k in todo[m]], finished)
-                            for m in order]:
+            for running in [models.submit(ctx.executor.run, m, todo[m], done) for m in order]:
                 running.result()
     elif ctx.grouped:
         for model in order:
-            ctx.executor.run(model, [groups[k][0] for k in todo[model]], finished)
+            ctx.executor.run(model, todo[model], done)
     else:
-        for model, keys in todo.items():
-            for key in keys:
-                ctx.executor.run(model, [groups[key][0]], finished)
+        for model, group in todo.items():
+            for job in group:
+                ctx.executor.run(model, [job], done)
 
 
 # -- the stages ---------------------------------------------------------------------------
