@@ -69,8 +69,8 @@ def main() -> None:
     config = base.model_copy(update={"experts": {**base.experts,
                                                  "calculator": ExpertSpec(name="calculator", backend="calculator")}})
     with Symoe(config) as symoe:
-        print("calculator:", symoe.ask("What is 1234 * 5678?", method="single:calculator").answer)
-        print("calculator on words:", symoe.ask("Who wrote Hamlet?", method="single:calculator").answer)
+        print("calculator:", symoe.ask("What is 1234 * 5678?", router="single:calculator").answer)
+        print("calculator on words:", symoe.ask("Who wrote Hamlet?", router="single:calculator").answer)
 
 
 if __name__ == "__main__":

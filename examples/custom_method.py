@@ -38,7 +38,7 @@ def main(output: Path = Path("runs/example-cheap-pair")) -> None:
     config = load_config()
     with Symoe(config) as symoe:
         result = symoe.ask("Which gas do plants take in from the air?", choices=["Oxygen", "Carbon dioxide", "Helium"],
-                           method="cheap_pair")
+                           router="cheap_pair")
         print("cheap_pair:", result.answer, "| experts:", ", ".join(result.experts), "| aggregated:",
               result.aggregated)
     questions = load_split("arc_challenge", "test", config.home, limit=6, seed=0)

@@ -94,7 +94,7 @@ def test_task_file_that_is_not_utf8(home: Path, tmp_path: Path, fake_pool: Path)
     path = tmp_path / "tasks.jsonl"
     good = json.dumps({"id": "q1", "question": "2+2?", "answer": "4"}).encode()
     path.write_bytes(good + b"\n" + b'{"id": "q2", "question": "caf\xe9?", "answer": "4"}\n')
-    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", str(path), "--methods", "single",
+    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", str(path), "--routers", "single",
                "-o", str(tmp_path / "out"))
     one_error(proc, f"{path}:2: not valid UTF-8", "byte 29 of the line")
 
@@ -139,7 +139,7 @@ def test_more_than_26_choices(home: Path, tmp_path: Path, fake_pool: Path) -> No
     path = tmp_path / "wide.jsonl"
     path.write_text(json.dumps({"id": "w1", "question": "Pick one.", "choices": [f"c{i}" for i in range(27)],
                                 "answer": "A"}) + "\n")
-    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", str(path), "--methods", "single",
+    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", str(path), "--routers", "single",
                "-o", str(tmp_path / "out"))
     one_error(proc, f"{path}:1: field 'choices'", "27 choices; at most 26 (A-Z)")
 
@@ -147,11 +147,11 @@ def test_more_than_26_choices(home: Path, tmp_path: Path, fake_pool: Path) -> No
 @pytest.mark.parametrize(("option", "value", "expected"), [
     ("--memory-budget-gb", "-1", "--memory-budget-gb must be from 0.1 to 65536 (GB)"),
     ("--memory-budget-gb", "nan", "--memory-budget-gb must be from 0.1 to 65536 (GB)"),
-    ("--limit", "0", "--limit must be at least 1"),
+    ("--limit", "0", "--limit must be from 1 to 100000"),
 ])
 def test_eval_option_out_of_range(home: Path, tmp_path: Path, fake_pool: Path, option: str, value: str,
                                   expected: str) -> None:
-    proc = run(home, "eval", "-c", str(fake_pool), "--methods", "single", option, value, "-o", str(tmp_path / "out"))
+    proc = run(home, "eval", "-c", str(fake_pool), "--routers", "single", option, value, "-o", str(tmp_path / "out"))
     one_error(proc, expected)
 
 
@@ -161,10 +161,11 @@ def test_eval_option_out_of_range(home: Path, tmp_path: Path, fake_pool: Path, o
     ("budget.quality=0,2", ("budget.quality=2", "allowed: from 0 to 1")),
     ("router.k=2", ("no method given reads 'router.k'", "read by:")),
     ("budget.quality=0[1]", ("may not hold",)),
+    ("budget.quality=" + ",".join(f"{i / 100:g}" for i in range(65)), ("65 routers to run", "at most 64")),
 ])
 def test_eval_sweep_that_cannot_run(home: Path, tmp_path: Path, fake_pool: Path, sweep: str,
                                     expected: tuple[str, ...]) -> None:
-    proc = run(home, "eval", "-c", str(fake_pool), "--methods", "budget", "--sweep", sweep, "-o", str(tmp_path / "o"))
+    proc = run(home, "eval", "-c", str(fake_pool), "--routers", "budget", "--sweep", sweep, "-o", str(tmp_path / "o"))
     one_error(proc, *expected)
 
 
@@ -175,8 +176,8 @@ def test_quality_out_of_range(home: Path, fake_pool: Path, quality: str, expecte
 
 
 def test_quality_with_another_method(home: Path, fake_pool: Path) -> None:
-    proc = run(home, "ask", "-c", str(fake_pool), "--quality", "0.5", "--method", "symoe", "What is 2+2?")
-    one_error(proc, "give one of method, model, k and quality")
+    proc = run(home, "ask", "-c", str(fake_pool), "--quality", "0.5", "--router", "symoe", "What is 2+2?")
+    one_error(proc, "give one of router, model, k and quality")
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -188,7 +189,7 @@ def test_calibrate_option_out_of_range(home: Path, args: tuple[str, ...], expect
 
 
 def test_task_with_zero_questions(home: Path, tmp_path: Path, fake_pool: Path) -> None:
-    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", "mmlu:0", "--methods", "single",
+    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", "mmlu:0", "--routers", "single",
                "-o", str(tmp_path / "out"))
     one_error(proc, "task 'mmlu:0' asks for 0 questions", "at least 1")
 
@@ -197,7 +198,7 @@ def test_empty_task_file(home: Path, tmp_path: Path, fake_pool: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")
     out = tmp_path / "out"
-    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", str(path), "--methods", "single", "-o", str(out))
+    proc = run(home, "eval", "-c", str(fake_pool), "--tasks", str(path), "--routers", "single", "-o", str(out))
     one_error(proc, str(path), "has no questions in the test split")
     assert not out.exists()  # refused before anything was written
 
@@ -245,5 +246,5 @@ def test_profile_with_no_experts(home: Path, tmp_path: Path, fake_pool: Path) ->
     profile.write_text(json.dumps({"format": "symoe-profile", "version": 1, "annotator": "fake",
                                    "pool": pool_digest(load_config(fake_pool)), "experts": {}}))
     for method in ("symoe", "majority"):
-        proc = run(home, "ask", "-c", str(fake_pool), "-p", str(profile), "--method", method, "What is 2+2?")
+        proc = run(home, "ask", "-c", str(fake_pool), "-p", str(profile), "--router", method, "What is 2+2?")
         one_error(proc, f"profile file {profile} profiles no experts", "symoe profile build")

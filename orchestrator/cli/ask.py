@@ -47,6 +47,22 @@ def ask(
 ) -> None:
     """Answer a question: route it to the best-suited experts (or one, with --model)."""
     router = deprecated_option("--method", "--router", method, router)
+    check_options(skills, retrieval, k, answer_format, max_tokens, quality, seed, deadline)
+    cfg = config_from(config)
+    if skills is not None:
+        cfg = cfg.model_copy(update={"skills": cfg.skills.model_copy(update={"source": skills})})
+    text = read_question(question)
+    make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
+    with Symoe(cfg, profile=profile) as symoe:
+        result = symoe.ask(text, router=router, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
+                           format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
+                           quality=quality)
+    show(result, cfg, as_json, explain)
+
+
+def check_options(skills: str | None, retrieval: str | None, k: int | None, answer_format: str | None,
+                  max_tokens: int | None, quality: float | None, seed: int | None, deadline: float) -> None:
+    """Each option in its range, or one line saying what to fix."""
     if skills is not None and skills not in SKILL_SOURCES:
         raise SymoeError(f"--skills must be {', '.join(SKILL_SOURCES[:-1])} or {SKILL_SOURCES[-1]}, not {skills!r}")
     if retrieval is not None and retrieval not in RETRIEVAL_MODES:
@@ -59,15 +75,10 @@ def ask(
     check_range("--quality", quality, 0, 1)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--deadline", deadline, 1, 86400, " (seconds)")
-    cfg = config_from(config)
-    if skills is not None:
-        cfg = cfg.model_copy(update={"skills": cfg.skills.model_copy(update={"source": skills})})
-    text = read_question(question)
-    make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
-    with Symoe(cfg, profile=profile) as symoe:
-        result = symoe.ask(text, router=router, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
-                           format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
-                           quality=quality)
+
+
+def show(result: AskResult, cfg: SymoeConfig, as_json: bool, explain: bool) -> None:
+    """The answer on stdout: alone (with a dim routing note on stderr), explained, or as JSON."""
     if as_json:
         out.print_json(result.model_dump_json())
         return
@@ -86,10 +97,6 @@ def ask(
 def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
     """The why of an answer: skills, recruitment weights and each expert's method, retrieval,
     every expert's answer."""
-
-    def method(expert: str) -> str:
-        return cfg.experts[expert].method if expert in cfg.experts else "?"
-
     out.print(f"[b]router[/b]: {escape(result.method)}; answer format: {result.format}")
     if result.routed:
         out.print(f"[b]profile[/b]: {result.profile}")
@@ -104,23 +111,7 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
         out.print(f"[b]cascade[/b]: first {said}: " + (
             ("not sure enough" if alone else "they disagree or one failed") + ", so the routed team answers"
             if result.escalated else ("sure enough" if alone else "they agree") + ", so that answer stands"))
-    rec = result.recruitment
-    if rec is not None:
-        out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")
-        table = Table("expert", "method", "local score", "global strength", "weight", "slots")
-        recruited = {r.expert: r for r in rec.recruits}
-        for name, weight in sorted(rec.weights.items(), key=lambda kv: -kv[1]):
-            r = recruited.get(name)
-            table.add_row(name + (" *" if r else ""), method(name), f"{r.local:+.0f}" if r else "",
-                          f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
-        out.print(table)
-    if result.routing and (rec is None or result.routing != rec.reason):
-        out.print(f"[b]routing[/b]: {escape(result.routing)}")
-    if result.retrieval:
-        ret = result.retrieval
-        out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
-        for i, p in enumerate(ret.passages, 1):
-            out.print(f"  [{i}] {p.title or p.source} (score {p.score:.2f})")
+    print_recruitment(result, cfg)
     answers = Table("expert", "method", "sample", "answer", "response (start)")
     for a in result.expert_answers:
         snippet = (a.error or a.text).replace("\n", " ")[:70]
@@ -139,3 +130,28 @@ def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
     out.print(f"[b]total[/b]: {result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} completion "
               f"tokens; {result.seconds:.1f} s wall")
     out.print("[b]final answer[/b]:")
+
+
+def print_recruitment(result: AskResult, cfg: SymoeConfig) -> None:
+    """Who was recruited and why (weights, each expert's method), the router's note, retrieval."""
+
+    def method(expert: str) -> str:
+        return cfg.experts[expert].method if expert in cfg.experts else "?"
+
+    rec = result.recruitment
+    if rec is not None:
+        out.print(f"[b]recruitment[/b]: {rec.reason}; k = {rec.k}")
+        table = Table("expert", "method", "local score", "global strength", "weight", "slots")
+        recruited = {r.expert: r for r in rec.recruits}
+        for name, weight in sorted(rec.weights.items(), key=lambda kv: -kv[1]):
+            r = recruited.get(name)
+            table.add_row(name + (" *" if r else ""), method(name), f"{r.local:+.0f}" if r else "",
+                          f"{r.global_strength:.3f}" if r else "", f"{weight:.3f}", str(r.slots) if r else "0")
+        out.print(table)
+    if result.routing and (rec is None or result.routing != rec.reason):
+        out.print(f"[b]routing[/b]: {escape(result.routing)}")
+    if result.retrieval:
+        ret = result.retrieval
+        out.print(f"[b]retrieval[/b] ({ret.mode}): {'retrieved' if ret.retrieved else 'not retrieved'}: {ret.reason}")
+        for i, p in enumerate(ret.passages, 1):
+            out.print(f"  [{i}] {p.title or p.source} (score {p.score:.2f})")

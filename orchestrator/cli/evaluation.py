@@ -25,12 +25,14 @@ from orchestrator.cli.common import (
     stage_bars,
     with_executor,
 )
-from orchestrator.config import MAX_SEED
+from orchestrator.config import MAX_SEED, SymoeConfig
 from orchestrator.methods import expand_methods
 from orchestrator.provenance import provenance
 
 DEFAULT_ROUTERS = "single,best_single,random_k,majority,moa,symoe"
 MIN_BUDGET_GB, MAX_BUDGET_GB = 0.1, 65536.0
+MAX_LIMIT = 100_000  # questions per task
+MAX_ROUTERS = 64  # routers in one run, after --sweep and --retrieval expand them
 
 
 def check_writable(path: Path) -> None:
@@ -84,7 +86,7 @@ def eval_command(
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
     routers = deprecated_option("--methods", "--routers", methods, routers) or DEFAULT_ROUTERS
-    check_range("--limit", limit, 1)
+    check_range("--limit", limit, 1, MAX_LIMIT)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--memory-budget-gb", memory_budget_gb, MIN_BUDGET_GB, MAX_BUDGET_GB, " (GB)")
     cfg = with_executor(config_from(config).model_copy(update={"seed": seed}), executor, ray_address)
@@ -92,28 +94,42 @@ def eval_command(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
-    method_list = [str(m) for m in expand_methods(routers, cfg, modes, parse_sweeps(sweep or []))]
+    router_list = [str(m) for m in expand_methods(routers, cfg, modes, parse_sweeps(sweep or []))]
+    if len(router_list) > MAX_ROUTERS:
+        raise SymoeError(f"{len(router_list)} routers to run (after --sweep and --retrieval); at most {MAX_ROUTERS}: "
+                         "split the run")
+    check_tasks(task_list, split, cfg, seed)
+    check_writable(output)
+    args = EvalArgs(tasks=task_list, methods=router_list, limit=limit, split=split, output=output, seed=seed,
+                    cache_path=use_cache, log_samples=log_samples,
+                    memory_budget=int(memory_budget_gb * 2**30) if memory_budget_gb else None)
+    run_and_report(cfg, args)
+
+
+def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -> None:
+    """Fail fast on an unknown split, unknown tasks or malformed files, before any work."""
     if split not in SPLITS:
         raise SymoeError(f"unknown split {split!r}; use test or validation")
-    for entry in task_list:  # fail fast on unknown tasks or malformed files, before any work
+    for entry in task_list:
         name, count = task_and_limit(entry, None)
         if count == 0:
             raise SymoeError(f"task {entry!r} asks for 0 questions; give N of at least 1 (task:N)")
         if not load_split(name, split, cfg.home, limit=1, seed=seed):
             raise SymoeError(f"task {name!r} has no questions in the {split} split; nothing to evaluate")
-    check_writable(output)
-    args = EvalArgs(tasks=task_list, methods=method_list, limit=limit, split=split, output=output, seed=seed,
-                    cache_path=use_cache, log_samples=log_samples,
-                    memory_budget=int(memory_budget_gb * 2**30) if memory_budget_gb else None)
+
+
+def run_and_report(cfg: SymoeConfig, args: EvalArgs) -> None:
+    """Evaluate under the output folder's lock, write the reports, print the table."""
+    output, split = args.output, args.split
     with locked(output, "symoe eval"):
         questions = questions_for(args, cfg.home)
         if not questions:
-            raise SymoeError(f"the {split} split of {', '.join(task_list)} holds no questions")
+            raise SymoeError(f"the {split} split of {', '.join(args.tasks)} holds no questions")
         with stage_bars(err) as report:
             samples, stats = evaluate(cfg, args, report, questions=questions)
         meta = {"args": args.model_dump(mode="json"), "config": cfg.public_dict(),
                 "provenance": provenance(cfg, command="eval")}
-        files = write_reports(output, samples, stats, meta, log_samples)
+        files = write_reports(output, samples, stats, meta, args.log_samples)
     out.print(markdown_table(summarise(samples), stats), markup=False)  # method names hold [settings]
     out.print(f"reports: {', '.join(str(p) for p in files.values())}")
     empty = methods_without_answers(samples)
