@@ -127,3 +127,22 @@ def test_session_setup_and_the_answer_record_are_built_in_one_place():
     assert set(setup) <= ALLOWED_SETUP, setup
     record = sorted(str(p.relative_to(ROOT)) for p in sources() if RECORD.search(p.read_text()))
     assert record == ["orchestrator/session.py"], record
+
+
+def test_the_chat_model_goes_through_the_session(tmp_path):
+    from orchestrator.chat_model import SymoeChatModel
+
+    symoe = session(tmp_path, {"a": "Answer: 391", "b": "Answer: 391", "c": "Answer: 7"}, {"a": 9, "b": 5, "c": -9})
+    symoe.close()
+    llm = SymoeChatModel(config=symoe.config, router="single:c")
+    try:
+        reply = llm.invoke("What is 17 * 23?")
+        assert reply.content.endswith("Answer: 7")
+        assert reply.response_metadata["symoe"] == {**reply.response_metadata["symoe"], "method": "single:c",
+                                                    "answer": "7", "experts": ["c"]}
+        streamed = "".join(chunk.content for chunk in llm.stream("What is 17 * 23?"))
+        assert streamed.strip() == reply.content.strip()
+    finally:
+        llm.close()
+    with pytest.warns(FutureWarning, match="strategy"):
+        assert SymoeChatModel(config=symoe.config, strategy="majority").router == "majority"
