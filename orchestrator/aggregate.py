@@ -1,4 +1,5 @@
-"""Aggregation rules: agreement, the majority vote, and the one synthesis round.
+"""Aggregation rules: agreement, a cascade's acceptance, the majority vote, and the one
+synthesis round.
 
 The synthesis prompt follows Mixture-of-Agents (critically evaluate the responses, some may
 be wrong, write one best answer). Reasoning tags are stripped from responses first.
@@ -28,6 +29,14 @@ def agreed_answer(answers: list[ExpertAnswer]) -> str | None:
     if stated and all(s is not None for s in stated) and len(set(stated)) == 1:
         return stated[0]
     return None
+
+
+def accepted(answers: list[ExpertAnswer], margin: float | None) -> bool:
+    """Whether a cascade's first answers stand: every expert answered, they state the same
+    answer, and (where ``margin`` is set) each was at least that sure of its letter. The live
+    cascade (``escalate``) and every replay of one on recorded answers ask this."""
+    return (all(a.ok for a in answers) and agreed_answer(answers) is not None
+            and (margin is None or all(a.margin is not None and a.margin >= margin for a in answers)))
 
 
 def synthesis_request(question: str, choices: list[str], fmt: AnswerFormat,

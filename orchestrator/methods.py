@@ -47,10 +47,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.errors import SymoeError
 from agents.registry import Registry
+from orchestrator.aggregate import accepted, agreed_answer
 from orchestrator.clusters import ClusterScore
 from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
 from orchestrator.profiles import Profile, margin_threshold
-from orchestrator.records import RETRIEVAL_MODES, Combine, Query, Recruitment, RetrievalMode, Slot
+from orchestrator.records import (
+    RETRIEVAL_MODES,
+    Combine,
+    ExpertAnswer,
+    Job,
+    Query,
+    Recruitment,
+    RetrievalMode,
+    Slot,
+)
 from orchestrator.recruit import recruit, recruit_weights
 
 
@@ -89,6 +99,56 @@ class Assignment(BaseModel):
     #: a cascade's first answer stands only when its letter's margin is at least this
     #: (None: when its first experts agree)
     accept_margin: float | None = None
+
+    def synthesises(self, ok: list[ExpertAnswer]) -> bool:
+        """Whether these successful answers go to the aggregator: always for ``synthesis``, when
+        they disagree for ``symoe``; never for one answer or without an aggregator."""
+        return (self.combine in ("synthesis", "symoe") and len(ok) >= 2 and self.aggregator is not None
+                and not (self.combine == "symoe" and agreed_answer(ok) is not None))
+
+
+SlotKey = tuple[str, int, float, int]
+
+
+def slot_key(s: Slot) -> SlotKey:
+    """What a slot asks: two slots with the same key ask the same thing."""
+    return s.expert, s.sample, s.temperature, s.seed
+
+
+class CascadeRound(BaseModel):
+    """A cascade's own state on its plan: whether its first answers stood (``escalated``
+    False) or it escalated, and then what its first experts were asked and answered. A slot
+    of the escalated team that asks what a first slot asked reuses that job and its reading
+    (asked, run and counted once)."""
+
+    escalated: bool
+    first_round: Assignment | None = None
+    first_jobs: list[Job] = Field(default_factory=list)
+    first_answers: list[ExpertAnswer] = Field(default_factory=list)
+
+    @classmethod
+    def judge(cls, first: Assignment, jobs: list[Job], answers: list[ExpertAnswer]) -> CascadeRound:
+        """The first round's outcome: its answers stand when ``accepted``, else it escalates."""
+        if accepted(answers, first.accept_margin):
+            return cls(escalated=False)
+        return cls(escalated=True, first_round=first, first_jobs=jobs, first_answers=answers)
+
+    def _first(self) -> list[tuple[Slot, Job, ExpertAnswer]]:
+        slots = self.first_round.slots if self.first_round else []
+        return list(zip(slots, self.first_jobs, self.first_answers, strict=True))
+
+    def asked(self) -> dict[SlotKey, Job]:
+        """The first round's jobs by what their slot asked."""
+        return {slot_key(s): job for s, job, _ in self._first()}
+
+    def readings(self) -> dict[int, ExpertAnswer]:
+        """The first round's answers by their job (``id``)."""
+        return {id(job): read for _, job, read in self._first()}
+
+    def unasked(self, jobs: list[Job]) -> list[tuple[Slot, Job, ExpertAnswer]]:
+        """The first slots that the escalation's ``jobs`` did not ask again (their cost is the plan's too)."""
+        reused = {id(job) for job in jobs}
+        return [(s, job, read) for s, job, read in self._first() if id(job) not in reused]
 
 
 class Method(abc.ABC):

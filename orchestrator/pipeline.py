@@ -36,7 +36,7 @@ from agents.errors import SymoeError
 from agents.pool import ExpertSpec
 from agents.progress import StageReport, ignore
 from agents.runtime import LoadedPool
-from orchestrator.aggregate import agreed_answer, majority, synthesis_request
+from orchestrator.aggregate import majority, synthesis_request
 from orchestrator.answers import answer_margin, detect_format, expert_request, extract
 from orchestrator.caching import CachingExecutor, ExecutionStats
 from orchestrator.caching import checked as checked  # noqa: F401  (importable from here, as before)
@@ -45,7 +45,7 @@ from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
 from orchestrator.expert_methods import ExpertMethod, Reading, expert_method, finished
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
-from orchestrator.methods import Assignment, MethodContext, MethodSpec
+from orchestrator.methods import Assignment, CascadeRound, MethodContext, MethodSpec, slot_key
 from orchestrator.profiles import Profile, load_profile
 from orchestrator.records import (
     AnswerFormat,
@@ -54,7 +54,6 @@ from orchestrator.records import (
     Job,
     Query,
     RetrievalDecision,
-    Slot,
     StepUsage,
 )
 from retrieval.index import default_index_dir, open_index
@@ -64,8 +63,19 @@ from skills.neighbours import NeighbourSkills, confident
 from skills.vocabulary import SkillMatcher
 
 
+class GateRound(BaseModel):
+    """The retrieval gate's work on one plan: its decision (with the passages it retrieved),
+    the index search's time, and the strongest expert's short draft (``auto``)."""
+
+    decision: RetrievalDecision
+    search_seconds: float = 0.0
+    draft_job: Job | None = None
+
+
 class Plan(BaseModel):
-    """One query under one method, from assignment to final answer. Jobs carry their results."""
+    """One query under one method, from assignment to final answer. Jobs carry their results.
+    What every method needs is a field; the gate's work is one record (``gate_round``), and a
+    cascade's own state is the cascade's (``cascade``)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -76,19 +86,12 @@ class Plan(BaseModel):
     assignment: Assignment
     annotation: SkillAnnotation | None = None
     annotation_jobs: list[Job] = Field(default_factory=list)
-    retrieval: RetrievalDecision | None = None
-    search_seconds: float = 0.0
-    draft_job: Job | None = None
-    context: str | None = None
+    gate_round: GateRound | None = None
+    cascade: CascadeRound | None = Field(default=None, description="a cascade's first round (None: no cascade)")
     answer_jobs: list[Job] = Field(default_factory=list)
     fallback_job: Job | None = None
     synthesis_job: Job | None = None
     answers: list[ExpertAnswer] = Field(default_factory=list)
-    #: a cascade: False when its first experts' answer stood, True when it escalated (None: no cascade)
-    escalated: bool | None = None
-    first_round: Assignment | None = None
-    first_jobs: list[Job] = Field(default_factory=list)
-    first_answers: list[ExpertAnswer] = Field(default_factory=list)
     text: str = ""
     answer: str | None = None
     aggregator: str | None = None
@@ -114,6 +117,39 @@ class Plan(BaseModel):
     @property
     def fallback(self) -> str | None:
         return self.fallback_job.model if self.fallback_job else None
+
+    # -- the gate's record, read as before ---------------------------------------------------
+    @property
+    def retrieval(self) -> RetrievalDecision | None:
+        return self.gate_round.decision if self.gate_round else None
+
+    @property
+    def context(self) -> str | None:
+        """The retrieved passages the experts read (None: nothing retrieved)."""
+        decision = self.retrieval
+        return format_passages(decision.passages) if decision is not None and decision.retrieved else None
+
+    @property
+    def search_seconds(self) -> float:
+        return self.gate_round.search_seconds if self.gate_round else 0.0
+
+    @property
+    def draft_job(self) -> Job | None:
+        return self.gate_round.draft_job if self.gate_round else None
+
+    # -- the cascade's record, read as before ------------------------------------------------
+    @property
+    def escalated(self) -> bool | None:
+        """A cascade: False when its first experts' answer stood, True when it escalated (None: no cascade)."""
+        return self.cascade.escalated if self.cascade else None
+
+    @property
+    def first_round(self) -> Assignment | None:
+        return self.cascade.first_round if self.cascade else None
+
+    @property
+    def first_answers(self) -> list[ExpertAnswer]:
+        return self.cascade.first_answers if self.cascade else []
 
 
 class Pipeline:
@@ -383,74 +419,88 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
 
 
 def gate(ctx: Pipeline, plans: list[Plan]) -> None:
-    """Decide retrieval for plans whose method retrieves; put the passages into their context."""
+    """Decide retrieval for plans whose method retrieves; their experts read the passages."""
     for p in plans:
         if not p.method.retrieves:
-            p.retrieval = RetrievalDecision(mode="never", retrieved=False, reason="retrieval off (never)")
+            p.gate_round = GateRound(decision=RetrievalDecision(mode="never", retrieved=False,
+                                                                reason="retrieval off (never)"))
     wanted = [p for p in plans if p.method.retrieves]
     if not wanted:
         return
+    always = any(p.method.retrieval == "always" for p in wanted)
     retriever, problem = ctx.retriever()
     if retriever is None:
-        for p in wanted:
-            if p.method.retrieval == "always":
-                raise SymoeError(f"retrieval was asked for (always) but there is no usable index: {problem}")
-            p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=False, reason=problem or "no index")
+        if always:
+            raise SymoeError(f"retrieval was asked for (always) but there is no usable index: {problem}")
+        _not_retrieved(wanted, problem or "no index", {})
         return
-    hits: dict[str, tuple[list[Hit], float]] = {}
+    searched: dict[str, tuple[list[Hit], float]] = {}
     try:
         for p in wanted:
-            if p.query.question not in hits:
+            if p.query.question not in searched:
                 start = time.perf_counter()
                 found = retriever.search(p.query.question, ctx.config.retrieval.top_k)
-                hits[p.query.question] = (found, time.perf_counter() - start)
-            p.search_seconds = hits[p.query.question][1]
+                searched[p.query.question] = (found, time.perf_counter() - start)
     except SymoeError as exc:  # damage a search found: asked for explicitly, an error; else no retrieval
-        for p in wanted:
-            if p.method.retrieval == "always":
-                raise
-            p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=False, reason=str(exc))
+        if always:
+            raise
+        _not_retrieved(wanted, str(exc), searched)
         return
-    auto = [p for p in wanted if p.method.retrieval == "auto"]
+    drafts = _drafts(ctx, [p for p in wanted if p.method.retrieval == "auto"])
+    for p in wanted:
+        found, seconds = searched[p.query.question]
+        p.gate_round = GateRound(decision=_decide(ctx, p, found, drafts.get(id(p))), search_seconds=seconds,
+                                 draft_job=drafts.get(id(p)))
+
+
+def _not_retrieved(plans: list[Plan], reason: str, searched: dict[str, tuple[list[Hit], float]]) -> None:
+    """No retrieval for these plans, for ``reason`` (``searched``: the searches that ran, and their time)."""
+    for p in plans:
+        seconds = searched.get(p.query.question, ([], 0.0))[1]
+        p.gate_round = GateRound(decision=RetrievalDecision(mode=p.method.retrieval, retrieved=False, reason=reason),
+                                 search_seconds=seconds)
+
+
+def _drafts(ctx: Pipeline, plans: list[Plan]) -> dict[int, Job]:
+    """The gate's draft of each plan (by ``id``): a few tokens of its strongest expert, with log-probs."""
     profile = ctx.loaded_profile
-    for p in auto:
+    drafts = {}
+    for p in plans:
         strongest = max(p.experts, key=lambda e: profile.experts[e].global_competence
                         if profile and e in profile.experts else -1e9)
         draft = expert_request(p.query.question, p.query.choices, p.format, None, 0.0, p.seed,
                                max_tokens=ctx.gate_model.draft_tokens).model_copy(update={"logprobs": 2})
-        p.draft_job = Job(model=strongest, request=draft)
-    execute(ctx, [p.draft_job for p in auto if p.draft_job], "gate drafts")
-    for p in wanted:
-        found = hits[p.query.question][0]
-        if p.method.retrieval == "always":
-            go, why, score, features = True, "retrieval forced (always)", None, None
-        else:
-            assert p.draft_job is not None and p.draft_job.generation is not None
-            features = GateFeatures(
-                profile_strength=profile_strength(profile, p.experts, p.skills) if profile else 0.0,
-                draft_confidence=draft_confidence(p.draft_job.generation),
-                retrieval_score=best_score(found))
-            go, why = ctx.gate_model.decide(features)
-            score = ctx.gate_model.score(features)
-        p.retrieval = RetrievalDecision(mode=p.method.retrieval, retrieved=go, reason=why, score=score,
-                                        features=features, passages=found if go else [])
-        p.context = format_passages(found) if go else None
+        drafts[id(p)] = Job(model=strongest, request=draft)
+    execute(ctx, list(drafts.values()), "gate drafts")
+    return drafts
+
+
+def _decide(ctx: Pipeline, p: Plan, found: list[Hit], draft: Job | None) -> RetrievalDecision:
+    """Retrieve or not: always when asked; else the gate's model on the plan's features."""
+    if p.method.retrieval == "always":
+        return RetrievalDecision(mode=p.method.retrieval, retrieved=True, reason="retrieval forced (always)",
+                                 passages=found)
+    assert draft is not None and draft.generation is not None
+    profile = ctx.loaded_profile
+    features = GateFeatures(profile_strength=profile_strength(profile, p.experts, p.skills) if profile else 0.0,
+                            draft_confidence=draft_confidence(draft.generation), retrieval_score=best_score(found))
+    go, why = ctx.gate_model.decide(features)
+    return RetrievalDecision(mode=p.method.retrieval, retrieved=go, reason=why, score=ctx.gate_model.score(features),
+                             features=features, passages=found if go else [])
 
 
 def answer(ctx: Pipeline, plans: list[Plan], stage: str = "experts") -> None:
     """Every slot's job, executed together (grouped by model); an escalated cascade's slot
     that its first round already asked reuses that job (asked and counted once)."""
     for p in plans:
-        asked = {_slot_key(s): j for s, j in zip(p.first_round.slots, p.first_jobs, strict=True)} \
-            if p.first_round else {}
-        p.answer_jobs = [asked.get(_slot_key(s)) or Job(model=s.expert, request=_with_history(
+        asked = p.cascade.asked() if p.cascade else {}
+        p.answer_jobs = [asked.get(slot_key(s)) or Job(model=s.expert, request=_with_history(
             ctx.method(s.expert).request(p.query, p.format, p.context, s.temperature, s.seed), p.query))
             for s in p.assignment.slots]
         if p.on_text is not None and len(p.answer_jobs) == 1 and not asked:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
     execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], stage)
-    finish(ctx, [(p, s.expert, j) for p in plans for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)],
-           stage)
+    finish(ctx, [(p, expert, job) for p, expert, _, _, job in _slot_items(plans)], stage)
 
 
 def finish(ctx: Pipeline, items: list[tuple[Plan, str, Job]], stage: str) -> None:
@@ -489,74 +539,43 @@ def _after_newline(on_text: Callable[[str], None] | None) -> Callable[[str], Non
     return emit
 
 
-def _slot_key(s: Slot) -> tuple[str, int, float, int]:
-    return s.expert, s.sample, s.temperature, s.seed
+def _slot_items(plans: list[Plan]) -> list[AnswerItem]:
+    """Each plan's slots with their jobs, in order."""
+    return [(p, s.expert, s.sample, s.temperature, job) for p in plans
+            for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True)]
 
 
 def escalate(ctx: Pipeline, plans: list[Plan]) -> None:
-    """Cascades: a plan whose first experts all answered and agree (and, where it sets
-    ``accept_margin``, were that sure) keeps their answer; the others are answered again,
-    together, by their escalation (the routed team)."""
+    """Cascades: a plan whose first answers are ``accepted`` (they all answered and agree and,
+    where it sets ``accept_margin``, were that sure) keeps them; the others are answered
+    again, together, by their escalation (the routed team). The cascade's record is its own."""
     first = [p for p in plans if p.assignment.escalation is not None]
     if not first:
         return
-    read = iter(expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in first
-                                     for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)]))
+    read = iter(expert_answers(ctx, _slot_items(first)))
     up = []
     for p in first:
         answers = [next(read) for _ in p.answer_jobs]
-        bar = p.assignment.accept_margin
-        if (all(a.ok for a in answers) and agreed_answer(answers) is not None
-                and (bar is None or all(a.margin is not None and a.margin >= bar for a in answers))):
-            p.answers, p.escalated = answers, False
-            continue
-        p.first_round, p.first_jobs, p.first_answers, p.escalated = p.assignment, p.answer_jobs, answers, True
-        p.assignment = p.assignment.escalation  # type: ignore[assignment]
-        up.append(p)
+        p.cascade = CascadeRound.judge(p.assignment, p.answer_jobs, answers)
+        if p.cascade.escalated and p.assignment.escalation is not None:
+            p.assignment = p.assignment.escalation
+            up.append(p)
+        else:
+            p.answers = answers
     answer(ctx, up, "escalated experts")
 
 
 def combine(ctx: Pipeline, plans: list[Plan]) -> None:
     """One rule for every method: the slots' answers; when all failed, the default expert
-    answers (for methods that fall back: routed ones); when the plan synthesises and the
-    answers disagree, the aggregator synthesises; otherwise (or when the synthesis fails)
-    the majority answer stands."""
-    unread = [p for p in plans if p.escalated is not False]  # a cascade's first answers were read already
-    # an escalated cascade's slot that reuses a first-round job keeps that job's reading (a program runs once)
-    known = {id(j): a for p in unread for j, a in zip(p.first_jobs, p.first_answers, strict=True)}
-    read = iter(expert_answers(ctx, [(p, s.expert, s.sample, s.temperature, j) for p in unread
-                                     for s, j in zip(p.assignment.slots, p.answer_jobs, strict=True)
-                                     if id(j) not in known]))
-    for p in unread:
-        p.answers = [known[id(j)] if id(j) in known else next(read) for j in p.answer_jobs]
+    answers (for methods that fall back: routed ones); when the plan synthesises
+    (``Assignment.synthesises``), the aggregator does; otherwise (or when the synthesis
+    fails) the majority answer stands."""
+    _read_answers(ctx, [p for p in plans if not p.answers])  # a cascade whose first answers stood has them
     for p in plans:
         if not p.method.impl.falls_back and not any(a.ok for a in p.answers):
-            first = next((a for a in p.answers if a.error), None)
-            p.error = (f"expert {first.expert!r} failed: {first.error}" if len(p.answers) == 1 and first else
-                       f"every expert failed ({first.expert if first else '?'}: {first.error if first else '?'})")
-    lost = [p for p in plans if p.method.impl.falls_back and not any(a.ok for a in p.answers)]
-    fallback = ctx.config.default_expert
-    for p in lost:
-        p.fallback_job = Job(model=fallback, request=_with_history(ctx.method(fallback).request(
-            p.query, p.format, p.context, 0.0, p.seed), p.query))
-    execute(ctx, [p.fallback_job for p in lost if p.fallback_job], "fallback")
-    finish(ctx, [(p, fallback, p.fallback_job) for p in lost if p.fallback_job], "fallback")
-    for p, fell_back in zip(lost, expert_answers(ctx, [(p, fallback, 0, 0.0, p.fallback_job) for p in lost
-                                                        if p.fallback_job]), strict=True):
-        p.answers.append(fell_back.model_copy(update={"fallback": True}))
-        if not fell_back.ok:
-            reason = next((a.error for a in p.answers if a.error), "")
-            p.error = f"every recruited expert failed and so did {fell_back.expert!r}: {reason}"
-    for p in plans:
-        ok = [a for a in p.answers if a.ok]
-        a = p.assignment
-        if (a.combine in ("synthesis", "symoe") and len(ok) >= 2 and a.aggregator is not None
-                and not (a.combine == "symoe" and agreed_answer(ok) is not None)):
-            q = p.query
-            p.synthesis_job = Job(model=a.aggregator, request=_with_history(
-                synthesis_request(q.question, q.choices, p.format, [x.text for x in ok], seed=p.seed), q),
-                on_text=p.on_text)
-    execute(ctx, [p.synthesis_job for p in plans if p.synthesis_job], "aggregate")
+            p.error = _failure(p.answers)
+    _fall_back(ctx, [p for p in plans if p.method.impl.falls_back and not any(a.ok for a in p.answers)])
+    _synthesise(ctx, plans)
     for p in plans:
         synth = p.synthesis_job
         if synth is not None and synth.ok and synth.generation is not None:
@@ -564,6 +583,50 @@ def combine(ctx: Pipeline, plans: list[Plan]) -> None:
         else:
             best = majority(p.answers, p.assignment.weights)
             p.text = best.text if best else ""
+
+
+def _synthesise(ctx: Pipeline, plans: list[Plan]) -> None:
+    """The aggregator's synthesis of the successful answers, for the plans that synthesise."""
+    for p in plans:
+        ok, q, aggregator = [a for a in p.answers if a.ok], p.query, p.assignment.aggregator
+        if aggregator is not None and p.assignment.synthesises(ok):
+            p.synthesis_job = Job(model=aggregator, request=_with_history(
+                synthesis_request(q.question, q.choices, p.format, [x.text for x in ok], seed=p.seed), q),
+                on_text=p.on_text)
+    execute(ctx, [p.synthesis_job for p in plans if p.synthesis_job], "aggregate")
+
+
+def _read_answers(ctx: Pipeline, plans: list[Plan]) -> None:
+    """Each slot's job read as its expert's answer; a job an escalated cascade reuses from its
+    first round keeps that reading (a program runs once)."""
+    known = {k: a for p in plans if p.cascade for k, a in p.cascade.readings().items()}
+    read = iter(expert_answers(ctx, [i for i in _slot_items(plans) if id(i[4]) not in known]))
+    for p in plans:
+        p.answers = [known[id(j)] if id(j) in known else next(read) for j in p.answer_jobs]
+
+
+def _failure(answers: list[ExpertAnswer]) -> str:
+    first = next((a for a in answers if a.error), None)
+    if len(answers) == 1 and first:
+        return f"expert {first.expert!r} failed: {first.error}"
+    return f"every expert failed ({first.expert if first else '?'}: {first.error if first else '?'})"
+
+
+def _fall_back(ctx: Pipeline, lost: list[Plan]) -> None:
+    """The default expert answers the plans whose every expert failed."""
+    fallback = ctx.config.default_expert
+    jobs = [Job(model=fallback, request=_with_history(ctx.method(fallback).request(
+        p.query, p.format, p.context, 0.0, p.seed), p.query)) for p in lost]
+    for p, job in zip(lost, jobs, strict=True):
+        p.fallback_job = job
+    execute(ctx, jobs, "fallback")
+    finish(ctx, [(p, fallback, job) for p, job in zip(lost, jobs, strict=True)], "fallback")
+    read = expert_answers(ctx, [(p, fallback, 0, 0.0, job) for p, job in zip(lost, jobs, strict=True)])
+    for p, fell_back in zip(lost, read, strict=True):
+        p.answers.append(fell_back.model_copy(update={"fallback": True}))
+        if not fell_back.ok:
+            reason = next((a.error for a in p.answers if a.error), "")
+            p.error = f"every recruited expert failed and so did {fell_back.expert!r}: {reason}"
 
 
 def extract_answers(ctx: Pipeline, plans: list[Plan]) -> None:
@@ -580,23 +643,15 @@ def extract_answers(ctx: Pipeline, plans: list[Plan]) -> None:
 
 
 def plan_steps(p: Plan) -> list[StepUsage]:
-    steps = []
-    if p.annotation_jobs:
-        steps.append(_step("annotate", p.annotation_jobs))
-    if p.retrieval is not None:
-        drafts = [p.draft_job] if p.draft_job else []
-        steps.append(StepUsage(step="gate", usage=Usage(seconds=p.search_seconds) + Usage.total(
-            [j.usage for j in drafts]), cached=all(j.cached for j in drafts) and bool(drafts)))
-    reused = {id(j) for j in p.answer_jobs}
-    for s, job, read in zip(p.first_round.slots if p.first_round else [], p.first_jobs, p.first_answers, strict=True):
-        if id(job) not in reused:  # a cascade's first expert that its escalation did not ask again
-            step = _step(f"first:{s.expert}#{s.sample}", [job])
-            steps.append(step.model_copy(update={"usage": step.usage + Usage(seconds=read.method_seconds)}))
+    steps = [_step("annotate", p.annotation_jobs)] if p.annotation_jobs else []
+    if p.gate_round is not None:
+        drafts = [p.gate_round.draft_job] if p.gate_round.draft_job else []
+        steps.append(_step("gate", drafts, p.gate_round.search_seconds))
+    for s, job, read in p.cascade.unasked(p.answer_jobs) if p.cascade else []:  # first experts not asked again
+        steps.append(_step(f"first:{s.expert}#{s.sample}", [job], read.method_seconds))
     ran = {(a.expert, a.sample): a.method_seconds for a in p.answers if not a.fallback}  # a program's run
-    for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True):
-        step = _step(f"expert:{s.expert}#{s.sample}", [job])
-        seconds = ran.get((s.expert, s.sample), 0.0)
-        steps.append(step.model_copy(update={"usage": step.usage + Usage(seconds=seconds)}) if seconds else step)
+    steps += [_step(f"expert:{s.expert}#{s.sample}", [job], ran.get((s.expert, s.sample), 0.0))
+              for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True)]
     if p.fallback_job:
         steps.append(_step(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
     if p.synthesis_job:
@@ -604,8 +659,11 @@ def plan_steps(p: Plan) -> list[StepUsage]:
     return steps
 
 
-def _step(name: str, jobs: list[Job]) -> StepUsage:
-    return StepUsage(step=name, usage=Usage.total([j.usage for j in jobs]), cached=all(j.cached for j in jobs))
+def _step(name: str, jobs: list[Job], seconds: float = 0.0) -> StepUsage:
+    """What ``jobs`` cost, with ``seconds`` spent beside them; cached when all came from the cache."""
+    usage = Usage.total([j.usage for j in jobs])
+    return StepUsage(step=name, usage=usage + Usage(seconds=seconds) if seconds else usage,
+                     cached=bool(jobs) and all(j.cached for j in jobs))
 
 
 AnswerItem = tuple[Plan, str, int, float, Job]  # plan, expert, sample, temperature, its job
