@@ -5,7 +5,8 @@
 an ``ImportResult`` (the matrix and notes, one line each, on what was left out).
 
 * ``lm-eval``: lm-evaluation-harness ``--log_samples`` output. Each ``samples_<task>_<date>.jsonl``
-  is paired with the ``results_<date>.json`` of the same run (same folder, same date id),
+  is paired with the ``results_<date>.json`` of the same run (same folder, same date id; with
+  ``--output_path NAME.json`` lm-eval writes ``NAME_<date>.json``, found the same way),
   which gives the model's name (``model_name``, else ``config.model_args``'s ``pretrained=`` /
   ``model=``, else ``config.model``) and ``higher_is_better``. Questions are keyed by task
   and ``doc_hash``; one filter per task (the first the file holds, lm-eval's first
@@ -216,7 +217,6 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 # ---------------------------------------------------------------------- lm-evaluation-harness
 
 _SAMPLES = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-]+)\.jsonl$")
-_RESULTS = re.compile(r"^results_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-]+)\.json$")
 _QUESTION_KEYS = ("question", "problem", "query", "input", "prompt", "sentence", "ctx", "goal", "text", "passage")
 
 
@@ -308,6 +308,9 @@ def import_lm_eval(paths: list[Path], options: ImportOptions) -> ImportResult:
         assert m is not None
         task, date = m["task"], m["date"]
         results_path = path.with_name(f"results_{date}.json")
+        if not results_path.exists():  # --output_path NAME.json writes NAME_<date>.json
+            others = sorted(path.parent.glob(f"*_{date}.json"))
+            results_path = others[0] if len(others) == 1 else results_path
         if not results_path.exists():
             raise MatrixError(f"{path}: no {results_path.name} beside it (the same run's results give the model's "
                               "name and which way its metric points)")
