@@ -5,7 +5,9 @@ validation questions, cross-fitted (each fold routed by clusters built on the ot
 so no question scores its own route), every Q of a grid is replayed: each held-out question
 takes the option its cluster chooses at Q, and costs what its experts' answers cost when
 they were profiled (prompt + generated tokens, as ``symoe eval`` counts), and is right when
-that expert, or the vote of those experts, was. The curve gives the Q whose mean tokens per
+that expert, or the vote of those experts, was: ``RoutingOption.replay`` asks the pipeline's
+own rules (``orchestrator.aggregate``: ``majority`` for a vote, ``accepted`` for a sure-first
+letter) about the recorded answers. The curve gives the Q whose mean tokens per
 question lies nearest the target; it is written into the profile, where ``budget`` reads it
 when the config sets no ``budget.quality``. No model runs: the profile holds the outcomes.
 """

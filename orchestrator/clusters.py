@@ -22,13 +22,14 @@ otherwise (a cascade, replayed on the recorded margins like the votes).
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agents.backends import Generation
+from orchestrator.aggregate import accepted, majority
 from orchestrator.config import ClusterConfig
 from orchestrator.profiles import ProfiledExample, margin_threshold, recorded_margins
+from orchestrator.records import ExpertAnswer
 
 #: validation answers a sure-first threshold must rest on
 MIN_SURE = 5
@@ -46,9 +47,10 @@ class RoutingOption(BaseModel):
     accept_margin: float | None = None
 
     def sure(self, example: ProfiledExample) -> bool:
-        """Whether the first expert's recorded letter was sure enough to stand here."""
-        return (self.first is not None and self.accept_margin is not None and self.first in example.margins
-                and example.margins[self.first] >= self.accept_margin)
+        """Whether the first expert's recorded answer would have stood here, by the live
+        cascade's rule (``aggregate.accepted``: answered, and that sure of its letter)."""
+        return (self.first is not None and self.accept_margin is not None
+                and accepted([recorded_answer(example, self.first)], self.accept_margin))
 
     def replay(self, example: ProfiledExample, weights: dict[str, float]) -> tuple[int, bool]:
         """What this option cost on a graded example and whether it was right, from the
@@ -88,16 +90,18 @@ class ClusterScore(BaseModel):
                                            -o.tokens, -len(o.experts)))
 
 
+def recorded_answer(example: ProfiledExample, expert: str) -> ExpertAnswer:
+    """An expert's answer to a graded example as the live rules read one: the answer it stated
+    when profiled (None: none, or it failed) and its letter's margin."""
+    return ExpertAnswer(expert=expert, generation=Generation(text=example.answers.get(expert) or "", model=expert),
+                        answer=example.answers.get(expert), margin=example.margins.get(expert))
+
+
 def vote_correct(example: ProfiledExample, experts: list[str], weights: dict[str, float]) -> bool:
-    """Whether these experts' vote on a graded example was right, by the pipeline's majority
-    rule (the most common stated answer; ties to the heavier expert), replayed on their
-    recorded answers."""
-    graded = [e for e in experts if e in example.correct]
-    stated = [e for e in graded if example.answers.get(e) is not None]
-    if not stated:
-        return bool(graded) and example.correct[max(graded, key=lambda e: weights.get(e, 0.0))]
-    counts = Counter(example.answers[e] for e in stated)
-    return example.correct[max(stated, key=lambda e: (counts[example.answers[e]], weights.get(e, 0.0)))]
+    """Whether these experts' vote on a graded example was right: the pipeline's own majority
+    rule (``aggregate.majority``) on their recorded answers."""
+    best = majority([recorded_answer(example, e) for e in experts if e in example.correct], weights)
+    return best is not None and example.correct[best.expert]
 
 
 def kmeans(vectors: np.ndarray, count: int, seed: int, iterations: int = 25) -> np.ndarray:
