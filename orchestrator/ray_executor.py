@@ -51,9 +51,6 @@ class ModelActor:
         gens = self.backend.generate([GenerationRequest.model_validate_json(r) for r in requests])
         return [g.model_dump_json() for g in gens]
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` (``auto``, ``HOST:PORT``), or start a local one."""
@@ -118,10 +115,6 @@ class RayExecutor:
             self._actors[model] = remote.remote(spec.model_dump_json(), str(self.config.home))
             self.loads.append(model)
         return self._actors[model]
-
-    def pids(self) -> dict[str, int]:
-        """The worker process of each live actor (for tests and operators)."""
-        return {m: ray.get(a.pid.remote()) for m, a in self._actors.items()}
 
     def _replace(self, model: str) -> bool:
         with self._lock:
