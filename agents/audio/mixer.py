@@ -2,7 +2,9 @@
 tracks into one WAV, and writes the timeline JSON and a PNG of the tracks.
 
 Placement is exact: an event starting at ``start`` seconds begins at sample
-``round(start * 44100)``; audio past the event's slot (or the end) is cut. When the sum
+``round(start * 44100)``; audio past the event's slot (or the end) is cut. Each track holds
+only its event's clip (``Track``), so the memory of a mix is one full-length array plus the
+clips, not one full-length array per event. When the sum
 would clip, the whole mix is scaled down by one gain (recorded), never limited per sample,
 so offsets and relative levels stay exact.
 """
@@ -38,37 +40,71 @@ def speech_window(start: float, seconds: float, total_samples: int, sr: int = ds
     return slice(max(0, offset(start - PRE_ROLL_S, sr)), min(total_samples, offset(start + seconds + TAIL_S, sr)))
 
 
-def tracks(plan: Plan, results: dict[str, EventResult], sr: int = dsp.SAMPLE_RATE) -> dict[str, np.ndarray]:
+class Track:
+    """One event's audio on the full timeline, held as its placed clip only: reads as a
+    full-length float32 array of ``length`` samples, silent outside ``start`` .. ``start +
+    len(clip)``, but slicing builds only the samples asked for. A 30-minute soundtrack's
+    tracks take their clips' memory, not 320 MB each."""
+
+    def __init__(self, start: int, clip: np.ndarray, length: int) -> None:
+        if start < 0:  # audio before 0 s is cut
+            clip, start = clip[-start:], 0
+        self.start, self.clip, self.length = start, clip[:max(0, length - start)], length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("a Track is read in slices")
+        begin, end, step = key.indices(self.length)
+        if step == 1:
+            out = np.zeros(max(0, end - begin), np.float32)
+            a, b = max(begin, self.start), min(end, self.start + len(self.clip))
+            if a < b:
+                out[a - begin:b - begin] = self.clip[a - self.start:b - self.start]
+            return out
+        at = np.arange(begin, end, step)
+        inside = (at >= self.start) & (at < self.start + len(self.clip))
+        out = np.zeros(len(at), np.float32)
+        out[inside] = self.clip[at[inside] - self.start]
+        return out
+
+    def add_to(self, total: np.ndarray) -> None:
+        total[self.start:self.start + len(self.clip)] += self.clip
+
+
+def tracks(plan: Plan, results: dict[str, EventResult], sr: int = dsp.SAMPLE_RATE) -> dict[str, Track]:
     """One full-length track per event with a chosen artifact (silence elsewhere)."""
     total = offset(plan.duration, sr)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Track] = {}
     for event in plan.events:
-        best = results.get(event.id).best if event.id in results else None
+        result = results.get(event.id)
+        best = result.best if result is not None else None
         if best is None or best.artifact is None:
             continue
         x = dsp.read_wav(best.artifact.path, sr)
         start = offset(event.start, sr)
         length = min(len(x), offset(event.duration, sr) if event.type != "speech" else len(x), total - start)
-        track = np.zeros(total, np.float32)
-        if length > 0:
-            track[start:start + length] = x[:length]
-        out[event.id] = track
+        out[event.id] = Track(start, x[:max(0, length)], total)
     return out
 
 
 def mix(plan: Plan, results: dict[str, EventResult], sr: int = dsp.SAMPLE_RATE) -> tuple[np.ndarray, float,
-                                                                                        dict[str, np.ndarray]]:
+                                                                                        dict[str, Track]]:
     """The summed mix, the gain applied to keep it under full scale, and the tracks."""
     ts = tracks(plan, results, sr)
     total = np.zeros(offset(plan.duration, sr), np.float32)
     for t in ts.values():
-        total += t
-    peak = float(np.max(np.abs(total))) if len(total) else 0.0
+        t.add_to(total)
+    peak = max(float(total.max()), -float(total.min())) if len(total) else 0.0  # no |total| copy
     gain = HEADROOM / peak if peak > HEADROOM else 1.0
-    return total * gain, gain, ts
+    if gain != 1.0:
+        total *= np.float32(gain)  # in place: one full-length array, not two
+    return total, gain, ts
 
 
-def plot(plan: Plan, ts: dict[str, np.ndarray], total: np.ndarray, path: Path, sr: int = dsp.SAMPLE_RATE) -> Path:
+def plot(plan: Plan, ts: dict[str, Track], total: np.ndarray, path: Path, sr: int = dsp.SAMPLE_RATE) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,6 +15,14 @@ from orchestrator.server.app import create_app
 from orchestrator.server.service import Service
 
 
+def api_key_from(option: str | None) -> str | None:
+    """The key every request must send: ``--api-key``, else ``SYMOE_API_KEY``; blank is none.
+    The one place both the no-key warning and the service read it (the warning once read the
+    option alone, so a key given only in the environment was required and warned about)."""
+    key = option if option is not None and option.strip() else os.environ.get("SYMOE_API_KEY")
+    return key.strip() if key and key.strip() else None
+
+
 def serve_command(
     host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1: this machine only)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)", min=1, max=65535)] = None,
@@ -29,14 +37,15 @@ def serve_command(
     updates = {k: v for k, v in {"host": host, "port": port, "batch_window_ms": batch_window_ms}.items()
                if v is not None}
     cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=updates)})
-    if cfg.server.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    key = api_key_from(api_key)
+    if cfg.server.host not in ("127.0.0.1", "localhost", "::1") and not key:
         err.print(f"warning: listening on {cfg.server.host} without an API key: anyone who can reach this port "
                   "can use the models (--api-key or SYMOE_API_KEY)", markup=False, highlight=False)
     logger = logging.getLogger("symoe")  # one line per request on stderr
     for handler in logger.handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.setLevel(logging.INFO)
-    service = Service(cfg, api_key=api_key or os.environ.get("SYMOE_API_KEY"))
+    service = Service(cfg, api_key=key)
     if service.profile_problem:
         err.print(f"warning: routed strategies are unavailable: {service.profile_problem}", markup=False,
                   highlight=False)

@@ -78,6 +78,14 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+#: pydantic's error types -> the ``code`` of the 400 (OpenAI's codes where it has one).
+VALIDATION_CODES = {"missing": "missing_required_parameter", "greater_than_equal": "below_min_value",
+                    "greater_than": "below_min_value", "less_than_equal": "above_max_value",
+                    "less_than": "above_max_value", "too_short": "invalid_value", "too_long": "invalid_value",
+                    "json_invalid": "invalid_json"}
+OUT_OF_RANGE = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
@@ -131,7 +139,11 @@ def create_app(service: Service) -> FastAPI:
             message = "the request body is not valid JSON"
         else:
             message = f"{where or 'body'}: {first.get('msg', 'invalid request')}".replace("Value error, ", "")
-        return error_response(ApiError(400, message, param=where or None))
+            given = first.get("input")
+            if first.get("type") in OUT_OF_RANGE and isinstance(given, int | float) and not isinstance(given, bool):
+                message += f", not {given}"
+        return error_response(ApiError(400, message, param=where or None, code=VALIDATION_CODES.get(
+            str(first.get("type")), "invalid_value")))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
