@@ -161,7 +161,7 @@ def test_eval_option_out_of_range(home: Path, tmp_path: Path, fake_pool: Path, o
     ("budget.quality=0,2", ("budget.quality=2", "allowed: from 0 to 1")),
     ("router.k=2", ("no method given reads 'router.k'", "read by:")),
     ("budget.quality=0[1]", ("may not hold",)),
-    ("budget.quality=" + ",".join(f"{i / 100:g}" for i in range(65)), ("65 routers to run", "at most 64")),
+    ("budget.quality=" + ",".join(f"{i / 100:g}" for i in range(65)), ("make 65 settings of a router", "at most 64")),
 ])
 def test_eval_sweep_that_cannot_run(home: Path, tmp_path: Path, fake_pool: Path, sweep: str,
                                     expected: tuple[str, ...]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -94,7 +95,12 @@ def eval_command(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
-    router_list = [str(m) for m in expand_methods(routers, cfg, modes, parse_sweeps(sweep or []))]
+    sweeps = parse_sweeps(sweep or [])
+    grid = math.prod(len(values) for _, values in sweeps) * max(1, len(modes or []))
+    if grid > MAX_ROUTERS:  # counted before anything is expanded
+        raise SymoeError(f"--sweep and --retrieval make {grid} settings of a router; at most {MAX_ROUTERS}: "
+                         "split the run")
+    router_list = [str(m) for m in expand_methods(routers, cfg, modes, sweeps)]
     if len(router_list) > MAX_ROUTERS:
         raise SymoeError(f"{len(router_list)} routers to run (after --sweep and --retrieval); at most {MAX_ROUTERS}: "
                          "split the run")
