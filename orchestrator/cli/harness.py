@@ -1,5 +1,5 @@
 """``symoe lm-eval ARGS...``: lm-evaluation-harness's own command line with the ``symoe`` model
-registered (``--model symoe --model_args strategy=symoe``); needs ``pip install 'symoe[lm-eval]'``."""
+registered (``--model symoe --model_args router=symoe``); needs ``pip install 'symoe[lm-eval]'``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The HTTP face: FastAPI routes in OpenAI's shapes over a ``Service``.
 
-    GET  /v1/models            every strategy and expert, as OpenAI ``Model`` objects
+    GET  /v1/models            every router and expert, as OpenAI ``Model`` objects
     POST /v1/chat/completions  routed chat (``stream: true`` for server-sent events)
     POST /v1/completions       routed completion of a prompt
     GET  /health               ok, the loaded models, the cooled-down experts
@@ -91,9 +91,19 @@ def error_response(exc: ApiError) -> JSONResponse:
 
 
 def create_app(service: Service) -> FastAPI:
+    """The app: the guard (key, body size, metrics, log) around every request, OpenAI-shaped
+    errors, and the routes."""
     app = FastAPI(title="symoe", description="A skill-routed mixture of expert LLMs behind the OpenAI API.",
                   docs_url=None, redoc_url=None)
     metrics = Metrics(service)
+    add_guard(app, service, metrics)
+    add_error_handlers(app)
+    add_routes(app, service, metrics)
+    return app
+
+
+def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
+    """Every request: the API key, the body's size bound, then its count, latency and log line."""
     limits = service.config.server
 
     @app.middleware("http")
@@ -127,6 +137,10 @@ def create_app(service: Service) -> FastAPI:
         log.info("%s %s model=%s %d %.3fs", request.method, request.url.path, model, status, seconds)
         return response
 
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as OpenAI's JSON error object with its 4xx/5xx status, never a traceback."""
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
@@ -153,6 +167,10 @@ def create_app(service: Service) -> FastAPI:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("internal error: %s: %s", type(exc).__name__, exc)
         return error_response(ApiError(500, f"internal error ({type(exc).__name__})", type_="server_error"))
+
+
+def add_routes(app: FastAPI, service: Service, metrics: Metrics) -> None:
+    """/v1/models, /health, /metrics, /v1/chat/completions (streaming or not), /v1/completions."""
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -193,8 +211,6 @@ def create_app(service: Service) -> FastAPI:
             raise ApiError(400, "stream is supported on /v1/chat/completions only", param="stream")
         outcome = await answered(query, method, body.seed)
         return JSONResponse(service.completion(body.model, outcome, body.stop).model_dump(exclude_none=True))
-
-    return app
 
 
 def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Callable[[str], None]], Outcome],
