@@ -179,18 +179,20 @@ class LogisticRouter(LearnedRouter):
 
     def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
         features = self._features(x, tasks)
-        both = np.vstack([features, features])
         self._models = []
         for j in range(y.shape[1]):
             constant = _constant_or_none(y[:, j])
             if constant is not None:
                 self._models.append(constant)
                 continue
-            labels = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
-            weights = np.concatenate([y[:, j], 1.0 - y[:, j]])
-            keep = weights > 0
             model = LogisticRegression(C=self.c, max_iter=1000, random_state=self.seed)
-            model.fit(both[keep], labels[keep], sample_weight=weights[keep])
+            if np.all((y[:, j] == 0) | (y[:, j] == 1)):
+                model.fit(features, y[:, j].astype(np.int64))
+            else:  # partial credit: each question twice, as right (weight c) and wrong (weight 1 - c)
+                labels = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
+                weights = np.concatenate([y[:, j], 1.0 - y[:, j]])
+                keep = weights > 0
+                model.fit(np.vstack([features, features])[keep], labels[keep], sample_weight=weights[keep])
             self._models.append(model)
 
     def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:

@@ -402,3 +402,15 @@ def test_embeddings_are_cached_by_text(tmp_path: Path) -> None:
     cache = next((tmp_path / "embeddings").glob("questions-*.npz"))
     cache.write_bytes(b"damaged")  # a damaged cache is rebuilt, never fatal
     assert embed_texts(["a"], config, tmp_path, encoder=fake)[0, 0] == 1 and calls[-1] == ["a"]
+
+
+def test_routers_learn_partial_credit() -> None:
+    m, x, cluster = synthetic(n=300)
+    rng = np.random.default_rng(1)
+    rows = [r.model_copy(update={"outcomes": {"half": RecordedOutcome(correct=round(float(rng.uniform(0.6, 0.9)), 2)),
+                                              "low": RecordedOutcome(correct=round(float(rng.uniform(0.1, 0.4)), 2))}})
+            for r in m.rows]
+    partial = Matrix(rows)
+    for name in routers.names():
+        s = routers.get(name)(seed=0).fit(partial, x).score(x[:20])
+        assert np.all(s[:, 0] > s[:, 1]), name
