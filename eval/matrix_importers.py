@@ -239,7 +239,8 @@ def lm_eval_model_name(results: dict[str, Any]) -> str:
 
 
 def _doc_question(sample: dict[str, Any]) -> tuple[str, list[str] | None]:
-    doc = sample.get("doc") if isinstance(sample.get("doc"), dict) else {}
+    found = sample.get("doc")
+    doc: dict[str, Any] = found if isinstance(found, dict) else {}
     choices = doc.get("choices")
     if isinstance(choices, dict):
         choices = choices.get("text")
