@@ -28,6 +28,7 @@ no such process) or went silent for ``CLAIM_TTL_S`` is taken over.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sqlite3
@@ -49,9 +50,14 @@ LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
 def expert_identity(spec: ExpertSpec) -> str:
+    """What makes a model's generation what it is: its entry, engine, weights (the file's
+    sha256 where known), chat template and every engine parameter (a dtype, a batch size: a
+    float32 and a bfloat16 run never share rows). An entry without parameters keeps the key it
+    always had."""
     ident = spec.source.sha256 if spec.source else str(spec.model or spec.path or spec.params)
+    params = "|" + json.dumps(spec.params, sort_keys=True, default=str) if spec.params else ""
     # the model's entry, not the expert's: experts sharing one model share its generations
-    return f"{spec.load_as}|{spec.backend}|{ident}|{spec.chat_template}"
+    return f"{spec.load_as}|{spec.backend}|{ident}|{spec.chat_template}{params}"
 
 
 def request_key(spec: ExpertSpec, request: GenerationRequest) -> str:
