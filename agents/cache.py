@@ -34,6 +34,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -134,7 +135,14 @@ class GenerationCache:
             raise CacheError(f"{self.path} is an SQLite database but not a symoe generation cache (its tables: "
                              f"{', '.join(sorted(tables)[:5])}); give another file")
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, expert TEXT, result TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, expert TEXT, result TEXT, "
+                         "at REAL)")
+        if "at" not in {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}:
+            try:  # a cache from before stored times: its rows keep at NULL
+                self._db.execute("ALTER TABLE generations ADD COLUMN at REAL")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
         self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, at REAL)")
 
     def _damaged(self, why: str) -> CacheError:
@@ -195,75 +203,75 @@ class GenerationCache:
             return
         try:
             with self._lock:
-                self._db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
-                                 (key, expert, generation.model_dump_json()))
+                self._db.execute("INSERT OR REPLACE INTO generations (key, expert, result, at) VALUES (?, ?, ?, ?)",
+                                 (key, expert, generation.model_dump_json(), time.time()))
                 self.stored += 1
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    def claim(self, keys: list[str]) -> list[str]:
-        """The keys this process may generate now: those nobody claimed (now claimed by it),
-        its own, and those whose owner is dead or silent. Keys held by a live owner are left."""
-        if not keys:
-            return []
-        now = time.time()
-        mine: list[str] = []
+    def put_if_absent(self, key: str, expert: str, generation: Generation, at: float | None = None) -> str:
+        """Store ``generation`` unless the key holds a readable one: ``"added"``, ``"present"``
+        (the same generation, timing aside) or ``"conflict"`` (a different one, kept as it is).
+        A stored row that cannot be read back is replaced. ``at``: the time it was first stored."""
+        if generation.error or not generation.text.strip():
+            raise ValueError("only a successful, non-empty generation can be stored")
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for lo in range(0, len(keys), 500):
-                        part = keys[lo:lo + 500]
-                        self._db.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
-                                             [(k, OWNER, now) for k in part])
-                        marks = ",".join("?" * len(part))
-                        for key, owner, at in self._db.execute(
-                                f"SELECT key, owner, at FROM claims WHERE key IN ({marks})", part).fetchall():
-                            if owner == OWNER:
-                                mine.append(key)
-                            elif _stale(owner, at, now):
-                                self._db.execute("UPDATE claims SET owner=?, at=? WHERE key=?", (OWNER, now, key))
-                                mine.append(key)
+                    row = self._db.execute("SELECT CAST(result AS BLOB) FROM generations WHERE key=?",
+                                           (key,)).fetchone()
+                    held = self._parse(row[0]) if row is not None else None
+                    if held is None:
+                        self._db.execute("INSERT OR REPLACE INTO generations (key, expert, result, at) "
+                                         "VALUES (?, ?, ?, ?)", (key, expert, generation.model_dump_json(),
+                                                                 time.time() if at is None else at))
+                        self.stored += 1
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        return mine
+        if held is None:
+            return "added"
+        return "present" if same_generation(held, generation) else "conflict"
 
-    def release(self, keys: list[str]) -> None:
-        """Drop this process's claims on these keys (their results are stored, or failed)."""
-        try:
-            with self._lock:
-                for lo in range(0, len(keys), 500):
-                    part = keys[lo:lo + 500]
-                    self._db.execute(f"DELETE FROM claims WHERE owner=? AND key IN ({','.join('?' * len(part))})",
-                                     [OWNER, *part])
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
+    def rows(self, experts: set[str] | None = None, since: float | None = None,
+             until: float | None = None) -> Iterator[tuple[str, str, bytes | None, float | None]]:
+        """Every stored row as (key, expert, result JSON bytes, time stored or None), in key
+        order, read 1,000 at a time; ``experts`` keeps those models' rows, ``since``/``until``
+        (epoch seconds, ``since <= at < until``) those stored in the window (a row from before
+        times were stored has none: a window leaves it out). Rows are as stored: callers check them."""
+        where: list[str] = ["key > ?"]
+        args: list[str | float] = []
+        if experts is not None:
+            where.append(f"expert IN ({','.join('?' * len(experts))})")
+            args.extend(sorted(experts))
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("at < ?")
+            args.append(until)
+        sql = ("SELECT key, expert, CAST(result AS BLOB), at FROM generations WHERE "
+               + " AND ".join(where) + " ORDER BY key LIMIT 1000")
+        after = ""
+        while True:
+            try:
+                with self._lock:
+                    found = self._db.execute(sql, [after, *args]).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+            yield from found
+            if len(found) < 1000:
+                return
+            after = found[-1][0]
 
-    def touch(self) -> None:
-        """Keep this process's claims fresh while it works on them."""
-        try:
-            with self._lock:
-                self._db.execute("UPDATE claims SET at=? WHERE owner=?", (time.time(), OWNER))
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
 
-    def count(self, expert: str | None = None) -> int:
-        try:
-            with self._lock:
-                if expert is None:
-                    return int(self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
-                return int(self._db.execute("SELECT COUNT(*) FROM generations WHERE expert=?",
-                                            (expert,)).fetchone()[0])
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+def same_generation(a: Generation, b: Generation) -> bool:
+    """Whether two generations are the same answer: equal in everything but the seconds taken."""
+    return a.model_dump(exclude={"usage": {"seconds"}}) == b.model_dump(exclude={"usage": {"seconds"}})
 
 
 def _stale(owner: str, at: float, now: float) -> bool:
