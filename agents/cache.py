@@ -209,33 +209,37 @@ class GenerationCache:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    def put_if_absent(self, key: str, expert: str, generation: Generation, at: float | None = None) -> str:
-        """Store ``generation`` unless the key holds a readable one: ``"added"``, ``"present"``
-        (the same generation, timing aside) or ``"conflict"`` (a different one, kept as it is).
-        A stored row that cannot be read back is replaced. ``at``: the time it was first stored."""
-        if generation.error or not generation.text.strip():
-            raise ValueError("only a successful, non-empty generation can be stored")
+    def put_if_absent(self, rows: list[tuple[str, str, Generation, float | None]]) -> list[str]:
+        """Store each (key, expert, generation, time first stored or None for now) unless its
+        key holds a readable generation, in one transaction; per row ``"added"``, ``"present"``
+        (the same generation, timing aside) or ``"conflict"`` (a different one: the stored one
+        is kept). A stored row that cannot be read back is replaced. Failed or empty
+        generations are refused (``ValueError``): ``put`` never stores them."""
+        if any(gen.error or not gen.text.strip() for _, _, gen, _ in rows):
+            raise ValueError("only successful, non-empty generations can be stored")
+        outcomes: list[str] = []
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    row = self._db.execute("SELECT CAST(result AS BLOB) FROM generations WHERE key=?",
-                                           (key,)).fetchone()
-                    held = self._parse(row[0]) if row is not None else None
-                    if held is None:
-                        self._db.execute("INSERT OR REPLACE INTO generations (key, expert, result, at) "
-                                         "VALUES (?, ?, ?, ?)", (key, expert, generation.model_dump_json(),
-                                                                 time.time() if at is None else at))
-                        self.stored += 1
+                    for key, expert, gen, at in rows:
+                        row = self._db.execute("SELECT CAST(result AS BLOB) FROM generations WHERE key=?",
+                                               (key,)).fetchone()
+                        held = self._parse(row[0]) if row is not None else None
+                        if held is None:
+                            self._db.execute("INSERT OR REPLACE INTO generations (key, expert, result, at) "
+                                             "VALUES (?, ?, ?, ?)", (key, expert, gen.model_dump_json(),
+                                                                     time.time() if at is None else at))
+                        outcomes.append("added" if held is None else
+                                        "present" if same_generation(held, gen) else "conflict")
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                self.stored += outcomes.count("added")
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        if held is None:
-            return "added"
-        return "present" if same_generation(held, generation) else "conflict"
+        return outcomes
 
     def rows(self, experts: set[str] | None = None, since: float | None = None,
              until: float | None = None) -> Iterator[tuple[str, str, bytes | None, float | None]]:
