@@ -6,6 +6,7 @@ own samples; and a table of one. The format and importers live in ``eval.matrix`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,38 +88,35 @@ def matrix_show(
     if as_json:
         print(json.dumps(info, indent=2))
         return
+    out.print(summary_table(matrix, info, f"{file}: {len(matrix)} questions x {len(matrix.experts)} experts"
+                                          + (f" ({split})" if split else "")))
+    unit = info["cost_unit"]
+    out.print("* best single expert of the column; oracle: a question counts when any expert got it right"
+              + ("" if unit else "; no costs recorded"), highlight=False)
+
+
+def summary_table(matrix: Matrix, info: dict[str, Any], title: str) -> Table:
+    """Experts x tasks: accuracy (the column's best single marked *) and mean cost, then the
+    oracle and the question counts."""
     unit = info["cost_unit"]
     names = [*matrix.tasks, "all"]
-    table = Table(title=f"{file}: {len(matrix)} questions x {len(matrix.experts)} experts"
-                        + (f" ({split})" if split else ""))
+    tasks = info["tasks"]
+    table = Table(title=title)
     table.add_column("expert", overflow="fold")
     for name in names:
         table.add_column(f"{name}\nacc", justify="right")
         if unit:
             table.add_column(f"{name}\n{'USD' if unit == 'usd' else 'tokens'}", justify="right")
-    tasks = info["tasks"]
+
+    def row(cell: Callable[[str], str], cost: Callable[[str], str]) -> list[str]:
+        return [c for name in names for c in ((cell(name), cost(name)) if unit else (cell(name),))]
+
     for expert in matrix.experts:
-        cells = []
-        for name in names:
-            part = tasks[name]
-            mark = "*" if part["best_single"] == expert else ""
-            cells.append(f"{100 * part['accuracy'][expert]:.1f}{mark}")
-            if unit:
-                cells.append(_cost_text(part["cost"][expert], unit))
-        table.add_row(expert, *cells)
-    oracle = []
-    for name in names:
-        oracle.append(f"{100 * tasks[name]['oracle']:.1f}")
-        if unit:
-            oracle.append("")
-    table.add_row("oracle", *oracle, style="bold")
-    counts = []
-    for name in names:
-        s = tasks[name]["splits"]
-        counts.append(f"{tasks[name]['questions']} ({s['validation']}/{s['test']})")
-        if unit:
-            counts.append("")
-    table.add_row("questions (val/test)", *counts, style="dim")
-    out.print(table)
-    out.print("* best single expert of the column; oracle: a question counts when any expert got it right"
-              + ("" if unit else "; no costs recorded"), highlight=False)
+        table.add_row(expert, *row(
+            lambda n, e=expert: f"{100 * tasks[n]['accuracy'][e]:.1f}{'*' if tasks[n]['best_single'] == e else ''}",
+            lambda n, e=expert: _cost_text(tasks[n]["cost"][e], unit)))
+    table.add_row("oracle", *row(lambda n: f"{100 * tasks[n]['oracle']:.1f}", lambda n: ""), style="bold")
+    table.add_row("questions (val/test)", *row(
+        lambda n: f"{tasks[n]['questions']} ({tasks[n]['splits']['validation']}/{tasks[n]['splits']['test']})",
+        lambda n: ""), style="dim")
+    return table
