@@ -272,6 +272,70 @@ class GenerationCache:
                 return
             after = found[-1][0]
 
+    def claim(self, keys: list[str]) -> list[str]:
+        """The keys this process may generate now: those nobody claimed (now claimed by it),
+        its own, and those whose owner is dead or silent. Keys held by a live owner are left."""
+        if not keys:
+            return []
+        now = time.time()
+        mine: list[str] = []
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for lo in range(0, len(keys), 500):
+                        part = keys[lo:lo + 500]
+                        self._db.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
+                                             [(k, OWNER, now) for k in part])
+                        marks = ",".join("?" * len(part))
+                        for key, owner, at in self._db.execute(
+                                f"SELECT key, owner, at FROM claims WHERE key IN ({marks})", part).fetchall():
+                            if owner == OWNER:
+                                mine.append(key)
+                            elif _stale(owner, at, now):
+                                self._db.execute("UPDATE claims SET owner=?, at=? WHERE key=?", (OWNER, now, key))
+                                mine.append(key)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return mine
+
+    def release(self, keys: list[str]) -> None:
+        """Drop this process's claims on these keys (their results are stored, or failed)."""
+        try:
+            with self._lock:
+                for lo in range(0, len(keys), 500):
+                    part = keys[lo:lo + 500]
+                    self._db.execute(f"DELETE FROM claims WHERE owner=? AND key IN ({','.join('?' * len(part))})",
+                                     [OWNER, *part])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def touch(self) -> None:
+        """Keep this process's claims fresh while it works on them."""
+        try:
+            with self._lock:
+                self._db.execute("UPDATE claims SET at=? WHERE owner=?", (time.time(), OWNER))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def count(self, expert: str | None = None) -> int:
+        try:
+            with self._lock:
+                if expert is None:
+                    return int(self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
+                return int(self._db.execute("SELECT COUNT(*) FROM generations WHERE expert=?",
+                                            (expert,)).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
 
 def same_generation(a: Generation, b: Generation) -> bool:
     """Whether two generations are the same answer: equal in everything but the seconds taken."""
