@@ -17,6 +17,7 @@ import typer
 
 from agents.errors import SymoeError
 from orchestrator.cli import ask, compose, configure, data, evaluation, harness, index, matrix, models, profile, serve
+from orchestrator.cli import cache as cache_cli
 from orchestrator.cli.common import check_argv, fail
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -29,6 +30,7 @@ app.add_typer(data.app, name="data")
 app.command("eval")(evaluation.eval_command)
 app.add_typer(index.app, name="index")
 app.add_typer(matrix.app, name="matrix")
+app.add_typer(cache_cli.app, name="cache")
 app.command("compose")(compose.compose_command)
 app.command("serve")(serve.serve_command)
 app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
