@@ -38,6 +38,15 @@ def parse_time(option: str, value: str | None) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
+def _table(title: str, counts: list[tuple[str, int]]) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for name, value in counts:
+        table.add_row(name, str(value))
+    out.print(table)
+
+
 def _note(text: str) -> None:
     err.print(f"note: {one_line(text)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
 
@@ -70,16 +79,11 @@ def cache_export(
                                max_bytes=max_bytes)
     finally:
         store.close()
-    table = Table(title=f"export {path} -> {output}")
-    table.add_column("rows selected", justify="right")
-    table.add_column("written", justify="right")
-    table.add_column("already in folder", justify="right")
-    table.add_column("unreadable (skipped)", justify="right")
-    table.add_column("new shards", justify="right")
-    table.add_column("bytes", justify="right")
-    table.add_row(str(report.selected), str(report.written), str(report.already_in_folder),
-                  str(report.unreadable), str(len(report.shards)), str(report.bytes_written))
-    out.print(table)
+    _table(f"export {path} -> {output}", [
+        ("rows selected", report.selected), ("written", report.written),
+        ("already in the folder (skipped)", report.already_in_folder),
+        ("unreadable in the cache (skipped)", report.unreadable), ("new shards", len(report.shards)),
+        ("bytes written", report.bytes_written)])
     for shard in report.shards:
         out.print(str(shard), markup=False, highlight=False, soft_wrap=True)
     if report.differing:
@@ -105,13 +109,10 @@ def cache_import(
         report = import_shards(store, files)
     finally:
         store.close()
-    table = Table(title=f"import -> {path}")
-    for name in ("files", "rows read", "added", "already present", "conflicts (kept stored)", "bad rows",
-                 "bad files"):
-        table.add_column(name, justify="right")
-    table.add_row(*map(str, (report.files, report.rows_read, report.added, report.present, len(report.conflicts),
-                             len(report.bad_rows), len(report.bad_files))))
-    out.print(table)
+    _table(f"import -> {path}", [
+        ("files", report.files), ("rows read", report.rows_read), ("added", report.added),
+        ("already present", report.present), ("conflicts (the stored one kept)", len(report.conflicts)),
+        ("bad rows", len(report.bad_rows)), ("bad files (refused whole)", len(report.bad_files))])
     for line in report.bad_files[:SHOWN]:
         _note(line)
     for line in report.bad_rows[:SHOWN]:
