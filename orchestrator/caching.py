@@ -86,7 +86,13 @@ class CachingExecutor:
         try:
             todo = self._read(keyed, mine, done) if cache is not None else mine  # stored meanwhile elsewhere
             if todo:
-                self.inner.run(model, [keyed[k] for k in todo], self._storing(cache, keyed, done))
+                stored = self._storing(cache, keyed, done)
+                self.inner.run(model, [keyed[k] for k in todo], stored)
+                lost = [keyed[k] for k in todo if keyed[k].generation is None]  # never handed back: not run
+                for job in lost:
+                    job.generation = Generation.failure(model, "not run")
+                if lost:
+                    stored(lost)
         finally:
             if cache is not None:
                 cache.release(mine)
