@@ -1,5 +1,9 @@
 # Two commands set up a fresh machine:  `make ask`  (install + answer a question)
-#                                       `make test` (install + the whole test suite)
+#                                       `make test` (install + the tests CI runs)
+# `make test`: the fast suite (control flow on the scripted `fake` backend: every test not marked
+# real, audio or vllm) plus one real test per face (marked `face`: ask, ask/eval parity, server,
+# lm-eval, Ray, sandboxed program, compose). No vLLM. About 25 minutes on 2 cores, install included.
+# `make test-all`: the whole suite (every real test, the pool races, audio end to end) and vLLM CPU.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SYMOE := $(VENV)/bin/symoe
@@ -13,7 +17,7 @@ QUESTION ?= What is the capital of France?
 # 5.16 s vs 5.20 s for the same 48 tokens). --no-cache-dir: never reuse a wheel built otherwise.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 
-.PHONY: install system-deps ask test test-fast test-vllm lint bench clean
+.PHONY: install system-deps ask test test-all test-fast test-vllm lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,12 +42,19 @@ system-deps:
 ask: install
 	$(SYMOE) ask "$(QUESTION)"
 
+# `and` binds tighter than `or`: (the fast suite) or (a face's real test)
+FAST := not real and not audio and not vllm
+PYTEST := $(VENV)/bin/pytest -q --durations=25
+
 test: install
-	$(VENV)/bin/pytest -q
+	$(PYTEST) -m "$(FAST) or face"
+
+test-all: install
+	$(PYTEST)
 	$(MAKE) test-vllm
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not real and not audio"
+	$(PYTEST) -m "$(FAST)"
 
 test-vllm:
 	bash .ci/vllm.sh

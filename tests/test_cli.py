@@ -56,6 +56,7 @@ def corrupt_setup(tmp_path: Path, home: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.real
+@pytest.mark.face  # the ask face in `make test`: one routed question on the default pool
 def test_ask_answers_paris_offline(symoe_cli: Cli) -> None:
     proc = symoe_cli("ask", "What is the capital of France?")
     assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,9 @@
 """Several processes at once: two ``symoe eval`` on one output folder (the second is refused
 in one line, the first's report stays whole), and two on one shared generation cache (they
-share the finished work: together they generate each distinct generation once)."""
+share the finished work: together they generate each distinct generation once).
+
+On scripted experts with a delay per generation (``make test``) and on the small real models
+(``-m real``): ``small_setup`` is parametrized by backend."""
 
 from __future__ import annotations
 
@@ -10,11 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import Spawned, spawn
-from test_eval_resume import small_setup  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
+from test_eval_resume import small_setup, with_fake_delay  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
 
-pytestmark = pytest.mark.real
 SYMOE = [sys.executable, "-m", "orchestrator.cli"]
 
 
@@ -31,6 +32,7 @@ def samples(out: Path) -> dict[tuple[str, str], str | None]:
 
 def test_two_runs_on_one_output_folder(small_setup, tmp_path: Path) -> None:  # noqa: F811
     _, task, config = small_setup
+    config = with_fake_delay(config, 1.0)  # the first run outlasts the second's start (seconds of imports)
     out = tmp_path / "run"
     first = start(config, task, out)
     time.sleep(0.5)

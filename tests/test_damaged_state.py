@@ -218,9 +218,23 @@ def samples(out: Path) -> dict[str, tuple[str | None, bool]]:
     return {r["question_id"]: (r["answer"], r["correct"]) for r in rows}
 
 
-@pytest.mark.real
-def test_eval_regenerates_exactly_the_bad_row(small_task, tmp_path: Path) -> None:
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])
+def eval_config(request: pytest.FixtureRequest, small_task, tmp_path: Path) -> Path:
+    """The config ``eval_command`` runs: SmolLM2 alone (real), or a scripted expert under its name."""
     _, _, config, task = small_task
+    if request.param == "real":
+        return config
+    rows = [json.loads(line) for line in task.read_text().splitlines()]
+    answers = {r["question"]: f"Answer: {r['answer'] if i % 2 == 0 else 'D'}" for i, r in enumerate(rows)}
+    fake = tmp_path / "fake.yaml"
+    fake.write_text(json.dumps({"replace_pool": True, "default_expert": "smollm2-135m", "experts": {
+        "smollm2-135m": {"backend": "fake", "routed": True, "params": {"answers": answers}}}}))
+    return fake
+
+
+def test_eval_regenerates_exactly_the_bad_row(small_task, eval_config: Path, tmp_path: Path) -> None:
+    _, _, _, task = small_task
+    config = eval_config
     cache = tmp_path / "shared.sqlite"
     first = symoe(*eval_command(config, task, tmp_path / "first", cache), timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -1,5 +1,9 @@
 """`symoe eval` killed part-way (SIGKILL, a real subprocess) and restarted: the results equal
-an uninterrupted run's, and no finished generation is computed again (counted)."""
+an uninterrupted run's, and no finished generation is computed again (counted).
+
+Each test runs twice: on two scripted (fake) experts whose every generation takes ``FAKE_DELAY_S``
+(the protocol: subprocesses, signals, the cache; in ``make test``), and on the two small real
+models (``-m real``: the same protocol with real loads and real generation times)."""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import Spawned, spawn
 
 from eval.datasets import load_split
@@ -20,24 +26,67 @@ from orchestrator.config import load_config
 from orchestrator.profiles import ExpertProfile, Profile, SkillCount, save_profile
 from orchestrator.provenance import pool_digest
 
-pytestmark = pytest.mark.real
 SYMOE = [sys.executable, "-m", "orchestrator.cli"]
+#: how long each scripted generation takes: long enough to stop a run part-way, to start a second
+#: ``symoe eval`` while the first still runs (tests/test_concurrent_runs.py), short for the suite
+FAKE_DELAY_S = 0.25
 
 
-@pytest.fixture(scope="module")
-def small_setup(tmp_path_factory):
-    """A two-expert pool (SmolLM2, Gemma base), its profile, and 8 real ARC questions."""
-    root = tmp_path_factory.mktemp("resume")
+def fake_experts(questions: list) -> dict:
+    """Scripted stand-ins for the two small models, under their names (so the tests' method names
+    hold on both): each generation takes ``FAKE_DELAY_S``; SmolLM2 is right on even questions,
+    Gemma on multiples of 3, so they disagree on some and moa's aggregator runs."""
+    def answers(right: Callable[[int], bool]) -> dict[str, str]:
+        return {q.question[:60]: f"Answer: {q.answer if right(i) else ('A' if q.answer != 'A' else 'B')}"
+                for i, q in enumerate(questions)}
+
+    def fake(right: Callable[[int], bool]) -> dict:
+        return {"backend": "fake", "routed": True,
+                "params": {"delay_s": FAKE_DELAY_S, "answers": answers(right), "default": "Answer: A"}}
+
+    return {"smollm2-135m": fake(lambda i: i % 2 == 0), "gemma3-270m": fake(lambda i: i % 3 == 0)}
+
+
+def write_small_config(path: Path, backend: str, profile_path: Path, questions: list) -> None:
+    """Two experts named smollm2-135m and gemma3-270m: the real small models, or scripted ones
+    that answer ``questions``."""
+    if backend == "real":
+        path.write_text(
+            "default_expert: smollm2-135m\n"
+            "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
+            "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
+            f"router:\n  profile: {profile_path}\n")
+    else:
+        path.write_text(yaml.safe_dump({"replace_pool": True, "default_expert": "smollm2-135m",
+                                        "experts": fake_experts(questions),
+                                        "router": {"profile": str(profile_path)}}))
+
+
+def with_fake_delay(config: Path, seconds: float) -> Path:
+    """``config`` with its scripted experts' ``delay_s`` set to ``seconds`` (a copy beside it), for
+    a test that needs its runs longer or shorter; the real pool's config comes back as it is."""
+    data = yaml.safe_load(config.read_text())
+    if not data.get("replace_pool"):
+        return config
+    for spec in data["experts"].values():
+        spec["params"]["delay_s"] = seconds
+    path = config.with_name(f"{config.stem}-delay-{seconds:g}.yaml")
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.real)])
+def small_setup(request, tmp_path_factory):
+    """A two-expert pool (SmolLM2, Gemma base: real, or scripted with a delay), its profile, and
+    8 real ARC questions. The scripted pool also answers the first 24 (the full-disk test's)."""
+    root = tmp_path_factory.mktemp(f"resume-{request.param}")
     questions = load_split("arc_challenge", "test", limit=8, seed=0)
     task = root / "arc8.jsonl"
     task.write_text("".join(q.model_dump_json() + "\n" for q in questions))
     profile_path = root / "profile.json"
     config_path = root / "config.yaml"
-    config_path.write_text(
-        "default_expert: smollm2-135m\n"
-        "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
-        "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
-        f"router:\n  profile: {profile_path}\n")
+    everything = {q.id: q for q in [*questions, *load_split("arc_challenge", "test", limit=24, seed=0)]}
+    write_small_config(config_path, request.param, profile_path, list(everything.values()))
     config = load_config(config_path)
     counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=4, wrong=6)}
     save_profile(Profile(pool=pool_digest(config), annotator="smollm2-135m",

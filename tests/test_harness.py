@@ -57,6 +57,24 @@ EXPERT = "qwen-1.5b-program"
 
 
 @pytest.mark.real
+@pytest.mark.face
+def test_lm_eval_one_question_through_the_symoe_model(tmp_path: Path) -> None:
+    """lm-eval's face in ``make test``: one GSM8K question through ``symoe lm-eval`` on the
+    smallest real model; lm-eval scores the reply it got (both ways on 10 questions: below)."""
+    write_task("gsm8k", tmp_path / "tasks", default_home(), limit=1)
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "lm-eval", "--model", "symoe",
+                           "--model_args", "strategy=single:smollm2-135m", "--tasks", "symoe_gsm8k",
+                           "--include_path", str(tmp_path / "tasks"), "--limit", "1", "--log_samples",
+                           "--output_path", str(tmp_path / "model")], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (reply,) = replies(tmp_path / "model", "symoe_gsm8k")
+    assert reply.strip(), "an empty reply"
+    assert scores(tmp_path / "model", "symoe_gsm8k")["exact_match,last-answer"] in (0.0, 1.0)
+
+
+@pytest.mark.real
 def test_lm_eval_against_the_server_and_through_the_symoe_model(tmp_path: Path) -> None:
     write_task("gsm8k", tmp_path / "tasks", default_home(), limit=10)
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}

@@ -4,7 +4,8 @@ fallbacks and retrieval decisions.
 
 With scripted (fake) experts over 24 questions (multiple choice, numeric, free text; one
 expert fails every call; a real MiniLM index so the gate decides both ways), and with the
-real default pool on 8 questions (``-m real``).
+real models: the two smallest on one question (the face ``make test`` runs) and the default
+pool on one question per answer format (``-m real``).
 """
 
 from __future__ import annotations
@@ -189,16 +190,43 @@ def test_every_recruited_expert_failing_falls_back_in_both(fake_setup, tmp_path:
 
 
 @pytest.mark.real
-def test_ask_and_evaluate_agree_on_the_real_default_pool(tmp_path: Path) -> None:
-    """3 real test questions, one per answer format (ARC's letters, GSM8K's number, NQ-open's
-    text), on the default pool and profile, each path with a cache of its own (so both generate
-    everything). Three, not eight: the method pool's chains of thought and programs make each
-    routed question several generations (four took 310 s of CI's time)."""
-    config = load_config()
-    questions = [*load_split("arc_challenge", "test", limit=1, seed=3), *load_split("gsm8k", "test", limit=1, seed=3),
-                 *load_split("nq_open", "test", limit=1, seed=3)]
-    task = tmp_path / "real3.jsonl"
+@pytest.mark.face
+def test_ask_and_evaluate_agree_on_the_two_smallest_real_models(tmp_path: Path) -> None:
+    """The parity face in ``make test``: one real ARC question routed (annotated, recruited, maybe
+    aggregated, gated) over SmolLM2-135M and Gemma-270M with a profile that ranks them, each path
+    with a cache of its own; the default pool's method experts take minutes a question (below)."""
+    profile = tmp_path / "profile.json"
+    path = tmp_path / "config.yaml"
+    path.write_text("default_expert: smollm2-135m\nexperts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
+                    "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
+                    f"router:\n  profile: {profile}\n")
+    config = load_config(path)
+    counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=5, wrong=5)}
+    save_profile(Profile(pool=pool_digest(config), annotator="smollm2-135m",
+                         experts={n: ExpertProfile(skills={"science reasoning": c}, tasks={"arc_challenge": c})
+                                  for n, c in counts.items()},
+                         aggregators={n: ExpertProfile(tasks={"arc_challenge": c}) for n, c in counts.items()}),
+                 profile)
+    questions = load_split("arc_challenge", "test", limit=1, seed=3)
+    task = tmp_path / "real1.jsonl"
     task.write_text("".join(q.model_dump_json() + "\n" for q in questions))
     one_by_one = ask_each(config, questions, cache=tmp_path / "ask.sqlite")
     batch, _ = evaluated(config, task, tmp_path / "eval")
+    assert batch == one_by_one
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("task", ["arc_challenge", "gsm8k", "nq_open"])
+def test_ask_and_evaluate_agree_on_the_real_default_pool(task: str, tmp_path: Path) -> None:
+    """A real test question of each answer format (ARC's letters, GSM8K's number, NQ-open's
+    text), one per test, on the default pool and profile, each path with a cache of its own (so
+    both generate everything). One question each: the method pool's chains of thought and
+    programs make each routed question several generations (four took 310 s of CI's time; the
+    ARC question alone took 517 s on a loaded 2-core machine, so ``make test``'s face is above)."""
+    config = load_config()
+    questions = load_split(task, "test", limit=1, seed=3)
+    path = tmp_path / "real1.jsonl"
+    path.write_text("".join(q.model_dump_json() + "\n" for q in questions))
+    one_by_one = ask_each(config, questions, cache=tmp_path / "ask.sqlite")
+    batch, _ = evaluated(config, path, tmp_path / "eval")
     assert batch == one_by_one

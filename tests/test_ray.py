@@ -75,6 +75,27 @@ def test_an_unreachable_cluster_is_one_line(small, tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in line and "ray start --head" in line and time.monotonic() - start < 120
 
 
+@pytest.mark.real
+@pytest.mark.face
+def test_a_ray_run_answers_as_the_local_executor(small, tmp_path: Path) -> None:
+    """Ray's face in ``make test``: one ``symoe eval --executor ray`` (one actor, the smallest
+    model, 2 questions) gives the local executor's answers and loads its model once."""
+    config, task = small
+    two = tmp_path / "arc2.jsonl"
+    two.write_text("".join(task.read_text().splitlines(keepends=True)[:2]))
+    runs = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        proc = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(two), "--methods",
+                               "single:smollm2-135m", "--output", str(out), "--log-samples", "--executor", executor],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[executor] = out
+    assert answers(runs["ray"]) == answers(runs["local"]) and len(answers(runs["ray"])) == 2
+    stats = json.loads((runs["ray"] / "results.json").read_text())["stats"]
+    assert stats["loads"] == ["smollm2-135m"] and stats["generated"] == stats["generations_needed"] == 2, stats
+
+
 @pytest.fixture(scope="module")
 def local_run(small, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the same eval with the local executor (run once for both Ray tests)."""

@@ -1,7 +1,9 @@
 """The rest of the reliability list, each on real files and processes: a full disk while
 reports are written, a method whose every generation failed, retrieval asked for without an
 index, Ctrl-C, a hung server and the ask deadline, index names that leave the home, a
-question longer than every context, an empty generation."""
+question longer than every context, an empty generation. Ctrl-C and the full disk run on
+scripted experts with a delay per generation and on the small real models (``-m real``):
+``small_setup`` is parametrized by backend."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import one_error_line, spawn
-from test_eval_resume import small_setup, stored  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
+from test_eval_resume import small_setup, stored, with_fake_delay  # noqa: F401  (the fixture: two small experts, 8 ARC questions)
 
 from agents.backends import Generation
 from eval.datasets import load_split
@@ -113,7 +115,6 @@ def test_a_hung_server_is_reported_and_the_deadline_ends_the_ask(tmp_path: Path)
     assert took < 60
 
 
-@pytest.mark.real
 def test_ctrl_c_keeps_what_finished_says_so_and_the_run_resumes(small_setup, tmp_path: Path) -> None:  # noqa: F811
     _, task, config = small_setup
     out = tmp_path / "run"
@@ -135,13 +136,13 @@ def test_ctrl_c_keeps_what_finished_says_so_and_the_run_resumes(small_setup, tmp
     assert stats["generated"] == stats["generations_needed"] - kept
 
 
-@pytest.mark.real
 def test_a_full_disk_while_writing_reports_keeps_the_old_reports_whole(small_setup, tmp_path: Path) -> None:  # noqa: F811
     """The second run finds every generation cached and fails writing its reports: a process
     limit on file size (RLIMIT_FSIZE, which Python turns into OSError EFBIG) stands in for a
     full disk. 32 KiB lets SQLite read the cache (its -shm file is 32 KiB) and stops the
     samples file, which 24 questions make larger."""
     _, _, config = small_setup
+    config = with_fake_delay(config, 0)  # nothing here needs a run stopped part-way
     task = tmp_path / "arc24.jsonl"
     task.write_text("".join(q.model_dump_json() + "\n" for q in load_split("arc_challenge", "test", limit=24, seed=0)))
     out = tmp_path / "run"

@@ -1,12 +1,14 @@
 """The program sandbox with real child processes and hostile programs: each is stopped with one
 line saying why, nothing is written outside its folder, and the test process is unharmed.
 
-Limits are kept small (1 s of CPU at most per run) so the file stays light and fast."""
+Limits are kept small (1 s of CPU at most per run) so the file stays light and fast. One test
+(``real``, the sandbox's face in ``make test``) runs a program a real model wrote."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import socket
 import tempfile
@@ -255,3 +257,17 @@ def test_limits_are_checked() -> None:
         SandboxLimits(memory_mb=0)
     with pytest.raises(ValueError, match="identifier"):
         run_program("def solution(): return 1", entry="solution(); import os")
+
+
+@pytest.mark.real
+@pytest.mark.face
+def test_a_program_a_real_model_wrote_runs_in_the_sandbox(symoe_cli) -> None:
+    """``symoe ask`` with the 0.5B's program expert on a question no cache holds: the model writes
+    ``solution()``, the sandbox runs it, its value is the answer."""
+    nonce = uuid.uuid4().hex[:8]
+    proc = symoe_cli("ask", "--model", "qwen-0.5b-program", "--json", "--retrieval", "never",
+                     f"What is 17 * 23? (request {nonce})")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(proc.stdout)
+    assert record["answer"] == "391", record
+    assert "The program returned 391." in record["text"], record["text"]

@@ -54,6 +54,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.Op
         stop(proc)
 
 
+@pytest.mark.face
+def test_one_chat_completion_from_a_real_expert(served) -> None:
+    """The server's face in ``make test``: one request, answered by one small real expert, with
+    its routing record; the routed, streamed and completions requests are the test below."""
+    client, _, log = served
+    one = client.chat.completions.create(model="qwen-coder-0.5b", messages=[
+        {"role": "user", "content": "What is the capital of France?"}])
+    assert one.model == "qwen-coder-0.5b" and one.model_extra["symoe"]["experts"] == ["qwen-coder-0.5b"]  # type: ignore[index]
+    assert "Paris" in (one.choices[0].message.content or "")
+    assert one.usage is not None and one.usage.completion_tokens > 0
+    assert "POST /v1/chat/completions model=qwen-coder-0.5b 200" in log.read_text()
+
+
 def test_models_routed_chat_streaming_single_expert_and_completions(served) -> None:
     client, url, log = served
     ids = [m.id for m in client.models.list()]

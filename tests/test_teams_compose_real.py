@@ -1,5 +1,5 @@
-"""End to end with the real default expert: `symoe compose` on the example storyboard, and the
-LLM planner on the plain-text example brief."""
+"""End to end with the real default expert: `symoe compose` on the example storyboard (the
+compose face `make test` runs), and the LLM planner on the plain-text example brief."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.audio, pytest.mark.real]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.face  # the compose face in `make test` (the planner below is in `make test-all`)
 def test_compose_storm_storyboard(tmp_path: Path, pool_home: Path) -> None:
     out = tmp_path / "storm"
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "compose", "examples/brief_storm.yaml",

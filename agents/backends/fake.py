@@ -3,13 +3,27 @@
 ``params.answers`` maps a substring of the last user message to a reply; ``params.default``
 is the reply otherwise; ``params.fail`` makes every call fail (to test degradation). A
 request asking for log-probs gets one per word of the reply, each word ``params.sure``
-log-probs above a scripted runner-up (another letter).
+log-probs above a scripted runner-up (another letter). ``params.delay_s`` makes each
+generation take that long (slept in steps of at most 50 ms, so a signal such as Ctrl-C is
+seen at once), so protocol tests (kill and resume, concurrent runs, Ctrl-C) can stop a run
+part-way on this backend as they would a real model's.
 """
 
 from __future__ import annotations
 
+import time
+
 from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
+
+STEP_S = 0.05
+
+
+def pause(seconds: float) -> None:
+    """Sleep ``seconds`` in steps of at most ``STEP_S``."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(STEP_S, left))
 
 
 @register_backend("fake")
@@ -28,9 +42,11 @@ class FakeBackend(Backend):
         answers = dict(self.spec.params.get("answers", {}))  # type: ignore[call-overload]
         default = str(self.spec.params.get("default", "I do not know."))
         sure = float(self.spec.params.get("sure", 1.0))  # type: ignore[arg-type]
+        delay = float(self.spec.params.get("delay_s", 0.0))  # type: ignore[arg-type]
         out = []
         for request in requests:
             type(self).calls += 1
+            pause(delay)
             if self.spec.params.get("fail"):
                 out.append(Generation.failure(self.spec.name, "scripted failure"))
                 continue
@@ -40,5 +56,6 @@ class FakeBackend(Backend):
                                                                         -0.1 - sure})
                         for w in reply.split()] if request.logprobs else None
             out.append(Generation(text=reply, model=self.spec.name, token_logprobs=logprobs,
-                                  usage=Usage(prompt_tokens=len(last.split()), completion_tokens=len(reply.split()))))
+                                  usage=Usage(prompt_tokens=len(last.split()), completion_tokens=len(reply.split()),
+                                              seconds=delay)))
         return out
