@@ -59,7 +59,7 @@ def write_small_config(path: Path, backend: str, profile_path: Path, questions: 
     else:
         path.write_text(yaml.safe_dump({"replace_pool": True, "default_expert": "smollm2-135m",
                                         "experts": fake_experts(questions),
-                                        "router": {"profile": str(profile_path)}}))
+                                        "router": {"profile": str(profile_path)}}, sort_keys=False))
 
 
 def with_fake_delay(config: Path, seconds: float) -> Path:
@@ -71,7 +71,7 @@ def with_fake_delay(config: Path, seconds: float) -> Path:
     for spec in data["experts"].values():
         spec["params"]["delay_s"] = seconds
     path = config.with_name(f"{config.stem}-delay-{seconds:g}.yaml")
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
