@@ -13,7 +13,7 @@ on their recorded answers (``orchestrator.clusters.vote_correct``); where they d
 live pipeline synthesises instead, which a replay cannot. Prints accuracy with standard
 errors, tokens per question (each slot's generated tokens), the paired 95% interval of
 clusters against each, and how often clusters' expert is symoe's heaviest recruit. This
-compares routers on validation data; ``symoe eval --methods symoe,clusters,best_single``
+compares routers on validation data; ``symoe eval --routers symoe,clusters,best_single``
 measures the answers themselves on test questions.
 """
 

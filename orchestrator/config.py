@@ -1,6 +1,6 @@
 """The one configuration model of symoe, composed from the sections each package owns
 (``agents.pool.ExpertSpec``, ``agents.embedder.EmbeddingConfig``, ``skills.config.SkillsConfig``)
-and the orchestrator's own (router, retrieval), with offline defaults.
+and the orchestrator's own (recruit, retrieval, ...), with offline defaults.
 
 Sources, highest first: keyword arguments, ``SYMOE_*`` environment variables (nested with
 ``__``, e.g. ``SYMOE_ROUTER__K=2``), a YAML or TOML file (``--config`` or ``SYMOE_CONFIG``),
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -47,8 +48,9 @@ MAX_K = 16
 MAX_SEED = 2**31 - 1
 
 
-class RouterConfig(BaseModel):
-    """How many experts a query recruits and how they are drawn (``router:``)."""
+class RecruitConfig(BaseModel):
+    """How many experts the ``symoe`` router recruits for a query and how they are drawn
+    (``recruit:``; its old name ``router:`` works one more release)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,10 +65,13 @@ class RouterConfig(BaseModel):
     profile: Path | None = None
 
     @model_validator(mode="after")
-    def _check_k(self) -> RouterConfig:
+    def _check_k(self) -> RecruitConfig:
         if self.min_k > self.max_k:
             raise ValueError(f"min_k ({self.min_k}) must not exceed max_k ({self.max_k})")
         return self
+
+
+RouterConfig = RecruitConfig  # the old name, one more release
 
 
 class ClusterConfig(BaseModel):
@@ -140,7 +145,11 @@ class SymoeConfig(BaseSettings):
     replace_pool: bool = False
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
-    router: RouterConfig = Field(default_factory=RouterConfig)
+    recruit: RecruitConfig = Field(default_factory=RecruitConfig)
+    #: the old name of ``recruit`` (read one more release, with a deprecation line); after
+    #: validation it is the same object as ``recruit``
+    router: RecruitConfig | None = Field(default=None, exclude=True, repr=False,
+                                         description="deprecated: recruit")
     clusters: ClusterConfig = Field(default_factory=ClusterConfig)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
@@ -166,8 +175,25 @@ class SymoeConfig(BaseSettings):
                 break
         return home
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        """``router:`` (file, ``SYMOE_ROUTER*``, keyword) is ``recruit:`` under its old name."""
+        if isinstance(data, dict) and data.get("router") is not None:
+            warnings.warn("the config section router: is deprecated and goes in the next release; use recruit: "
+                          "(SYMOE_RECRUIT__K, ...)", FutureWarning, stacklevel=2)
+            old = data["router"]
+            new = data.get("recruit")
+            if isinstance(old, dict) and isinstance(new, dict | None):
+                data = {**data, "recruit": {**(new or {}), **old}}
+            elif new is None:
+                data = {**data, "recruit": old}
+            data = {k: v for k, v in data.items() if k != "router"}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> SymoeConfig:
+        self.router = self.recruit  # old code reading config.router sees the same settings
         for name, spec in self.experts.items():
             spec.name = name
         if not self.experts:
@@ -357,6 +383,6 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> SymoeConfig
         found = re.search(r'field "([^"]+)"', str(exc))
         name = f"SYMOE_{found.group(1).upper()}" if found else "a SYMOE_* variable"
         raise ConfigError(f"environment variable {name} is not a valid JSON object; give JSON "
-                          f"(e.g. SYMOE_ROUTER='{{\"k\": 2}}') or set one key (e.g. SYMOE_ROUTER__K=2)") from None
+                          f"(e.g. SYMOE_RECRUIT='{{\"k\": 2}}') or set one key (e.g. SYMOE_RECRUIT__K=2)") from None
     finally:
         _CONFIG_FILE = None

@@ -162,7 +162,7 @@ class Method(abc.ABC):
     routed: ClassVar[bool] = False
     #: retrieval follows the config's ``retrieval.mode`` unless the name says (else: never)
     retrieves_by_default: ClassVar[bool] = False
-    #: the config sections (``router``) or keys (``clusters.count``) ``assign`` reads: a name's
+    #: the config sections (``recruit``) or keys (``clusters.count``) ``assign`` reads: a name's
     #: ``[key=value]`` settings may set only these
     reads: ClassVar[tuple[str, ...]] = ()
 
@@ -189,7 +189,7 @@ methods: Registry[type[Method]] = Registry("method")
 
 
 #: the config sections a method name's settings may set (the ones methods read)
-METHOD_SECTIONS = ("router", "clusters", "cascade", "budget")
+METHOD_SECTIONS = ("recruit", "clusters", "cascade", "budget")
 
 
 class MethodSpec(BaseModel):
@@ -309,7 +309,7 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
             raise MethodError(f"--sweep {key}= gives no values; e.g. --sweep {key}=V1,V2")
         if not any(m.impl.reads_key(key) for m in out):
             readers = sorted(n for n in methods.names() if methods.get(n).reads_key(key))
-            raise MethodError(f"no method given reads {key!r} (it is read by: {', '.join(readers) or 'none'})")
+            raise MethodError(f"no router given reads {key!r} (it is read by: {', '.join(readers) or 'none'})")
         out = [MethodSpec.parse(str(m.model_copy(update={"settings": (*m.settings, (key, v))})), config)
                if m.impl.reads_key(key) else m for m in out for v in values]
     return list(dict.fromkeys(out))
@@ -359,14 +359,14 @@ class BestSingle(Method):
 
 @methods.register("random_k")
 class RandomK(Method):
-    """k experts drawn uniformly (``router.k``), synthesised by the best aggregator if they disagree."""
+    """k experts drawn uniformly (``recruit.k``), synthesised by the best aggregator if they disagree."""
 
-    reads = ("router",)
+    reads = ("recruit",)
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         rng = random.Random(question_seed(ctx.seed, query.key))
         experts = list(ctx.config.routing_pool)
-        chosen = rng.sample(experts, min(ctx.config.router.k, len(experts)))
+        chosen = rng.sample(experts, min(ctx.config.recruit.k, len(experts)))
         return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="symoe",
                           aggregator=ctx.need_profile("random_k").best_aggregator())
 
@@ -375,10 +375,10 @@ class RandomK(Method):
 class Majority(Method):
     """Every expert answers; the most common answer wins (ties: the globally stronger expert)."""
 
-    reads = ("router",)
+    reads = ("recruit",)
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.router.temperature)
+        weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.recruit.temperature)
         return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.routing_pool], combine="vote", weights=weights)
 
 
@@ -400,7 +400,7 @@ def k_number(text: str) -> int | None:
 def symoe_variant(arg: str | None) -> dict[str, object]:
     """Router overrides from a ``symoe:`` variant: ``k3`` fixes k=3 (samples of one expert
     allowed), ``k3-distinct`` fixes k=3 with distinct experts only, ``distinct`` keeps the
-    adaptive k with distinct experts only. No variant: the configured router."""
+    adaptive k with distinct experts only. No variant: the configured recruitment."""
     if not arg:
         return {}
     k_part, _, flag = arg.partition("-")
@@ -421,7 +421,7 @@ class SkillRouting(Method):
     routed = True
     retrieves_by_default = True
     falls_back = True
-    reads = ("router",)
+    reads = ("recruit",)
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
         symoe_variant(variant)
@@ -429,8 +429,8 @@ class SkillRouting(Method):
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         profile = ctx.need_profile("symoe")
         overrides = symoe_variant(variant)
-        router = ctx.config.router.model_copy(update=overrides) if overrides else ctx.config.router
-        rec = recruit(skills, profile.experts, router, seed=question_seed(ctx.seed, query.key))
+        settings = ctx.config.recruit.model_copy(update=overrides) if overrides else ctx.config.recruit
+        rec = recruit(skills, profile.experts, settings, seed=question_seed(ctx.seed, query.key))
         # greedy slots share the plain seed, so single-expert baselines ask the very same prompt
         slots = [s if s.sample else s.model_copy(update={"seed": ctx.seed}) for s in rec.slots]
         rec = rec.model_copy(update={"slots": slots})
@@ -554,7 +554,7 @@ class Cascade(Method):
     routed = True
     retrieves_by_default = True
     falls_back = True
-    reads = ("cascade", "router")
+    reads = ("cascade", "recruit")
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         full = SkillRouting().assign(ctx, query, skills, None)

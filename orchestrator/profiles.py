@@ -284,8 +284,8 @@ def read_profile(path: Path) -> Profile:
 
 
 def load_profile(config: SymoeConfig, path: Path | None = None) -> tuple[Profile, Path]:
-    """The profile for this config's pool: ``path``, else ``router.profile``, else the default."""
-    chosen = path or config.router.profile
+    """The profile for this config's pool: ``path``, else ``recruit.profile``, else the default."""
+    chosen = path or config.recruit.profile
     if chosen is None:
         user = config.home / "profiles" / "profile.json"
         chosen = user if user.exists() else default_profile_path()

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from orchestrator.config import RouterConfig
+from orchestrator.config import RecruitConfig
 from orchestrator.profiles import ExpertProfile
 from orchestrator.records import Recruit, Recruitment, Slot
 
@@ -49,7 +49,7 @@ def recruit_weights(skills: list[str], profiles: dict[str, ExpertProfile],
     return {m: v / total for m, v in raw.items()}, local, strengths, reason
 
 
-def adaptive_k(weights: dict[str, float], config: RouterConfig) -> int:
+def adaptive_k(weights: dict[str, float], config: RecruitConfig) -> int:
     """Fewer slots when one expert dominates, more when weights are flat."""
     if not config.adaptive_k:
         return config.k
@@ -82,7 +82,7 @@ def draw_slots(weights: dict[str, float], k: int, seed: int, allow_samples: bool
     return slots
 
 
-def recruit(skills: list[str], profiles: dict[str, ExpertProfile], config: RouterConfig,
+def recruit(skills: list[str], profiles: dict[str, ExpertProfile], config: RecruitConfig,
             seed: int, k: int | None = None) -> Recruitment:
     weights, local, strengths, reason = recruit_weights(skills, profiles, config.temperature)
     k_eff = k if k is not None else adaptive_k(weights, config)

@@ -79,8 +79,8 @@ def test_environment_variable_that_is_not_utf8(home: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "content", "line", "byte"), [
-    ("bad.yaml", b"seed: 1\nrouter:\n  k: 2 # \xff\n", 3, 25),
-    ("bad.toml", b"seed = 1\n[router]\nk = 2 # \xe9\n", 3, 26),
+    ("bad.yaml", b"seed: 1\nrecruit:\n  k: 2 # \xff\n", 3, 26),
+    ("bad.toml", b"seed = 1\n[recruit]\nk = 2 # \xe9\n", 3, 27),
 ])
 def test_config_file_that_is_not_utf8(home: Path, tmp_path: Path, name: str, content: bytes, line: int,
                                       byte: int) -> None:
@@ -125,14 +125,14 @@ def test_seed_out_of_range(home: Path, fake_pool: Path) -> None:
 
 def test_router_temperature_zero(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "cold.yaml"
-    path.write_text("router:\n  temperature: 0\n")
+    path.write_text("recruit:\n  temperature: 0\n")
     one_error(run(home, "config", "show", "-c", str(path)),
-              "router.temperature", "allowed: more than 0 and at most 10", str(path))
+              "recruit.temperature", "allowed: more than 0 and at most 10", str(path))
 
 
 def test_router_min_k_above_max_k(home: Path) -> None:
-    one_error(run(home, "config", "show", env={"SYMOE_ROUTER__MIN_K": "4", "SYMOE_ROUTER__MAX_K": "2"}),
-              "router", "min_k (4) must not exceed max_k (2)")
+    one_error(run(home, "config", "show", env={"SYMOE_RECRUIT__MIN_K": "4", "SYMOE_RECRUIT__MAX_K": "2"}),
+              "recruit", "min_k (4) must not exceed max_k (2)")
 
 
 def test_more_than_26_choices(home: Path, tmp_path: Path, fake_pool: Path) -> None:
@@ -159,7 +159,7 @@ def test_eval_option_out_of_range(home: Path, tmp_path: Path, fake_pool: Path, o
     ("budget.quality", ("is not KEY=V1,V2",)),
     ("budget.quality=", ("is not KEY=V1,V2",)),
     ("budget.quality=0,2", ("budget.quality=2", "allowed: from 0 to 1")),
-    ("router.k=2", ("no method given reads 'router.k'", "read by:")),
+    ("recruit.k=2", ("no router given reads 'recruit.k'", "read by:")),
     ("budget.quality=0[1]", ("may not hold",)),
     ("budget.quality=" + ",".join(f"{i / 100:g}" for i in range(65)), ("make 65 settings of a router", "at most 64")),
 ])
@@ -204,7 +204,7 @@ def test_empty_task_file(home: Path, tmp_path: Path, fake_pool: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "where"), [
-    ("router:\n  bogus: 1\n", "router.bogus"),
+    ("recruit:\n  bogus: 1\n", "recruit.bogus"),
     ("embedding:\n  pakage: x\n", "embedding.pakage"),
 ])
 def test_unknown_nested_config_key(home: Path, tmp_path: Path, text: str, where: str) -> None:
@@ -214,17 +214,17 @@ def test_unknown_nested_config_key(home: Path, tmp_path: Path, text: str, where:
 
 
 def test_unknown_nested_key_in_the_environment(home: Path) -> None:
-    one_error(run(home, "config", "show", env={"SYMOE_ROUTER__BOGUS": "1"}), "router.bogus", "SYMOE_")
+    one_error(run(home, "config", "show", env={"SYMOE_RECRUIT__BOGUS": "1"}), "recruit.bogus", "SYMOE_")
 
 
 @pytest.mark.parametrize("value", ["{bad", "not json"])
 def test_malformed_json_section_variable(home: Path, value: str) -> None:
-    one_error(run(home, "config", "show", env={"SYMOE_ROUTER": value}),
-              "environment variable SYMOE_ROUTER is not a valid JSON object", "SYMOE_ROUTER__K=2")
+    one_error(run(home, "config", "show", env={"SYMOE_RECRUIT": value}),
+              "environment variable SYMOE_RECRUIT is not a valid JSON object", "SYMOE_RECRUIT__K=2")
 
 
 def test_json_section_variable_of_the_wrong_kind(home: Path) -> None:
-    one_error(run(home, "config", "show", env={"SYMOE_ROUTER": "[1, 2]"}), "router", "valid dictionary")
+    one_error(run(home, "config", "show", env={"SYMOE_RECRUIT": "[1, 2]"}), "recruit", "valid dictionary")
 
 
 def test_home_that_is_not_a_directory(fake_pool: Path) -> None:

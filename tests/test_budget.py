@@ -131,7 +131,7 @@ def test_method_names_carry_settings_for_that_method_alone() -> None:
     assert str(spec) == "budget[budget.quality=0.25;clusters.count=4]" and spec.retrieval == "never"
     tuned = spec.configured(config)
     assert tuned.budget.quality == 0.25 and tuned.clusters.count == 4 and config.budget.quality is None
-    assert str(MethodSpec.parse("symoe@never[router.k=2]", config)) == "symoe@never[router.k=2]"
+    assert str(MethodSpec.parse("symoe@never[recruit.k=2]", config)) == "symoe@never[recruit.k=2]"
     for name, message in [("budget[seed=3]", "does not read 'seed'"),
                           ("symoe[budget.quality=1]", "does not read"),
                           ("budget[budget.quality=2]", "allowed: from 0 to 1"),

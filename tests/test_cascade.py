@@ -34,7 +34,7 @@ def make_pipeline(tmp_path, replies: dict[str, str], fail: tuple[str, ...] = ())
     specs = {n: ExpertSpec(name=n, backend="fake", params={"answers": {**ANNOTATE, "17 * 23": r}, "fail": n in fail})
              for n, r in replies.items()}
     config = SymoeConfig(home=tmp_path, experts=specs, default_expert="strong", retrieval={"mode": "never"},
-                         router={"k": 2, "adaptive_k": False, "allow_samples": False})
+                         recruit={"k": 2, "adaptive_k": False, "allow_samples": False})
     profile = Profile(pool={}, annotator="strong", experts={
         "strong": expert(9, 1, 300), "cheap": expert(6, 4, 5), "tiny": expert(5, 5, 3), "weak": expert(1, 9, 1)})
     ctx = Pipeline(config, profile=profile)
@@ -148,7 +148,7 @@ def margin_pipeline(tmp_path, sure: float) -> Pipeline:
     specs = {n: ExpertSpec(name=n, backend="fake", method="direct", params={"answers": reply, "sure": sure})
              for n in ("strong", "cheap", "tiny")}
     config = SymoeConfig(home=tmp_path, experts=specs, default_expert="strong", retrieval={"mode": "never"},
-                         router={"k": 2, "adaptive_k": False, "allow_samples": False})
+                         recruit={"k": 2, "adaptive_k": False, "allow_samples": False})
     examples = [ProfiledExample(question=f"q{i}", correct={"tiny": i < 6}, margins={"tiny": 3.0 - i * 0.25},
                                 answers={"tiny": "A"}) for i in range(12)]
     profile = Profile(pool={}, annotator="strong", examples=examples, experts={

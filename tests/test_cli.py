@@ -132,10 +132,10 @@ def test_models_list_shows_the_four_experts_ready(symoe_cli: Cli) -> None:
 def test_config_show_prints_the_effective_config(symoe_cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "symoe.toml"
     config.write_text('seed = 3\n[experts.my-7b]\npath = "/models/my-7b.gguf"\n')
-    proc = symoe_cli("config", "show", "--config", str(config), env={"SYMOE_ROUTER__K": "2"})
+    proc = symoe_cli("config", "show", "--config", str(config), env={"SYMOE_RECRUIT__K": "2"})
     assert proc.returncode == 0, proc.stderr
     shown = yaml.safe_load(proc.stdout)
-    assert shown["seed"] == 3 and shown["router"]["k"] == 2
+    assert shown["seed"] == 3 and shown["recruit"]["k"] == 2
     assert list(shown["experts"])[:4] == ["qwen-coder-1.5b", "qwen-coder-0.5b", "smollm2-135m", "gemma3-270m"]
     assert list(shown["experts"])[-1] == "my-7b" and shown["experts"]["qwen-1.5b-program"]["method"] == "program"
     assert shown["experts"]["my-7b"]["backend"] == "llamacpp"
@@ -191,7 +191,7 @@ def test_missing_model_file(symoe_cli: Cli, tmp_path: Path, home: Path) -> None:
 
 @pytest.mark.parametrize(("name", "text", "expected"), [
     ("bad.yaml", "experts:\n  my-7b:\n    path: [unclosed\n", "not valid yaml"),
-    ("bad.toml", "[router\nk = 2\n", "not valid toml"),
+    ("bad.toml", "[recruit\nk = 2\n", "not valid toml"),
     ("extra.yaml", "routr:\n  k: 2\n", "routr"),
 ])
 def test_malformed_config_file(symoe_cli: Cli, tmp_path: Path, name: str, text: str, expected: str) -> None:
@@ -210,5 +210,5 @@ def test_missing_config_file(symoe_cli: Cli, tmp_path: Path) -> None:
 
 
 def test_bad_environment_variable(symoe_cli: Cli) -> None:
-    line = _one_error_line(symoe_cli("config", "show", env={"SYMOE_ROUTER__K": "many"}))
-    assert "router.k" in line
+    line = _one_error_line(symoe_cli("config", "show", env={"SYMOE_RECRUIT__K": "many"}))
+    assert "recruit.k" in line

@@ -170,7 +170,7 @@ def method_pipeline(tmp_path: Path, program_reply: str) -> Pipeline:
                "m-program": ExpertSpec(uses="model", method="program")}
     config = SymoeConfig(home=tmp_path, experts=experts, default_expert="model",
                          sandbox={"limits": {"wall_seconds": 5}}, retrieval={"mode": "never"},
-                         router={"k": 3, "adaptive_k": False, "allow_samples": False})
+                         recruit={"k": 3, "adaptive_k": False, "allow_samples": False})
     scores = {"m-program": 6, "m-direct": 5, "m-cot": 4}
     profile = Profile(pool={}, annotator="model", experts={
         n: ExpertProfile(skills={"arithmetic": SkillCount(right=s)}, tasks={"t": SkillCount(right=s)})

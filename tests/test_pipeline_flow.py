@@ -25,7 +25,7 @@ class WordMatcher:
 def make_pipeline(tmp_path, experts: dict[str, dict], scores: dict[str, int], k: int = 3) -> Pipeline:
     specs = {name: ExpertSpec(name=name, backend="fake", params=params) for name, params in experts.items()}
     config = SymoeConfig(home=tmp_path, experts=specs, default_expert=next(iter(specs)),
-                         router={"k": k, "adaptive_k": False, "allow_samples": False}, retrieval={"mode": "never"})
+                         recruit={"k": k, "adaptive_k": False, "allow_samples": False}, retrieval={"mode": "never"})
     profile = Profile(pool={}, annotator=config.default_expert,
                       experts={n: ExpertProfile(skills={"arithmetic": SkillCount(right=max(s, 0), wrong=max(-s, 0))},
                                                 tasks={"t": SkillCount(right=max(s, 0), wrong=max(-s, 0))})

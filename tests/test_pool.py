@@ -187,21 +187,21 @@ def test_three_lines_of_yaml_add_an_expert(tmp_path: Path) -> None:
 def test_yaml_overrides_and_removes_experts_by_name(tmp_path: Path) -> None:
     file = tmp_path / "symoe.yml"
     file.write_text("experts:\n  gemma3-270m:\n    backend: transformers\n  smollm2-135m: null\n"
-                    "router:\n  k: 2\n")
+                    "recruit:\n  k: 2\n")
     cfg = load_config(file)
     assert "smollm2-135m" not in cfg.experts
     gemma = cfg.experts["gemma3-270m"]
     assert gemma.backend == "transformers" and gemma.chat_template is False and gemma.source is not None
-    assert cfg.router.k == 2 and cfg.router.max_k == 4  # other router defaults stay
+    assert cfg.recruit.k == 2 and cfg.recruit.max_k == 4  # other recruit defaults stay
 
 
 def test_toml_config_and_replace_pool(tmp_path: Path) -> None:
     file = tmp_path / "symoe.toml"
     file.write_text('replace_pool = true\ndefault_expert = "api"\n\n[experts.api]\nbackend = "openai"\n'
-                    'model = "qwen"\nbase_url = "http://127.0.0.1:8000/v1"\n\n[router]\nk = 1\n')
+                    'model = "qwen"\nbase_url = "http://127.0.0.1:8000/v1"\n\n[recruit]\nk = 1\n')
     cfg = load_config(file)
     assert list(cfg.experts) == ["api"] and cfg.experts["api"].backend == "openai"
-    assert cfg.default_expert == "api" and cfg.router.k == 1
+    assert cfg.default_expert == "api" and cfg.recruit.k == 1
     file.write_text('replace_pool = true\n[experts.api]\nbackend = "openai"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(file)
@@ -210,29 +210,29 @@ def test_toml_config_and_replace_pool(tmp_path: Path) -> None:
 
 def test_env_overrides_file_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "symoe.yaml"
-    file.write_text("router:\n  k: 4\n  temperature: 0.2\nseed: 7\n")
-    monkeypatch.setenv("SYMOE_ROUTER__K", "2")
+    file.write_text("recruit:\n  k: 4\n  temperature: 0.2\nseed: 7\n")
+    monkeypatch.setenv("SYMOE_RECRUIT__K", "2")
     monkeypatch.setenv("SYMOE_CONFIG", str(file))
     cfg = load_config()  # the file through SYMOE_CONFIG
-    assert cfg.router.k == 2  # env beats the file
-    assert cfg.router.temperature == 0.2 and cfg.seed == 7  # the rest of the file still applies
+    assert cfg.recruit.k == 2  # env beats the file
+    assert cfg.recruit.temperature == 0.2 and cfg.seed == 7  # the rest of the file still applies
     monkeypatch.setenv("SYMOE_DEFAULT_EXPERT", "smollm2-135m")
     monkeypatch.setenv("SYMOE_RETRIEVAL__MODE", "always")
     cfg = load_config()
     assert cfg.default_expert == "smollm2-135m" and cfg.retrieval.mode == "always"
-    assert load_config(router={"k": 1}).router.k == 1  # keyword arguments beat env
-    monkeypatch.setenv("SYMOE_ROUTER__K", "many")
+    assert load_config(recruit={"k": 1}).recruit.k == 1  # keyword arguments beat env
+    monkeypatch.setenv("SYMOE_RECRUIT__K", "many")
     with pytest.raises(ConfigError) as caught:
         load_config()
-    assert "router.k" in _one_line(caught.value)
+    assert "recruit.k" in _one_line(caught.value)
 
 
 @pytest.mark.parametrize(("name", "text", "words"), [
     ("bad.yaml", "experts:\n  my-7b:\n    path: [unclosed\n", ("not valid yaml", "line")),
-    ("bad.toml", "[router\nk = 2\n", ("not valid toml",)),
+    ("bad.toml", "[recruit\nk = 2\n", ("not valid toml",)),
     ("list.yaml", "- a\n- b\n", ("mapping",)),
     ("extra.yaml", "routr:\n  k: 2\n", ("routr", "not permitted")),
-    ("type.toml", "[router]\nk = \"many\"\n", ("router.k",)),
+    ("type.toml", "[recruit]\nk = \"many\"\n", ("recruit.k",)),
     ("experts.yaml", "experts: [a, b]\n", ("experts",)),
 ])
 def test_malformed_config_is_one_line(tmp_path: Path, name: str, text: str, words: tuple[str, ...]) -> None:
@@ -254,3 +254,14 @@ def test_unknown_expert_is_one_line(home: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config().expert("gpt-17")
     assert "unknown expert 'gpt-17'" in _one_line(caught.value) and "qwen-coder-1.5b" in str(caught.value)
+
+
+def test_the_old_section_name_router_still_works_with_a_deprecation_line(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "symoe.yaml"
+    file.write_text("router:\n  k: 4\n  temperature: 0.2\n")
+    monkeypatch.setenv("SYMOE_ROUTER__K", "2")
+    with pytest.warns(FutureWarning, match="router: is deprecated.*use recruit:"):
+        cfg = load_config(file)
+    assert cfg.recruit.k == 2 and cfg.recruit.temperature == 0.2  # env beats the file, as under the new name
+    assert cfg.router is cfg.recruit and "router" not in cfg.public_dict()

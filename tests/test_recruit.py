@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.config import RouterConfig
+from orchestrator.config import RecruitConfig
 from orchestrator.profiles import ExpertProfile, SkillCount
 from orchestrator.recruit import adaptive_k, draw_slots, recruit, recruit_weights
 
@@ -24,14 +24,14 @@ skills_st = st.lists(st.sampled_from(SKILLS), min_size=0, max_size=3, unique=Tru
 @settings(max_examples=200, deadline=None)
 @given(profiles_st, skills_st, st.integers(0, 10_000), st.booleans())
 def test_deterministic_under_seed(profiles, skills, seed, allow):
-    config = RouterConfig(allow_samples=allow)
+    config = RecruitConfig(allow_samples=allow)
     assert recruit(skills, profiles, config, seed) == recruit(skills, profiles, config, seed)
 
 
 @settings(max_examples=200, deadline=None)
 @given(profiles_st, skills_st, st.integers(0, 10_000), st.booleans(), st.integers(1, 6))
 def test_never_recruits_zero_weight_and_no_repeated_greedy(profiles, skills, seed, allow, k):
-    config = RouterConfig(allow_samples=allow)
+    config = RecruitConfig(allow_samples=allow)
     rec = recruit(skills, profiles, config, seed, k=k)
     positive = [m for m, w in rec.weights.items() if w > 0]
     assert positive, "some expert always has positive weight"
@@ -81,8 +81,8 @@ def test_no_known_skill_falls_back_to_global_strength():
 
 
 def test_adaptive_k():
-    config = RouterConfig(min_k=1, max_k=4, dominance=0.8)
+    config = RecruitConfig(min_k=1, max_k=4, dominance=0.8)
     assert adaptive_k({"a": 0.9, "b": 0.1}, config) == 1
     assert adaptive_k({"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25}, config) == 4
     assert adaptive_k({"a": 0.5, "b": 0.5, "c": 0.0}, config) == 2
-    assert adaptive_k({"a": 0.9, "b": 0.1}, RouterConfig(adaptive_k=False, k=3)) == 3
+    assert adaptive_k({"a": 0.9, "b": 0.1}, RecruitConfig(adaptive_k=False, k=3)) == 3

@@ -36,7 +36,7 @@ def make_config(tmp_path: Path, **server: object) -> SymoeConfig:
         "broken": ExpertSpec(name="broken", backend="fake", params={"fail": True}),
     }
     config = SymoeConfig(home=tmp_path / "home", experts=experts, default_expert="alpha", replace_pool=True,
-                         router={"profile": tmp_path / "profile.json"}, retrieval={"mode": "never"},
+                         recruit={"profile": tmp_path / "profile.json"}, retrieval={"mode": "never"},
                          server={"batch_window_ms": 30, **server})
     count = {"alpha": SkillCount(right=9, wrong=1), "beta": SkillCount(right=8, wrong=2),
              "broken": SkillCount(right=9, wrong=1)}

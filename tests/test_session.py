@@ -32,7 +32,7 @@ def session(tmp_path: Path, answers: dict[str, str], scores: dict[str, int], k: 
     specs = {name: ExpertSpec(name=name, backend="fake", method="cot" if name == "c" else "standard",
                               params={"answers": {**ANNOTATE, "17 * 23": answers[name]}}) for name in scores}
     config = SymoeConfig(home=tmp_path, experts=specs, default_expert=next(iter(specs)),
-                         router={"k": k, "adaptive_k": False, "allow_samples": False}, retrieval={"mode": "never"})
+                         recruit={"k": k, "adaptive_k": False, "allow_samples": False}, retrieval={"mode": "never"})
     profile = Profile(pool=pool_digest(config), annotator=config.default_expert,
                       experts={n: ExpertProfile(skills={"arithmetic": SkillCount(right=max(s, 0), wrong=max(-s, 0))},
                                                 tasks={"t": SkillCount(right=max(s, 0), wrong=max(-s, 0))})

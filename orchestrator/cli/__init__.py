@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import typer
 
@@ -51,8 +52,14 @@ def show_waits() -> None:
         logger.propagate = False
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    """A deprecation or other warning as one ``warning:`` line, without the code that raised it."""
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     show_waits()
+    warnings.formatwarning = one_line_warning  # type: ignore[assignment]
     try:
         check_argv(sys.argv[1:])
         code = app(standalone_mode=False)
