@@ -81,7 +81,7 @@ class MethodContext(BaseModel):
 
     def need_profile(self, method: str) -> Profile:
         if self.profile is None:
-            raise MethodError(f"method {method!r} needs a profile; run `symoe profile build`")
+            raise MethodError(f"router {method!r} needs a profile; run `symoe profile build`")
         return self.profile
 
 
@@ -178,14 +178,14 @@ class Method(abc.ABC):
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
         """Raise ``MethodError`` for a variant this method does not know (default: none allowed)."""
         if variant:
-            raise MethodError(f"method {type(self).__name__} takes no variant (got {variant!r})")
+            raise MethodError(f"router {type(self).__name__} takes no variant (got {variant!r})")
 
     @abc.abstractmethod
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         """The slots for this query."""
 
 
-methods: Registry[type[Method]] = Registry("method")
+methods: Registry[type[Method]] = Registry("router")
 
 
 #: the config sections a method name's settings may set (the ones methods read)
@@ -237,7 +237,7 @@ class MethodSpec(BaseModel):
         for key, _ in settings:
             if not method.reads_key(key):
                 reads = ", ".join(r if "." in r else f"{r}.*" for r in method.reads) or "none"
-                raise MethodError(f"method {base!r} does not read {key!r}; the settings it reads: {reads}")
+                raise MethodError(f"router {base!r} does not read {key!r}; the settings it reads: {reads}")
         configured = apply_settings(config, settings)
         method.check_variant(variant or None, configured)
         chosen = retrieval or mode or (config.retrieval.mode if method.retrieves_by_default else "never")
@@ -251,12 +251,12 @@ def split_settings(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
         return text, ()
     name, _, rest = text.partition("[")
     if not rest.endswith("]"):
-        raise MethodError(f"method {text!r}: settings go in brackets at the end, e.g. budget[budget.quality=0.5]")
+        raise MethodError(f"router {text!r}: settings go in brackets at the end, e.g. budget[budget.quality=0.5]")
     settings = []
     for item in [i.strip() for i in rest[:-1].split(";") if i.strip()]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise MethodError(f"method {text!r}: setting {item!r} is not KEY=VALUE (e.g. budget.quality=0.5)")
+            raise MethodError(f"router {text!r}: setting {item!r} is not KEY=VALUE (e.g. budget.quality=0.5)")
         settings.append((key.strip(), value.strip()))
     return name, tuple(settings)
 
@@ -266,7 +266,7 @@ def apply_settings(config: SymoeConfig, settings: tuple[tuple[str, str], ...]) -
     for key, value in settings:
         section, _, field = key.partition(".")
         if section not in METHOD_SECTIONS or not field:
-            raise MethodError(f"{key!r} cannot be set for one method; give a key of "
+            raise MethodError(f"{key!r} cannot be set for one router; give a key of "
                               f"{', '.join(s + '.*' for s in METHOD_SECTIONS)} (e.g. budget.quality)")
         current = getattr(config, section)
         if field not in type(current).model_fields:
@@ -303,7 +303,7 @@ def expand_methods(spec: str, config: SymoeConfig, retrieval: list[str] | None =
         else:
             out.append(parsed)
     if not out:
-        raise MethodError("no method given; e.g. --methods symoe,best_single")
+        raise MethodError("no router given; e.g. --routers symoe,best_single")
     for key, values in sweep or []:
         if not values:
             raise MethodError(f"--sweep {key}= gives no values; e.g. --sweep {key}=V1,V2")

@@ -55,11 +55,11 @@ def write_small_config(path: Path, backend: str, profile_path: Path, questions: 
             "default_expert: smollm2-135m\n"
             "experts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
             "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
-            f"router:\n  profile: {profile_path}\n")
+            f"recruit:\n  profile: {profile_path}\n")
     else:
         path.write_text(yaml.safe_dump({"replace_pool": True, "default_expert": "smollm2-135m",
                                         "experts": fake_experts(questions),
-                                        "router": {"profile": str(profile_path)}}, sort_keys=False))
+                                        "recruit": {"profile": str(profile_path)}}, sort_keys=False))
 
 
 def with_fake_delay(config: Path, seconds: float) -> Path:
@@ -96,7 +96,7 @@ def small_setup(request, tmp_path_factory):
 
 
 def run_eval(config: Path, task: Path, out: Path, **popen: object) -> Spawned:
-    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority,moa",
+    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single,majority,moa",
            "--output", str(out), "--log-samples"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     runs = len(list(out.parent.glob(f"{out.name}-*.log")))  # one log per run into ``out``
@@ -155,7 +155,7 @@ def test_killed_run_resumes_without_recomputing(small_setup, tmp_path):
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(small_setup, tmp_path):
     root, task, config = small_setup
     out = tmp_path / "run"
-    base = [*SYMOE, "eval", "-c", str(config), "--methods", "single:smollm2-135m"]
+    base = [*SYMOE, "eval", "-c", str(config), "--routers", "single:smollm2-135m"]
     done = subprocess.run([*base, "--tasks", str(task), "--output", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     n, results = stored(out), (out / "results.json").read_text()
@@ -169,10 +169,10 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(small_setup, tmp_path):
         "broken.jsonl": ["--tasks", str(malformed), "--output", str(out)],
         "not writable": ["--tasks", str(task), "--output", str(blocker / "sub"),
                          "--use-cache", str(out / "generations.sqlite")],
-        "unknown method": ["--tasks", str(task), "--methods", "oracle", "--output", str(out)],
+        "unknown router": ["--tasks", str(task), "--routers", "oracle", "--output", str(out)],
     }
     for expect, args in cases.items():
-        proc = subprocess.run([*base[:-2], *(["--methods", "single:smollm2-135m"] if "--methods" not in args else []),
+        proc = subprocess.run([*base[:-2], *(["--routers", "single:smollm2-135m"] if "--routers" not in args else []),
                                *args], capture_output=True, text=True, timeout=120)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (expect, proc.stderr[-1500:])
