@@ -20,7 +20,7 @@ SYMOE = [sys.executable, "-m", "orchestrator.cli"]
 
 
 def start(config: Path, task: Path, out: Path, cache: Path | None = None) -> Spawned:
-    return spawn([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,majority",
+    return spawn([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single,majority",
                   "--output", str(out), "--log-samples", *(["--use-cache", str(cache)] if cache else [])],
                  out.parent / f"{out.name}.log")
 
@@ -38,7 +38,7 @@ def test_two_runs_on_one_output_folder(small_setup, tmp_path: Path) -> None:  # 
     time.sleep(0.5)
     while not (out / ".lock").exists() and first.poll() is None:
         time.sleep(0.1)
-    second = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single",
+    second = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single",
                              "--output", str(out)], capture_output=True, text=True, timeout=300)
     assert first.finish(timeout=900) == 0, first.output()[-3000:]
     lines = second.stderr.strip().splitlines()

@@ -185,7 +185,7 @@ def small_task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
 
 
 def eval_command(config: Path, task: Path, out: Path, cache: Path) -> list[str]:
-    return ["eval", "-c", str(config), "--tasks", str(task), "--methods", "single:smollm2-135m",
+    return ["eval", "-c", str(config), "--tasks", str(task), "--routers", "single:smollm2-135m",
             "--output", str(out), "--use-cache", str(cache), "--log-samples"]
 
 
@@ -201,10 +201,9 @@ def test_cli_damaged_cache_is_one_line_in_eval_ask_and_profile_build(full_cache:
     assert digest(damaged) == before
 
     (home / "cache").mkdir(exist_ok=True)
-    for name, args in {"ask.sqlite": ["ask", "-c", str(config), "-m", "smollm2-135m", "What is 2 + 2?"],
-                       "generations.sqlite": ["profile", "build", "-c", str(config), "--tasks", str(task),
-                                              "-o", str(tmp_path / "profile.json")]}.items():
-        target = home / "cache" / name
+    for args in (["ask", "-c", str(config), "-m", "smollm2-135m", "What is 2 + 2?"],
+                 ["profile", "build", "-c", str(config), "--tasks", str(task), "-o", str(tmp_path / "profile.json")]):
+        target = home / "cache" / "generations.sqlite"  # the one cache every face shares by default
         shutil.copy(full_cache, target)
         FILE_DAMAGE[kind](target)
         try:

@@ -105,7 +105,7 @@ non_integers = st.floats(allow_nan=True, allow_infinity=True).map(repr) | \
     st.sampled_from(["nan", "inf", "-inf", "1e400", "0x10", "", " ", "1.5", "abc", "2k"])
 numbers = st.integers(-10**6, 10**6).map(str) | non_integers | st.sampled_from(["0", "-1", "1000", "1_0"])
 
-KEYS = ["seed", "home", "default_expert", "replace_pool", "experts", "router", "skills", "retrieval", "embedding",
+KEYS = ["seed", "home", "default_expert", "replace_pool", "experts", "recruit", "skills", "retrieval", "embedding",
         "k", "min_k", "max_k", "temperature", "dominance", "adaptive_k", "samples", "min_votes", "mode", "top_k",
         "batch_size", "package", "path", "n_ctx", "backend", "bogus", "fake", "qwen-coder-0.5b"]
 scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | \
@@ -130,7 +130,7 @@ def toml_text(data: dict) -> str:
 #: mostly valid settings, each sometimes just out of range: the boundary of every check
 plausible = st.fixed_dictionaries({}, optional={
     "seed": st.integers(-2, MAX_SEED + 1),
-    "router": st.fixed_dictionaries({}, optional={
+    "recruit": st.fixed_dictionaries({}, optional={
         "k": st.integers(0, MAX_K + 1), "min_k": st.integers(0, 5), "max_k": st.integers(0, MAX_K + 1),
         "temperature": st.floats(-0.5, 10.5), "dominance": st.floats(0, 1.1), "adaptive_k": st.booleans()}),
     "skills": st.fixed_dictionaries({}, optional={"samples": st.integers(0, 33), "min_votes": st.integers(0, 33),
@@ -151,9 +151,9 @@ config_file = st.one_of(
     st.tuples(st.sampled_from([".yaml", ".toml"]), config_mapping.map(
         lambda d: yaml.safe_dump(d).encode() + b"\xff\xfe")),
 )
-ENV_NAMES = ["SYMOE_SEED", "SYMOE_ROUTER__K", "SYMOE_ROUTER", "SYMOE_RETRIEVAL__MODE", "SYMOE_SKILLS__SAMPLES",
-             "SYMOE_ROUTER__TEMPERATURE", "SYMOE_HOME", "SYMOE_DEFAULT_EXPERT", "SYMOE_EMBEDDING__BATCH_SIZE",
-             "SYMOE_REPLACE_POOL", "SYMOE_EXPERTS", "SYMOE_RETRIEVAL", "SYMOE_ROUTER__BOGUS", "SYMOE_BOGUS"]
+ENV_NAMES = ["SYMOE_SEED", "SYMOE_RECRUIT__K", "SYMOE_RECRUIT", "SYMOE_RETRIEVAL__MODE", "SYMOE_SKILLS__SAMPLES",
+             "SYMOE_RECRUIT__TEMPERATURE", "SYMOE_HOME", "SYMOE_DEFAULT_EXPERT", "SYMOE_EMBEDDING__BATCH_SIZE",
+             "SYMOE_REPLACE_POOL", "SYMOE_EXPERTS", "SYMOE_RETRIEVAL", "SYMOE_RECRUIT__BOGUS", "SYMOE_BOGUS"]
 env_value = numbers | os_text | st.sampled_from(['{"k": 2}', "{bad", "[1]", '{"k": 0}', "null", "true",
                                                  "/dev/null", "/dev/null/x", '{"temperature": 0}'])
 environment = st.just({}) | st.dictionaries(st.sampled_from(ENV_NAMES), env_value, max_size=3)
@@ -182,7 +182,7 @@ def test_config_show_never_tracebacks(place: dict[str, Path], config: tuple[str,
 
 valid_settings = st.fixed_dictionaries({}, optional={
     "seed": st.integers(0, MAX_SEED),
-    "router": st.fixed_dictionaries({}, optional={"k": st.integers(1, MAX_K), "temperature": st.floats(0.01, 10),
+    "recruit": st.fixed_dictionaries({}, optional={"k": st.integers(1, MAX_K), "temperature": st.floats(0.01, 10),
                                                   "dominance": st.floats(0.01, 1)}),
     "retrieval": st.fixed_dictionaries({}, optional={"mode": st.sampled_from(RETRIEVAL_MODES),
                                                      "top_k": st.integers(1, 50)}),
@@ -197,15 +197,15 @@ def test_config_show_accepts_every_valid_setting(place: dict[str, Path], setting
     path = place["root"] / f"valid{suffix}"
     path.write_text(yaml.safe_dump(settings_) if suffix == ".yaml" else toml_text(settings_))
     code, stdout, stderr = run_main(place, ["config", "show", "--config", str(path)],
-                                    {"SYMOE_ROUTER__K": str(k)} if k else {})
+                                    {"SYMOE_RECRUIT__K": str(k)} if k else {})
     assert code == 0 and stderr == "", (code, stderr)
     shown = yaml.safe_load(stdout)
     for section, values in settings_.items():
-        expected = {**values, **({"k": k} if k and section == "router" else {})} if isinstance(values, dict) \
+        expected = {**values, **({"k": k} if k and section == "recruit" else {})} if isinstance(values, dict) \
             else values
         actual = {key: shown[section][key] for key in expected} if isinstance(expected, dict) else shown[section]
         assert actual == pytest.approx(expected), section
-    assert k is None or shown["router"]["k"] == k
+    assert k is None or shown["recruit"]["k"] == k
 
 
 # ---------------------------------------------------------------- ask
@@ -243,13 +243,13 @@ def bad_ask_option(config: Path) -> st.SearchStrategy[list[str]]:
         os_text.filter(lambda t: t not in ("choice", "number", "text")).map(lambda v: [f"--format={v}"]),
         bad_int(1, 8192).map(lambda v: [f"--max-tokens={v}"]),
         bad_int(0, MAX_SEED).map(lambda v: [f"--seed={v}"]),
-        os_text.filter(lambda t: not is_method(t, config)).map(lambda v: [f"--method={v}"]),
+        os_text.filter(lambda t: not is_method(t, config)).map(lambda v: [f"--router={v}"]),
     )
 
 
 def good_ask_option() -> st.SearchStrategy[list[str]]:
     return st.sampled_from([[], ["-k", "2"], ["--retrieval", "never"], ["--format", "number"],
-                            ["--max-tokens", "16"], ["--seed", "7"], ["--method", "majority"], ["-m", "fake"],
+                            ["--max-tokens", "16"], ["--seed", "7"], ["--router", "majority"], ["-m", "fake"],
                             ["--json"], ["--explain"]])
 
 
@@ -285,7 +285,7 @@ def test_eval_with_a_bad_option_is_one_error_line(place: dict[str, Path], data: 
                            st.tuples(st.lists(st.just(files["good"]), max_size=1), bad_entries).map(
                                lambda t: ",".join([*t[0], t[1]]))),
         "limit": st.integers(max_value=0).map(str) | non_integers.filter(lambda t: outside(t, 1, sys.maxsize**2)),
-        "methods": os_text.filter(lambda t: not is_method(t, place["config"])),
+        "routers": os_text.filter(lambda t: not is_method(t, place["config"])),
         "split": os_text.filter(lambda t: t not in SPLITS),
         "memory-budget-gb": st.floats(max_value=0.0999).map(repr) | st.floats(min_value=65536.01).map(repr) |
         st.sampled_from(["nan", "inf", "-inf", "x", "1e400"]),
@@ -293,7 +293,7 @@ def test_eval_with_a_bad_option_is_one_error_line(place: dict[str, Path], data: 
         "retrieval": os_text.map(lambda t: "x" + t),  # the first mode is never a mode
     }
     good = {"tasks": st.just(files["good"]), "limit": st.sampled_from(["1", "5"]),
-            "methods": st.sampled_from(["single", "single:fake"]), "split": st.sampled_from(list(SPLITS)),
+            "routers": st.sampled_from(["single", "single:fake"]), "split": st.sampled_from(list(SPLITS)),
             "memory-budget-gb": st.sampled_from(["0.5", "2"]), "seed": st.sampled_from(["0", "3"]),
             "retrieval": st.sampled_from(["never", "never,always"])}
     broken = data.draw(st.sampled_from(sorted(bad)))
@@ -301,7 +301,7 @@ def test_eval_with_a_bad_option_is_one_error_line(place: dict[str, Path], data: 
     for option in sorted(bad):
         if option == broken:
             value = data.draw(bad[option], label=option)
-        elif option in ("tasks", "methods") or data.draw(st.booleans()):  # never the default (registered) tasks
+        elif option in ("tasks", "routers") or data.draw(st.booleans()):  # never the default (registered) tasks
             value = data.draw(good[option], label=option)
         else:
             continue

@@ -3,7 +3,7 @@ lm-eval's ``local-chat-completions`` against a real ``symoe serve``, and the ``s
 through ``symoe lm-eval``; the two score the same (one pipeline, one cache).
 
 The method is one expert, the 1.5B's program (``model=`` an expert name on the server,
-``strategy=single:...`` through the model): both faces hand the method's name to the same
+``router=single:...`` through the model): both faces hand the method's name to the same
 pipeline, so a routed method adds nothing these faces own, only minutes (routed ``symoe``
 took 722 s of CI's 90 minutes here; ask/eval parity of routing is tests/test_parity.py)."""
 
@@ -64,7 +64,7 @@ def test_lm_eval_one_question_through_the_symoe_model(tmp_path: Path) -> None:
     write_task("gsm8k", tmp_path / "tasks", default_home(), limit=1)
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "lm-eval", "--model", "symoe",
-                           "--model_args", "strategy=single:smollm2-135m", "--tasks", "symoe_gsm8k",
+                           "--model_args", "router=single:smollm2-135m", "--tasks", "symoe_gsm8k",
                            "--include_path", str(tmp_path / "tasks"), "--limit", "1", "--log_samples",
                            "--output_path", str(tmp_path / "model")], capture_output=True, text=True, env=env,
                           timeout=900)
@@ -90,7 +90,7 @@ def test_lm_eval_against_the_server_and_through_the_symoe_model(tmp_path: Path) 
         stop(proc)
     assert served.returncode == 0, served.stderr[-3000:]
     through = subprocess.run([sys.executable, "-m", "orchestrator.cli", "lm-eval", "--model", "symoe",
-                              "--model_args", f"strategy=single:{EXPERT}", *common,
+                              "--model_args", f"router=single:{EXPERT}", *common,
                               "--output_path", str(tmp_path / "model")],
                              capture_output=True, text=True, env=env, timeout=3000)
     assert through.returncode == 0, through.stderr[-3000:]

@@ -143,7 +143,7 @@ def fake_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[SymoeConfig, P
     (root / "docs.jsonl").write_text("".join(json.dumps({"id": t, "title": t, "text": x}) + "\n" for t, x in DOCS))
     build_index([root / "docs.jsonl"], root / "index", EmbeddingConfig())
     config = SymoeConfig(home=root / "home", experts=fake_pool(), default_expert="alpha", replace_pool=True,
-                         router={"profile": root / "profile.json"},
+                         recruit={"profile": root / "profile.json"},
                          retrieval={"mode": "auto", "index": root / "index"})
     save_profile(fake_profile(config), root / "profile.json")
     questions = [Question(id=f"parity-{i}", question=q, choices=c, answer=a, task="parity")
@@ -172,14 +172,14 @@ def test_ask_and_evaluate_agree_with_scripted_experts(fake_setup, tmp_path: Path
 def test_every_recruited_expert_failing_falls_back_in_both(fake_setup, tmp_path: Path) -> None:
     """A question only the failing expert is recruited for: both paths fall back to the default."""
     config, task, questions = fake_setup
-    only_gamma = config.model_copy(update={"router": config.router.model_copy(update={"k": 1, "adaptive_k": False})})
+    only_gamma = config.model_copy(update={"recruit": config.recruit.model_copy(update={"k": 1, "adaptive_k": False})})
     profile = fake_profile(config)
     for name in ("alpha", "beta", "delta"):
         profile.experts[name] = ExpertProfile(skills={"history": SkillCount(right=0, wrong=9)},
                                               tasks={"parity": SkillCount(right=0, wrong=9)})
     path = tmp_path / "profile.json"
     save_profile(profile, path)
-    only_gamma = only_gamma.model_copy(update={"router": only_gamma.router.model_copy(update={"profile": path})})
+    only_gamma = only_gamma.model_copy(update={"recruit": only_gamma.recruit.model_copy(update={"profile": path})})
     history = [q for q in questions if "Napoleon" in q.question or "president" in q.question]
     sub = tmp_path / "history.jsonl"
     sub.write_text("".join(q.model_dump_json() + "\n" for q in history))
@@ -199,7 +199,7 @@ def test_ask_and_evaluate_agree_on_the_two_smallest_real_models(tmp_path: Path) 
     path = tmp_path / "config.yaml"
     path.write_text("default_expert: smollm2-135m\nexperts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
                     "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
-                    f"router:\n  profile: {profile}\n")
+                    f"recruit:\n  profile: {profile}\n")
     config = load_config(path)
     counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=5, wrong=5)}
     save_profile(Profile(pool=pool_digest(config), annotator="smollm2-135m",

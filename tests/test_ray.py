@@ -34,7 +34,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     config = root / "config.yaml"
     config.write_text("default_expert: smollm2-135m\nexperts:\n  qwen-coder-1.5b: null\n  qwen-coder-0.5b: null\n"
                       "  smollm2-135m: {routed: true}\n  gemma3-270m: {routed: true}\n"
-                      f"router:\n  profile: {root / 'profile.json'}\nretrieval:\n  mode: never\n")
+                      f"recruit:\n  profile: {root / 'profile.json'}\nretrieval:\n  mode: never\n")
     counts = {"smollm2-135m": SkillCount(right=6, wrong=4), "gemma3-270m": SkillCount(right=5, wrong=5)}
     save_profile(Profile(pool=pool_digest(load_config(config)), annotator="smollm2-135m",
                          experts={n: ExpertProfile(skills={"science reasoning": c}, tasks={"arc_challenge": c})
@@ -45,7 +45,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def eval_args(config: Path, task: Path, out: Path, *extra: str) -> list[str]:
-    return [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single,symoe:k2-distinct",
+    return [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single,symoe:k2-distinct",
             "--output", str(out), "--log-samples", *extra]
 
 
@@ -86,7 +86,7 @@ def test_a_ray_run_answers_as_the_local_executor(small, tmp_path: Path) -> None:
     runs = {}
     for executor in ("local", "ray"):
         out = tmp_path / executor
-        proc = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(two), "--methods",
+        proc = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(two), "--routers",
                                "single:smollm2-135m", "--output", str(out), "--log-samples", "--executor", executor],
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]

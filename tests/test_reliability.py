@@ -70,7 +70,7 @@ def test_a_method_whose_every_generation_failed_is_not_a_result(tmp_path: Path) 
     task = tmp_path / "t.jsonl"
     task.write_text('{"id": "q1", "question": "2+2?", "choices": ["3", "4"], "answer": "B", "split": "test"}\n'
                     '{"id": "q2", "question": "3+3?", "choices": ["6", "7"], "answer": "A", "split": "test"}\n')
-    proc = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single:dead",
+    proc = subprocess.run([*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single:dead",
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
     line = one_error_line(proc, beside=PROGRESS)
     assert "no generation of single:dead succeeded" in line
@@ -118,7 +118,7 @@ def test_a_hung_server_is_reported_and_the_deadline_ends_the_ask(tmp_path: Path)
 def test_ctrl_c_keeps_what_finished_says_so_and_the_run_resumes(small_setup, tmp_path: Path) -> None:  # noqa: F811
     _, task, config = small_setup
     out = tmp_path / "run"
-    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single", "--output", str(out)]
+    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single", "--output", str(out)]
     proc = spawn(cmd, tmp_path / "run.log")
     deadline = time.time() + 600
     while stored(out) < 3 and time.time() < deadline and proc.poll() is None:
@@ -146,7 +146,7 @@ def test_a_full_disk_while_writing_reports_keeps_the_old_reports_whole(small_set
     task = tmp_path / "arc24.jsonl"
     task.write_text("".join(q.model_dump_json() + "\n" for q in load_split("arc_challenge", "test", limit=24, seed=0)))
     out = tmp_path / "run"
-    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--methods", "single", "--output", str(out),
+    cmd = [*SYMOE, "eval", "-c", str(config), "--tasks", str(task), "--routers", "single", "--output", str(out),
            "--log-samples"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
