@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--task", default="mmlu")
-    parser.add_argument("--methods", default="symoe,cascade,clusters")
+    parser.add_argument("--routers", "--methods", dest="methods", default="symoe,cascade,clusters")
     parser.add_argument("--single", help="the single expert to compare with (default: the best on the task's "
                                          "validation questions, as best_single picks)")
     parser.add_argument("--skip", type=int, default=300, help="test questions skipped first (keeps them unseen)")

@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--tasks", default="mmlu,arc_challenge,medmcqa")
     parser.add_argument("--backend", default="transformers")
-    parser.add_argument("--method", default="symoe", help="routing of the plans: symoe, symoe:k3-distinct, ...")
+    parser.add_argument("--router", "--method", dest="method", default="symoe",
+                        help="the router of the plans: symoe, symoe:k3-distinct, ...")
     parser.add_argument("--dtype", help="transformers compute dtype (default: the backend's choice)")
     parser.add_argument("--batch-size", type=int, help="requests per generate call (default: the backend's)")
     parser.add_argument("--mode", choices=["naive", "grouped"], help=argparse.SUPPRESS)

@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--experts", default="smollm2-135m,gemma3-270m")
-    parser.add_argument("--methods", default="single,majority")
+    parser.add_argument("--routers", "--methods", dest="methods", default="single,majority")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     experts = [e for e in args.experts.split(",") if e]
