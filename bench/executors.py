@@ -43,7 +43,7 @@ def main() -> None:
             out = root / kind
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "eval", "-c", str(config), "--tasks",
-                                   str(task), "--methods", args.methods, "--output", str(out), "--log-samples",
+                                   str(task), "--routers", args.methods, "--output", str(out), "--log-samples",
                                    "--executor", kind], capture_output=True, text=True, cwd=ROOT)
             wall = time.perf_counter() - start
             if proc.returncode != 0:
@@ -54,7 +54,7 @@ def main() -> None:
             rows[kind] = {"wall_s": round(wall, 1), "eval_wall_s": stats["wall_seconds"], "loads": stats["loads"],
                           "generated": stats["generated"], "answers": answers}
     same = rows["local"]["answers"] == rows["ray"]["answers"]
-    print(f"{args.questions} ARC-Challenge questions, experts {', '.join(experts)}, methods {args.methods}")
+    print(f"{args.questions} ARC-Challenge questions, experts {', '.join(experts)}, routers {args.methods}")
     print("| executor | wall s (process) | wall s (eval) | model loads | generated |")
     print("|---|---|---|---|---|")
     for kind, r in rows.items():
