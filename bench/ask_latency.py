@@ -1,6 +1,6 @@
 """Latency of one uncached ``symoe ask``: routed methods against a single expert, in one run.
 
-    .venv/bin/python bench/ask_latency.py [--questions 4] [--task mmlu] [--methods symoe,cascade,clusters]
+    .venv/bin/python bench/ask_latency.py [--questions 4] [--task mmlu] [--routers symoe,cascade,clusters]
                                           [--single qwen-1.5b-direct]
 
 Each test question is asked one at a time, as a user would, through ``Symoe.ask`` (the

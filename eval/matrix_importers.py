@@ -574,5 +574,5 @@ def import_symoe(paths: list[Path], options: ImportOptions) -> ImportResult:
             add_outcome(draft, expert, outcome, where)
     if not drafts:
         raise MatrixError(f"no single:EXPERT rows in {', '.join(map(str, sample_files))}; run `symoe eval` with "
-                          "--methods single (every expert alone) and --log-samples")
+                          "--routers single (every expert alone) and --log-samples")
     return assemble(list(drafts.values()), ", ".join(map(str, paths)))

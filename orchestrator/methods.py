@@ -3,7 +3,7 @@
 A method implements one thing, ``assign`` (as a RouteLLM router implements one scoring
 function); the pipeline around it (annotate, gate, execute, combine, extract) is written once.
 Methods are a registry: ``@methods.register("name")`` on a ``Method`` subclass adds one, and
-``symoe ask --method NAME``, ``symoe eval --methods NAME`` and the Python API can use it.
+``symoe ask --router NAME``, ``symoe eval --routers NAME`` and the Python API can use it.
 
 A method is named by a string, parsed once into a frozen ``MethodSpec``:
 ``base[:variant][@retrieval]``: ``single:qwen-coder-1.5b``, ``symoe:k3-distinct``,
