@@ -30,6 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: system-deps $(VENV)/.installed
+	@if [ -d data/generations ]; then $(SYMOE) cache import data/generations; fi  # committed generations, once each
 
 # Debian packages for the audio team (TTS fallback, MIDI synth, soundfont, video tools).
 system-deps:
