@@ -87,6 +87,18 @@ def sqlite_problem(exc: sqlite3.Error) -> str:
     return "other"
 
 
+def servable(raw: bytes | str | None) -> Generation | None:
+    """A stored (or shipped) generation the cache would serve: it parses, succeeded and has
+    text; else None (a row that ``put`` could not have written)."""
+    if raw is None:
+        return None
+    try:
+        gen = Generation.model_validate_json(raw)
+    except (ValidationError, ValueError, TypeError):
+        return None
+    return gen if gen.ok and gen.text.strip() else None
+
+
 class GenerationCache:
     """SQLite store of generations; safe to share between threads of one process.
 
@@ -189,14 +201,7 @@ class GenerationCache:
 
     @staticmethod
     def _parse(raw: bytes | None) -> Generation | None:
-        """A stored generation, or None for a row that ``put`` could not have written."""
-        if raw is None:
-            return None
-        try:
-            gen = Generation.model_validate_json(raw)
-        except (ValidationError, ValueError, TypeError):
-            return None
-        return gen if gen.ok and gen.text.strip() else None
+        return servable(raw)
 
     def put(self, key: str, expert: str, generation: Generation) -> None:
         if generation.error:

@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.backends.base import Generation
-from agents.cache import GenerationCache
+from agents.cache import GenerationCache, servable
 from agents.errors import SymoeError
 
 __all__ = ["MAX_BYTES", "ExportReport", "ImportReport", "ShardError", "export_shards", "import_shards",
@@ -109,16 +109,6 @@ def _row_line(key: str, expert: str, generation: Generation, at: float | None) -
     row = {"at": at, "expert": expert, "generation": generation.model_dump(mode="json"), "key": key}
     return (json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
-
-def _readable(raw: bytes | None) -> Generation | None:
-    """A stored or shipped generation that the cache would serve, else None."""
-    if raw is None:
-        return None
-    try:
-        gen = Generation.model_validate_json(raw)
-    except (ValidationError, ValueError, TypeError):
-        return None
-    return gen if gen.ok and gen.text.strip() else None
 
 
 def _fingerprint(generation: Generation) -> str:
@@ -205,7 +195,7 @@ def export_shards(cache: GenerationCache, folder: Path, *, experts: set[str] | N
     report = ExportReport(folder=folder)
     shard = _Shard()
     for key, expert, raw, at in cache.rows(experts=experts, since=since, until=until):
-        generation = _readable(raw)
+        generation = servable(raw)
         if generation is None:
             report.unreadable += 1
             continue

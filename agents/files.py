@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from agents.errors import SymoeError
 
@@ -113,3 +114,16 @@ def staged(folder: Path, what: str = "the files") -> Iterator[Path]:
             os.replace(item, folder / item.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def json_object(line: str, where: str, error: type[SymoeError] = SymoeError) -> dict[str, Any]:
+    """One line of a JSONL file as a JSON object, or one ``error`` naming ``where`` (FILE:LINE)."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise error(f"{where}: not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise error(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data

