@@ -129,23 +129,11 @@ class Plan(BaseModel):
         decision = self.retrieval
         return format_passages(decision.passages) if decision is not None and decision.retrieved else None
 
-    @property
-    def search_seconds(self) -> float:
-        return self.gate_round.search_seconds if self.gate_round else 0.0
-
-    @property
-    def draft_job(self) -> Job | None:
-        return self.gate_round.draft_job if self.gate_round else None
-
     # -- the cascade's record, read as before ------------------------------------------------
     @property
     def escalated(self) -> bool | None:
         """A cascade: False when its first experts' answer stood, True when it escalated (None: no cascade)."""
         return self.cascade.escalated if self.cascade else None
-
-    @property
-    def first_round(self) -> Assignment | None:
-        return self.cascade.first_round if self.cascade else None
 
     @property
     def first_answers(self) -> list[ExpertAnswer]:

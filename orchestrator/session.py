@@ -319,8 +319,9 @@ def route_decision(p: Plan, seconds: float, config: SymoeConfig) -> RouteDecisio
     steps = []
     if p.annotation_jobs:
         steps.append(StepUsage.of("annotate", p.annotation_jobs))
-    if p.retrieval is not None:
-        steps.append(StepUsage.of("gate", [p.draft_job] if p.draft_job else [], p.search_seconds))
+    if p.gate_round is not None:
+        gated = p.gate_round
+        steps.append(StepUsage.of("gate", [gated.draft_job] if gated.draft_job else [], gated.search_seconds))
     escalation = a.escalation
     return RouteDecision(
         question=p.query.question, router=str(p.method), routed=p.method.impl.routed, format=p.format,

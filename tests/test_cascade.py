@@ -99,7 +99,7 @@ def test_other_methods_never_escalate(tmp_path) -> None:
     ctx = make_pipeline(tmp_path, {"strong": "Answer: 391", "cheap": "Answer: 7", "tiny": "Answer: 8",
                                    "weak": "Answer: 5"})
     p = run(ctx, [Query(question="What is 17 * 23?")], [MethodSpec.parse("symoe", ctx.config)])[0]
-    assert p.escalated is None and p.first_round is None
+    assert p.escalated is None and p.cascade is None
 
 
 def test_the_first_experts_are_the_cheapest_whose_agreement_was_right_on_validation() -> None:
