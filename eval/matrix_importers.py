@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.errors import SymoeError
+from agents.files import json_object
 from agents.paths import default_home
 from agents.registry import Registry
 from eval import datasets
@@ -163,13 +164,7 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MatrixError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(data, dict):
-            raise MatrixError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
-        yield number, data
+        yield number, json_object(line, f"{path}:{number}", MatrixError)
 
 
 def score(value: Any, where: str, name: str) -> float:

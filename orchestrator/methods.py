@@ -185,6 +185,16 @@ class Method(abc.ABC):
         """The slots for this query."""
 
 
+class RoutedMethod(Method):
+    """A router that chooses by the profile: reports list whom it recruited, it retrieves by the
+    config's ``retrieval.mode`` unless its name says, and when every slot fails the default
+    expert answers instead."""
+
+    routed = True
+    retrieves_by_default = True
+    falls_back = True
+
+
 methods: Registry[type[Method]] = Registry("router")
 
 
@@ -414,13 +424,10 @@ def symoe_variant(arg: str | None) -> dict[str, object]:
 
 
 @methods.register("symoe")
-class SkillRouting(Method):
+class SkillRouting(RoutedMethod):
     """Symbolic-MoE: recruit by the profile's skill scores, synthesise when the slots disagree."""
 
     needs_skills = True
-    routed = True
-    retrieves_by_default = True
-    falls_back = True
     reads = ("recruit",)
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
@@ -449,15 +456,12 @@ def k_variant(arg: str | None, method: str) -> int | None:
 
 
 @methods.register("clusters")
-class ClusterRouting(Method):
+class ClusterRouting(RoutedMethod):
     """Avengers-style: the top expert(s) of the query's nearest cluster of validation
     questions answer (``clusters.k``, or ``clusters:kN``); several vote, weighted by their
     accuracy on that cluster. One embedding per query, no annotation."""
 
     needs_clusters = True
-    routed = True
-    retrieves_by_default = True
-    falls_back = True
     reads = ("clusters",)
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
@@ -543,7 +547,7 @@ def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig)
 
 
 @methods.register("cascade")
-class Cascade(Method):
+class Cascade(RoutedMethod):
     """Cheap first, with one of two confidence signals calibrated on validation: on options,
     the cheapest competent expert alone, its letter accepted when its log-prob margin passes
     (``margin_first``); otherwise the cheapest ``cascade.first`` competent experts whose
@@ -551,9 +555,6 @@ class Cascade(Method):
     not accepted escalates the query to skill routing (``symoe``), whose team answers as usual."""
 
     needs_skills = True
-    routed = True
-    retrieves_by_default = True
-    falls_back = True
     reads = ("cascade", "recruit")
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
@@ -606,15 +607,14 @@ def budget_quality(ctx: MethodContext, variant: str | None) -> tuple[float, str]
 
 
 @methods.register("budget")
-class Budget(Method):
+class Budget(RoutedMethod):
     """The one cost/quality knob over cluster routing: the query's nearest cluster offers each
     expert alone and votes of its top experts, each with its validation accuracy and cost
     there; the option of best ``Q * accuracy - (1 - Q) * cost`` answers (Q = 0: the cheapest,
     Q = 1: the most accurate). One embedding per query, no annotation."""
 
     needs_clusters = True
-    routed = True
-    falls_back = True
+    retrieves_by_default = False  # its costs were measured without retrieval
     reads = ("budget", "clusters.count", "clusters.prior", "clusters.iterations")
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
