@@ -86,7 +86,8 @@ def eval_command(
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
-    routers = deprecated_option("--methods", "--routers", methods, routers) or DEFAULT_ROUTERS
+    routers = deprecated_option("--methods", "--routers", methods, routers)
+    routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
     check_range("--limit", limit, 1, MAX_LIMIT)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--memory-budget-gb", memory_budget_gb, MIN_BUDGET_GB, MAX_BUDGET_GB, " (GB)")
