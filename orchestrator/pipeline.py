@@ -630,28 +630,27 @@ def extract_answers(ctx: Pipeline, plans: list[Plan]) -> None:
         p.usage = Usage.total([s.usage for s in p.steps])
 
 
-def plan_steps(p: Plan) -> list[StepUsage]:
-    steps = [_step("annotate", p.annotation_jobs)] if p.annotation_jobs else []
+def decision_steps(p: Plan) -> list[StepUsage]:
+    """What deciding cost, before any expert answered: the annotation and the gate."""
+    steps = [StepUsage.of("annotate", p.annotation_jobs)] if p.annotation_jobs else []
     if p.gate_round is not None:
         drafts = [p.gate_round.draft_job] if p.gate_round.draft_job else []
-        steps.append(_step("gate", drafts, p.gate_round.search_seconds))
-    for s, job, read in p.cascade.unasked(p.answer_jobs) if p.cascade else []:  # first experts not asked again
-        steps.append(_step(f"first:{s.expert}#{s.sample}", [job], read.method_seconds))
-    ran = {(a.expert, a.sample): a.method_seconds for a in p.answers if not a.fallback}  # a program's run
-    steps += [_step(f"expert:{s.expert}#{s.sample}", [job], ran.get((s.expert, s.sample), 0.0))
-              for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True)]
-    if p.fallback_job:
-        steps.append(_step(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
-    if p.synthesis_job:
-        steps.append(_step(f"aggregate:{p.synthesis_job.model}", [p.synthesis_job]))
+        steps.append(StepUsage.of("gate", drafts, p.gate_round.search_seconds))
     return steps
 
 
-def _step(name: str, jobs: list[Job], seconds: float = 0.0) -> StepUsage:
-    """What ``jobs`` cost, with ``seconds`` spent beside them; cached when all came from the cache."""
-    usage = Usage.total([j.usage for j in jobs])
-    return StepUsage(step=name, usage=usage + Usage(seconds=seconds) if seconds else usage,
-                     cached=bool(jobs) and all(j.cached for j in jobs))
+def plan_steps(p: Plan) -> list[StepUsage]:
+    steps = decision_steps(p)
+    for s, job, read in p.cascade.unasked(p.answer_jobs) if p.cascade else []:  # first experts not asked again
+        steps.append(StepUsage.of(f"first:{s.expert}#{s.sample}", [job], read.method_seconds))
+    ran = {(a.expert, a.sample): a.method_seconds for a in p.answers if not a.fallback}  # a program's run
+    steps += [StepUsage.of(f"expert:{s.expert}#{s.sample}", [job], ran.get((s.expert, s.sample), 0.0))
+              for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True)]
+    if p.fallback_job:
+        steps.append(StepUsage.of(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
+    if p.synthesis_job:
+        steps.append(StepUsage.of(f"aggregate:{p.synthesis_job.model}", [p.synthesis_job]))
+    return steps
 
 
 AnswerItem = tuple[Plan, str, int, float, Job]  # plan, expert, sample, temperature, its job

@@ -35,7 +35,7 @@ from orchestrator.config import SymoeConfig, load_config
 from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.graph import answer_plans, run
 from orchestrator.methods import MethodSpec
-from orchestrator.pipeline import Pipeline, Plan, gate, plan
+from orchestrator.pipeline import Pipeline, Plan, decision_steps, gate, plan
 from orchestrator.provenance import provenance
 from orchestrator.queries import check_fits, make_query
 from orchestrator.records import (
@@ -47,7 +47,6 @@ from orchestrator.records import (
     RouteDecision,
     RoutedExpert,
     Slot,
-    StepUsage,
 )
 
 try:  # the optional extra: without it `--executor ray` says what to install
@@ -316,16 +315,10 @@ def route_decision(p: Plan, seconds: float, config: SymoeConfig) -> RouteDecisio
     weights = a.recruitment.weights if a.recruitment else a.weights
     experts = chosen(a.slots, weights)
     experts.sort(key=lambda r: -(r.weight or 0.0))
-    steps = []
-    if p.annotation_jobs:
-        steps.append(StepUsage.of("annotate", p.annotation_jobs))
-    if p.gate_round is not None:
-        gated = p.gate_round
-        steps.append(StepUsage.of("gate", [gated.draft_job] if gated.draft_job else [], gated.search_seconds))
     escalation = a.escalation
     return RouteDecision(
         question=p.query.question, router=str(p.method), routed=p.method.impl.routed, format=p.format,
         skills=p.skills, experts=experts, combine=a.combine, aggregator=a.aggregator,
         escalation=chosen(escalation.slots, escalation.weights) if escalation else [],
-        retrieval=p.retrieval, reason=a.recruitment.reason if a.recruitment else a.note, steps=steps,
+        retrieval=p.retrieval, reason=a.recruitment.reason if a.recruitment else a.note, steps=decision_steps(p),
         seconds=round(seconds, 3))
