@@ -78,6 +78,15 @@ def deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated and goes in the next release; use {new}", FutureWarning, stacklevel=3)
 
 
+def renamed(router: str | None, method: str | None, call: str) -> str | None:
+    """``router``, or the deprecated ``method=`` of ``call`` with its deprecation line."""
+    if method is None:
+        return router
+    warnings.warn(f"{call}(method=...) is deprecated and goes in the next release; use {call}(router=...)",
+                  FutureWarning, stacklevel=3)
+    return router or method
+
+
 class Symoe:
     """A team of expert LLMs behind one session: built once, asked many times, closed once."""
 
@@ -175,9 +184,7 @@ class Symoe:
         cost/quality knob (the ``budget`` router). Raises ``SymoeError`` when no expert could
         answer, or when ``deadline_s`` passes first (saying which stage it was waiting for).
         ``method`` is the deprecated name of ``router``."""
-        if method is not None:
-            deprecated("ask(method=...)", "ask(router=...)")
-            router = router or method
+        router = renamed(router, method, "ask")
         query = make_query(question, choices, format, task, max_tokens)
         check_fits(query, self.config)
         spec = self.router(router, model, k, retrieval, quality)
@@ -211,9 +218,7 @@ class Symoe:
                seed: int | None = None, method: str | None = None) -> AskResult:
         """Answer one query, handing the final answer's text to ``on_text`` as it is produced
         (the single recruited expert's, or the aggregator's; an agreed answer comes whole)."""
-        if method is not None:
-            deprecated("stream(method=...)", "stream(router=...)")
-            router = router or method
+        router = renamed(router, method, "stream")
         result = self.ask_query(query, router, seed=seed, on_text=on_text)
         if result.error:
             raise SymoeError(result.error)
@@ -226,9 +231,7 @@ class Symoe:
         """Answer a batch together (each model loads once for all of it): under one router, or
         under each of ``routers`` (results router by router, queries in order within each; the
         queries' skills are annotated once for all of them)."""
-        if method is not None:
-            deprecated("ask_many(method=...)", "ask_many(router=...)")
-            router = router or method
+        router = renamed(router, method, "ask_many")
         if routers is not None:
             if any(x is not None for x in (router, model, k, quality)):
                 raise SymoeError("give routers, or one of router, model, k and quality")
