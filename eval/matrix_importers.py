@@ -7,8 +7,9 @@ an ``ImportResult`` (the matrix and notes, one line each, on what was left out).
 * ``lm-eval``: lm-evaluation-harness ``--log_samples`` output. Each ``samples_<task>_<date>.jsonl``
   is paired with the ``results_<date>.json`` of the same run (same folder, same date id; with
   ``--output_path NAME.json`` lm-eval writes ``NAME_<date>.json``, found the same way),
-  which gives the model's name (``model_name``, else ``config.model_args``'s ``pretrained=`` /
-  ``model=``, else ``config.model``) and ``higher_is_better``. Questions are keyed by task
+  which gives the model's name (``model_name``, unless it is lm-eval's random id for model_args
+  that name no model; else ``config.model_args``'s ``pretrained=`` / ``model=``, else the symoe
+  model's ``router=`` less its ``single:``, else ``config.model``) and ``higher_is_better``. Questions are keyed by task
   and ``doc_hash``; one filter per task (the first the file holds, lm-eval's first
   ``filter_list`` entry); ``correct`` is the sample's first metric, as ``1 - value`` when lower
   is better; a metric outside 0..1 (perplexity, BLEU) is refused.
@@ -215,18 +216,27 @@ _SAMPLES = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-
 _QUESTION_KEYS = ("question", "problem", "query", "input", "prompt", "sentence", "ctx", "goal", "text", "passage")
 
 
+# the model_args lm-eval names a run from (its order); a run with none of them gets a random 8-character id
+_LM_EVAL_NAME_ARGS = ("peft", "delta", "pretrained", "model", "path", "engine")
+
+
 def lm_eval_model_name(results: dict[str, Any]) -> str:
-    name = results.get("model_name")
-    if isinstance(name, str) and name.strip():
-        return name.strip()
     config = results.get("config") or {}
     args = config.get("model_args")
     if isinstance(args, str):
         args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
-    if isinstance(args, dict):
-        for key in ("pretrained", "model", "model_name", "path"):
-            if args.get(key):
-                return str(args[key]).strip()
+    args = args if isinstance(args, dict) else {}
+    name = results.get("model_name")
+    # lm-eval's model_name is a random id when model_args name no model (symoe's router=...): not a name
+    random_id = "model_args" in config and not any(args.get(key) for key in _LM_EVAL_NAME_ARGS)
+    if isinstance(name, str) and name.strip() and not random_id:
+        return name.strip()
+    for key in ("pretrained", "model", "model_name", "path"):
+        if args.get(key):
+            return str(args[key]).strip()
+    router = args.get("router") or args.get("strategy")  # the symoe model: router=single:EXPERT names the expert
+    if isinstance(router, str) and router.strip():
+        return router.strip().removeprefix("single:")
     model = config.get("model")
     if isinstance(model, str) and model.strip():
         return model.strip()
