@@ -1,12 +1,13 @@
 """Cluster routing (Avengers-style): experts scored per group of similar validation questions.
 
 The profile's validation questions are embedded (the shipped MiniLM) and split by k-means
-(cosine, k-means++ seeding under a seed, so the same profile always gives the same
-clusters). On each cluster every expert gets a score: its accuracy there, shrunk towards
-its accuracy over all clusters (``prior`` pseudo-questions), so a cluster of three questions
-does not outvote the whole profile; ties go to the expert that generated fewer tokens. A
-query is embedded once and goes to its nearest centroid's top experts: no LLM call, one
-matrix product. The ``clusters`` method (``orchestrator.methods``) turns that into slots.
+(faiss's spherical k-means, so cosine, its starting centroids drawn under a seed, so the same
+profile always gives the same clusters). On each cluster every expert gets a score: its
+accuracy there, shrunk towards its accuracy over all clusters (``prior`` pseudo-questions),
+so a cluster of three questions does not outvote the whole profile; ties go to the expert
+that generated fewer tokens. A query is embedded once and goes to its nearest centroid's
+top experts: no LLM call, one matrix product. The ``clusters`` method
+(``orchestrator.methods``) turns that into slots.
 
 For the cost/quality knob (the ``budget`` method) each cluster also scores its *options*:
 every expert alone, and the vote of its top 3, 5, ... experts (up to ``teams``), each with
@@ -105,28 +106,21 @@ def vote_correct(example: ProfiledExample, experts: list[str], weights: dict[str
 
 
 def kmeans(vectors: np.ndarray, count: int, seed: int, iterations: int = 25) -> np.ndarray:
-    """Centroids (count, dims), unit length, of normalised ``vectors`` (spherical k-means)."""
-    rng = np.random.default_rng(seed)
-    n = len(vectors)
-    count = max(1, min(count, n))
-    chosen = [int(rng.integers(n))]
-    for _ in range(1, count):  # k-means++: far points are likelier next centres
-        distance = np.min(1.0 - vectors @ vectors[chosen].T, axis=1).clip(min=0.0)
-        total = float(distance.sum())
-        chosen.append(int(rng.choice(n, p=distance / total)) if total > 0 else int(rng.integers(n)))
-    centroids = vectors[chosen].copy()
-    for _ in range(iterations):
-        labels = np.argmax(vectors @ centroids.T, axis=1)
-        moved = centroids.copy()
-        for c in range(count):
-            members = vectors[labels == c]
-            if len(members):
-                mean = members.sum(axis=0)
-                moved[c] = mean / (np.linalg.norm(mean) or 1.0)
-        if np.allclose(moved, centroids):
-            break
-        centroids = moved
-    return centroids
+    """Centroids (count, dims), unit length, float32, of normalised ``vectors``: faiss's spherical
+    k-means (``faiss.Kmeans``, ``spherical=True``) under ``seed``, on every vector (no subsampling).
+    ``count`` is cut to the number of distinct vectors (at least 1): faiss needs as many points
+    as centroids, and identical points would only give it copies of one centroid to split."""
+    import faiss
+
+    points = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dims = points.shape
+    count = max(1, min(count, len(np.unique(points, axis=0))))
+    # min_points_per_centroid=1: no warning for fewer than 39 points a centroid (a profile has
+    # a few hundred questions); max_points_per_centroid=n: faiss samples none of them away
+    means = faiss.Kmeans(dims, count, niter=iterations, seed=seed, spherical=True, verbose=False,
+                         min_points_per_centroid=1, max_points_per_centroid=n)
+    means.train(points)
+    return np.asarray(means.centroids, dtype=np.float32).copy()
 
 
 class ClusterRouter:

@@ -40,6 +40,17 @@ def test_kmeans_separates_groups_and_is_repeatable_under_a_seed() -> None:
     assert set(labels[0::2]) != set(labels[1::2]) and len(set(labels[0::2])) == 1
 
 
+def test_kmeans_gives_unit_float32_centroids_no_more_than_the_distinct_vectors_and_no_warning(capfd) -> None:
+    _, vectors = two_groups(3)
+    centroids = kmeans(vectors, 4, seed=0)  # 6 points, far fewer than faiss's 39 a centroid
+    assert centroids.shape == (4, 4) and centroids.dtype == np.float32
+    assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    assert kmeans(vectors, 50, seed=0).shape == (6, 4)  # more clusters asked than points
+    same = np.tile(vectors[:1], (5, 1))
+    assert np.allclose(kmeans(same, 3, seed=0), vectors[:1], atol=1e-5)  # one distinct point, one centroid
+    assert "WARNING" not in capfd.readouterr().err
+
+
 def test_each_cluster_is_sent_to_the_expert_that_was_right_on_it() -> None:
     examples, vectors = two_groups()
     router = ClusterRouter(examples, vectors, ClusterConfig(count=2, prior=2.0), seed=0)
