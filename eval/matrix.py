@@ -197,6 +197,10 @@ class Matrix:
                     out[i, j] = value
         return out
 
+    def question_tasks(self) -> list[str]:
+        """Each question's task, in order."""
+        return [r.task for r in self.rows]
+
     def task_index(self) -> np.ndarray:
         """Each question's task as an index into ``tasks``."""
         position = {t: k for k, t in enumerate(self.tasks)}

@@ -44,21 +44,28 @@ def write_reports(output: Path, samples: list[SampleResult], stats: RunStats, me
     return {kind: output / name for kind, name in names.items()}
 
 
+def interval(vs: dict[str, Any] | None) -> str:
+    """A comparison as 'diff [low, high]' in points ('-' when there is none)."""
+    return f"{vs['diff']:+.1f} [{vs['low']:+.1f}, {vs['high']:+.1f}]" if vs else "-"
+
+
 def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> str:
     acc = summary["accuracy"]
     tasks = sorted({t for rows in acc.values() for t in rows if t != "all"})
     with_rag = any("@" in m for m in acc)
     compared = summary.get("compared", {})
     reference = next(iter(compared.values()))["reference"] if compared else None
-    head = ["method", *tasks, "all", "± se", *([f"vs {reference} [95% CI]"] if reference else []), "tokens/q", "s/q",
+    task_best = summary.get("compared_task_best", {})
+    head = ["method", *tasks, "all", "± se", *([f"vs {reference} [95% CI]"] if reference else []),
+            *(["vs task_best [95% CI]"] if task_best else []), "tokens/q", "s/q",
             *(["retrieved %"] if with_rag else []), "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, rows in acc.items():
         total = rows["all"]
         per_q = total["n"] or 1
         cells = [f"{rows[t]['accuracy']:.1f}" if t in rows else "-" for t in tasks]
-        vs = compared.get(method)
-        against = ([f"{vs['diff']:+.1f} [{vs['low']:+.1f}, {vs['high']:+.1f}]" if vs else "-"] if reference else [])
+        against = [interval(compared.get(method))] if reference else []
+        against += [interval(task_best.get(method))] if task_best else []
         lines.append("| " + " | ".join([method, *cells, f"**{total['accuracy']:.1f}**", f"{total.get('stderr', 0):.1f}",
                                          *against,
                                          f"{(total['prompt_tokens'] + total['completion_tokens']) / per_q:.0f}",

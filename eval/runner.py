@@ -62,6 +62,7 @@ class SampleResult(BaseModel):
     failed: int = Field(0, description="failed generations among this question's expert and aggregator jobs")
     succeeded: int = Field(0, description="successful generations among them")
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = Field(None, description="US dollars, where recorded (a replayed matrix's costs)")
     skills: list[str] = Field(default_factory=list)
     responses: list[ExpertAnswer] = Field(default_factory=list)
     final_text: str | None = None
@@ -145,7 +146,9 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
             "escalation": {m: {"cascaded": len(e), "escalated": sum(e), "rate": round(100 * sum(e) / len(e), 1)}
                            for m, e in cascades.items()},
             "pareto": pareto(table),
-            "compared": comparisons(samples)}
+            "compared": comparisons(samples),
+            **({"compared_task_best": comparisons(samples, reference="task_best")}
+               if any(s.method == "task_best" for s in samples) else {})}
 
 
 def pareto(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -179,10 +182,10 @@ def reference_method(samples: list[SampleResult]) -> str | None:
     return max(singles, key=lambda m: sum(s.correct for s in samples if s.method == m)) if singles else None
 
 
-def comparisons(samples: list[SampleResult], seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Each method against the reference, on the questions both answered: the difference in
-    points and its 95% paired-bootstrap interval."""
-    reference = reference_method(samples)
+def comparisons(samples: list[SampleResult], seed: int = 0, reference: str | None = None) -> dict[str, dict[str, Any]]:
+    """Each method against ``reference`` (default: ``reference_method``), on the questions both
+    answered: the difference in points and its 95% paired-bootstrap interval."""
+    reference = reference or reference_method(samples)
     if reference is None:
         return {}
     by_method: dict[str, dict[str, bool]] = defaultdict(dict)

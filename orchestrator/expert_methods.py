@@ -15,7 +15,8 @@ asked for the answer in a short second turn (``finish``), which the pipeline run
 
 - ``standard``: direct for options, chain of thought for numbers and free text (what every
   expert without a ``method`` does);
-- ``direct``, ``cot``, ``program`` (the last runs only while ``sandbox.enabled``).
+- ``direct``, ``cot``, ``program`` (the last runs only while ``sandbox.enabled``);
+- ``recorded``: replay (``eval.replay``) reads an outcome matrix's recorded answer as the reply.
 """
 
 from __future__ import annotations
@@ -170,6 +171,21 @@ class ChainOfThought(ExpertMethod):
 
     def instruction(self, fmt: AnswerFormat) -> str:
         return self._SAY[fmt]
+
+
+#: the reply replay gives for an outcome whose answer the matrix did not record
+UNRECORDED = "(no answer recorded)"
+
+
+@expert_methods.register("recorded")
+class Recorded(ExpertMethod):
+    description = "replay: the reply is the answer an outcome matrix recorded for the expert"
+
+    def instruction(self, fmt: AnswerFormat) -> str:
+        return INSTRUCTIONS[fmt]
+
+    def read(self, text: str, query: Query, fmt: AnswerFormat, sandbox: SandboxConfig) -> Reading:
+        return Reading(answer=None if text == UNRECORDED else text)
 
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)

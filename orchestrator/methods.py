@@ -12,7 +12,8 @@ A method is named by a string, parsed once into a frozen ``MethodSpec``:
 Built in:
 
 - ``single:EXPERT``: one expert answers (``single`` alone, in ``symoe eval``: every expert);
-- ``best_single``: the expert with the best validation accuracy on the query's task;
+- ``best_single``: the expert with the best validation accuracy overall;
+- ``task_best``: the expert with the best validation accuracy on the query's task;
 - ``random_k``: k experts drawn at random, synthesised when they disagree;
 - ``majority``: every expert answers, the most common answer wins;
 - ``moa``: every expert answers, the best aggregator synthesises (Mixture-of-Agents);
@@ -20,6 +21,8 @@ Built in:
   or forbid repeated draws);
 - ``clusters``: the top expert(s) of the query's nearest cluster of validation questions
   (Avengers-style, no LLM call; ``clusters:kN`` votes N of them);
+- ``learned:NAME``: the expert a router learned from the profile's graded questions scores
+  best on the query (``knn``, ``logreg``, ``mlp``, ``mf``; ``orchestrator.learned``);
 - ``cascade``: the cheapest competent experts whose agreement proved reliable on validation
   answer first; their answer stands when they agree, otherwise the query escalates to
   ``symoe``'s routed team (FrugalGPT, AutoMix);
@@ -50,6 +53,7 @@ from agents.registry import Registry
 from orchestrator.aggregate import accepted, agreed_answer
 from orchestrator.clusters import ClusterScore
 from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
+from orchestrator.learned import routers as learned_routers
 from orchestrator.profiles import Profile, margin_threshold
 from orchestrator.records import (
     RETRIEVAL_MODES,
@@ -78,6 +82,8 @@ class MethodContext(BaseModel):
     seed: int
     #: query id -> its nearest cluster of validation questions (for methods that ``needs_clusters``)
     clusters: dict[str, ClusterScore] = Field(default_factory=dict)
+    #: query id -> each expert's predicted chance of answering it right (a ``learned:NAME`` router)
+    scores: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     def need_profile(self, method: str) -> Profile:
         if self.profile is None:
@@ -158,6 +164,8 @@ class Method(abc.ABC):
     needs_skills: ClassVar[bool] = False
     #: embed the query and find its nearest cluster of validation questions (``ctx.clusters``)
     needs_clusters: ClassVar[bool] = False
+    #: embed the query and score every expert on it by the learned router its variant names (``ctx.scores``)
+    needs_scores: ClassVar[bool] = False
     #: route by the profile (reports list whom it recruited)
     routed: ClassVar[bool] = False
     #: retrieval follows the config's ``retrieval.mode`` unless the name says (else: never)
@@ -348,8 +356,9 @@ class Single(Method):
         return Assignment(slots=[greedy(variant or ctx.config.default_expert, ctx.seed)], combine="single")
 
 
-def best_single_expert(profile: Profile, task: str | None) -> str:
-    """The expert with the best validation accuracy on this task (else overall)."""
+def best_single_expert(profile: Profile, task: str | None = None) -> str:
+    """The expert with the best validation accuracy on this task (None, or a task validation
+    never saw: overall); ties go to the better overall, then to the name."""
     def accuracy(name: str) -> tuple[float, float]:
         count = profile.experts[name].tasks.get(task) if task else None
         overall = profile.experts[name].accuracy_on([])
@@ -359,10 +368,20 @@ def best_single_expert(profile: Profile, task: str | None) -> str:
 
 @methods.register("best_single")
 class BestSingle(Method):
-    """The expert with the best validation accuracy on the query's task answers alone."""
+    """The expert with the best validation accuracy over every task answers every query alone."""
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        expert = best_single_expert(ctx.need_profile("best_single"), query.task)
+        expert = best_single_expert(ctx.need_profile("best_single"))
+        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", note="best on validation overall")
+
+
+@methods.register("task_best")
+class TaskBest(Method):
+    """The expert with the best validation accuracy on the query's task answers alone (the
+    overall best for a query without a task, or of a task validation never saw)."""
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        expert = best_single_expert(ctx.need_profile("task_best"), query.task)
         return Assignment(slots=[greedy(expert, ctx.seed)], combine="single",
                           note=f"best on validation {query.task or 'overall'}")
 
@@ -479,6 +498,32 @@ class ClusterRouting(RoutedMethod):
             f"{e} {cluster.accuracy[e]:.0%}" for e in chosen)
         return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="single" if k == 1 else "vote",
                           weights=weights, note=note)
+
+
+@methods.register("learned")
+class LearnedRouting(RoutedMethod):
+    """A router learned from the profile's graded questions (``learned:knn``, ``learned:logreg``,
+    ``learned:mlp``, ``learned:mf``; ``orchestrator.learned``): the expert of best predicted
+    chance of a right answer on the query (its embedding, and its task where the router uses
+    it) answers alone. One embedding per query, no annotation."""
+
+    needs_scores = True
+    retrieves_by_default = False  # fitted on answers given without retrieval
+
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        if not variant:
+            raise MethodError(f"router 'learned' needs one of {', '.join(learned_routers.names())}, "
+                              "e.g. learned:knn")
+        learned_routers.get(variant)
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        scores = {e: p for e, p in ctx.scores[query.id].items() if e in ctx.need_profile("learned").experts}
+        if not scores:
+            raise MethodError("the learned router scores none of the experts that can be recruited now")
+        best = max(sorted(scores), key=lambda e: scores[e])
+        shown = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+        return Assignment(slots=[greedy(best, ctx.seed)], combine="single", weights={best: scores[best]},
+                          note=f"{variant}: " + ", ".join(f"{e} {p:.0%}" for e, p in shown))
 
 
 def cheapest_competent(profile: Profile, skills: list[str], min_accuracy: float, count: int) -> list[str]:

@@ -45,6 +45,8 @@ from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
 from orchestrator.expert_methods import ExpertMethod, Reading, expert_method, finished
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
+from orchestrator.learned import ExampleTable, LearnedRouter
+from orchestrator.learned import routers as learned_routers
 from orchestrator.methods import Assignment, CascadeRound, MethodContext, MethodSpec, slot_key
 from orchestrator.profiles import Profile, load_profile
 from orchestrator.records import (
@@ -167,7 +169,10 @@ class Pipeline:
         self._matcher: SkillMatcher | None = None
         self._neighbours: NeighbourSkills | None = None
         self._clusters: dict[tuple[str, int, bool], ClusterRouter] = {}
+        self._learned: dict[str, LearnedRouter] = {}
         self._example_vectors: np.ndarray | None = None
+        #: how question texts become vectors (clusters, learned routers); replay swaps in a cached lookup
+        self.embed: Callable[[list[str]], np.ndarray] = lambda texts: encode(texts, self.config.embedding)
         self._lock = threading.RLock()  # the server runs several requests' stages at once
 
     @property
@@ -214,7 +219,7 @@ class Pipeline:
                     raise SymoeError(f"skills.source {self.config.skills.source} needs a profile with its labelled "
                                      "questions; this one has none: rebuild it with `symoe profile build`")
                 self._neighbours = NeighbourSkills(examples, self.config.embedding, self.config.skills.neighbours,
-                                                   self.config.skills.neighbour_share)
+                                                   self.config.skills.neighbour_share, embed=self.embed)
             return self._neighbours
 
     def cluster_router(self, config: SymoeConfig | None = None) -> ClusterRouter:
@@ -226,15 +231,35 @@ class Pipeline:
             if not examples:
                 raise SymoeError("the clusters and budget methods need a profile whose questions record each "
                                  "expert's outcome; this one has none: rebuild it with `symoe profile build`")
-            if self._example_vectors is None:
-                self._example_vectors = encode([e.question for e in examples], self.config.embedding)
+            vectors = self.example_vectors()
             # k picks, not clusters
             key = (config.clusters.model_dump_json(exclude={"k"}), config.budget.team, config.budget.sure_first)
             if key not in self._clusters:
-                self._clusters[key] = ClusterRouter(examples, self._example_vectors, config.clusters,
+                self._clusters[key] = ClusterRouter(examples, vectors, config.clusters,
                                                     seed=self.config.seed, teams=config.budget.team,
                                                     sure_first=config.budget.sure_first)
             return self._clusters[key]
+
+    def example_vectors(self) -> np.ndarray:
+        """The profile's graded questions, embedded once."""
+        with self._lock:
+            if self._example_vectors is None:
+                self._example_vectors = self.embed([e.question for e in self.profile.examples if e.correct])
+            return self._example_vectors
+
+    def learned_router(self, name: str) -> LearnedRouter:
+        """The learned router ``name`` (``orchestrator.learned``), fitted once on the profile's
+        graded questions."""
+        with self._lock:
+            if name not in self._learned:
+                examples = [e for e in self.profile.examples if e.correct]
+                if not examples:
+                    raise SymoeError(f"router learned:{name} needs a profile whose questions record each expert's "
+                                     "outcome; this one has none: rebuild it with `symoe profile build`")
+                table = ExampleTable(examples, sorted(self.profile.experts))
+                router = learned_routers.get(name)(seed=self.config.seed)
+                self._learned[name] = router.fit(table, self.example_vectors())
+            return self._learned[name]
 
     @property
     def profile(self) -> Profile:
@@ -253,6 +278,7 @@ class Pipeline:
             self.profile_path, self._profile = path, None
             self._neighbours, self._example_vectors = None, None
             self._clusters.clear()
+            self._learned.clear()
 
     @property
     def loaded_profile(self) -> Profile | None:
@@ -388,14 +414,20 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
     distinct = list({q.id: q for q in queries}.values())
     needing = distinct if any(m.needs_skills for m in methods) else []
     annotations = annotate(ctx, needing, seed) if needing else {}
-    clustered = [m for m in methods if m.impl.needs_clusters]
-    vectors = encode([q.question for q in distinct], ctx.config.embedding) if clustered else None
+    embedded = [m for m in methods if m.impl.needs_clusters or m.impl.needs_scores]
+    vectors = ctx.embed([q.question for q in distinct]) if embedded else None
+    ids = [q.id for q in distinct]
     plans = []
     for method in methods:
         config = method.configured(ctx.config)  # the name's own settings, if any
-        nearest = ctx.cluster_router(config).nearest(vectors) if method in clustered and vectors is not None else []
-        mctx = MethodContext(config=config, profile=profile, seed=seed,
-                             clusters=dict(zip([q.id for q in distinct], nearest, strict=True)) if nearest else {})
+        mctx = MethodContext(config=config, profile=profile, seed=seed)
+        if method.impl.needs_clusters and vectors is not None:
+            mctx.clusters = dict(zip(ids, ctx.cluster_router(config).nearest(vectors), strict=True))
+        if method.impl.needs_scores and vectors is not None and method.variant:
+            router = ctx.learned_router(method.variant)
+            predicted = router.score(vectors, [q.task or "" for q in distinct])
+            mctx.scores = {qid: dict(zip(router.experts, map(float, row), strict=True))
+                           for qid, row in zip(ids, predicted, strict=True)}
         for q in queries:
             annotation, jobs = annotations.get(q.id, (None, [])) if method.needs_skills else (None, [])
             skills = annotation.skills if annotation else []
@@ -483,8 +515,8 @@ def answer(ctx: Pipeline, plans: list[Plan], stage: str = "experts") -> None:
     for p in plans:
         asked = p.cascade.asked() if p.cascade else {}
         p.answer_jobs = [asked.get(slot_key(s)) or Job(model=s.expert, request=_with_history(
-            ctx.method(s.expert).request(p.query, p.format, p.context, s.temperature, s.seed), p.query))
-            for s in p.assignment.slots]
+            ctx.method(s.expert).request(p.query, p.format, p.context, s.temperature, s.seed), p.query),
+            query_id=p.query.id) for s in p.assignment.slots]
         if p.on_text is not None and len(p.answer_jobs) == 1 and not asked:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
     execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], stage)
@@ -503,7 +535,8 @@ def finish(ctx: Pipeline, items: list[tuple[Plan, str, Job]], stage: str) -> Non
         job.finished = True
         request = ctx.method(expert).finish(job.request, job.generation, p.query, p.format)
         if request is not None:
-            turns.append((job, Job(model=expert, request=request, on_text=_after_newline(job.on_text))))
+            turns.append((job, Job(model=expert, request=request, query_id=job.query_id,
+                                  on_text=_after_newline(job.on_text))))
     if not turns:
         return
     execute(ctx, [turn for _, turn in turns], f"{stage} (answer turn)")
@@ -604,7 +637,7 @@ def _fall_back(ctx: Pipeline, lost: list[Plan]) -> None:
     """The default expert answers the plans whose every expert failed."""
     fallback = ctx.config.default_expert
     jobs = [Job(model=fallback, request=_with_history(ctx.method(fallback).request(
-        p.query, p.format, p.context, 0.0, p.seed), p.query)) for p in lost]
+        p.query, p.format, p.context, 0.0, p.seed), p.query), query_id=p.query.id) for p in lost]
     for p, job in zip(lost, jobs, strict=True):
         p.fallback_job = job
     execute(ctx, jobs, "fallback")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -15,6 +16,12 @@ _PACKAGES = ("symoe", "llama-cpp-python", "transformers", "torch", "sentence-tra
 
 
 def versions() -> dict[str, str]:
+    """The versions of the packages that shape an output (read once per process)."""
+    return dict(_versions())
+
+
+@cache
+def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:

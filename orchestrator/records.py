@@ -54,6 +54,10 @@ class Job(BaseModel):
 
     model: str
     request: GenerationRequest
+    #: the query this job answers as an expert (an expert's slot, its second turn, the fallback;
+    #: '' for annotation, gate drafts and syntheses); never part of the cache key, it lets an
+    #: executor of recorded outcomes (``eval.replay``) find the answer it replays
+    query_id: str = ""
     generation: Generation | None = None
     cached: bool = False
     #: an expert's job whose method was asked for a second turn (``ExpertMethod.finish``)

@@ -36,6 +36,7 @@ from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.graph import answer_plans, run
 from orchestrator.methods import MethodSpec
 from orchestrator.pipeline import Pipeline, Plan, decision_steps, gate, plan
+from orchestrator.profiles import Profile
 from orchestrator.provenance import provenance
 from orchestrator.queries import check_fits, make_query
 from orchestrator.records import (
@@ -91,11 +92,12 @@ class Symoe:
     """A team of expert LLMs behind one session: built once, asked many times, closed once."""
 
     def __init__(self, config: SymoeConfig | None = None, config_path: Path | str | None = None, *,
-                 profile: Path | None = None, cache_path: Path | None = None, use_cache: bool = True,
+                 profile: Path | Profile | None = None, cache_path: Path | None = None, use_cache: bool = True,
                  memory_budget: int | None = None, progress: StageReport | None = None,
                  wrap_executor: Callable[[Executor], Executor] | None = None,
                  available: Callable[[], set[str]] | None = None) -> None:
-        """``cache_path`` (default ``<home>/cache/generations.sqlite``; ``use_cache=False``:
+        """``profile``: a profile file, or a ``Profile`` already built (default: the configured
+        or shipped one); ``cache_path`` (default ``<home>/cache/generations.sqlite``; ``use_cache=False``:
         none), ``memory_budget`` in bytes for resident models (default ``MEMORY_SHARE`` of free
         memory), ``progress`` receives each stage's progress, ``wrap_executor`` wraps the
         configured executor once (the server's request batcher), ``available`` names the
@@ -107,8 +109,10 @@ class Symoe:
         if wrap_executor is not None:
             self.executor = wrap_executor(self.executor)
         self.cache = GenerationCache(cache_path or default_cache_path(self.config)) if use_cache else None
+        loaded = profile if isinstance(profile, Profile) else None
         self.pipeline = Pipeline(self.config, pool=self.pool, executor=self.executor, cache=self.cache,
-                                 profile_path=profile, progress=progress, available=available)
+                                 profile=loaded, profile_path=None if loaded else profile, progress=progress,
+                                 available=available)
         self._loads: list[str] | None = None
 
     def close(self) -> None:

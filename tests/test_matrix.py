@@ -352,7 +352,7 @@ def test_router_fit_score_contract() -> None:
         router = routers.get(name)(seed=1)
         with pytest.raises(RouterError, match="before fit"):
             router.score(x)
-        assert router.fit(m.rows, x) is router  # rows or a Matrix
+        assert router.fit(Matrix(m.rows), x) is router
         s = router.score(x[:7], tasks=["task0"] * 7)
         assert s.shape == (7, 3) and np.all((s >= 0) & (s <= 1)), name
         assert router.score(x[:0]).shape == (0, 3)

@@ -8,6 +8,7 @@ installed registers anyway and fails with a clear message when it is loaded.
 from agents.backends import fake as _fake  # noqa: E402,F401
 from agents.backends import llamacpp as _llamacpp  # noqa: E402,F401
 from agents.backends import openai_backend as _openai  # noqa: E402,F401
+from agents.backends import recorded as _recorded  # noqa: E402,F401
 from agents.backends import transformers_backend as _transformers  # noqa: E402,F401
 from agents.backends import vllm_backend as _vllm  # noqa: E402,F401
 from agents.backends.base import (

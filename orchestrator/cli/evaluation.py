@@ -12,6 +12,9 @@ import typer
 from agents.errors import SymoeError
 from agents.files import locked
 from eval.datasets import SPLITS, load_split, task_and_limit
+from eval.matrix import read_matrix
+from eval.matrix_profile import LABELLINGS
+from eval.replay import default_routers, replay
 from eval.report import markdown_table, write_reports
 from eval.runner import EvalArgs, evaluate, methods_without_answers, questions_for, summarise
 from orchestrator.cli.common import (
@@ -28,6 +31,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.config import MAX_SEED, SymoeConfig
 from orchestrator.methods import expand_methods
+from orchestrator.profiles import read_profile
 from orchestrator.provenance import provenance
 
 DEFAULT_ROUTERS = "single,best_single,random_k,majority,moa,symoe"
@@ -63,8 +67,9 @@ def parse_sweeps(items: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def eval_command(
-    tasks: Annotated[str, typer.Option(help="comma-separated task names or JSONL files; task:N limits one task")
-    ] = "mmlu,arc_challenge,gsm8k",
+    tasks: Annotated[str | None, typer.Option(help="comma-separated task names or JSONL files; task:N limits one "
+                                              "task (default mmlu,arc_challenge,gsm8k; with --matrix: every task)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="questions per task (at least 1)")] = None,
     split: Annotated[str, typer.Option(help="test or validation")] = "test",
     routers: Annotated[str | None, typer.Option(help="comma-separated routers (single: every expert alone; "
@@ -81,12 +86,27 @@ def eval_command(
     log_samples: Annotated[bool, typer.Option(help="write every answer to samples.jsonl")] = False,
     memory_budget_gb: Annotated[float | None, typer.Option(help=f"RAM for resident models, GB ({MIN_BUDGET_GB:g}-"
                                                            f"{MAX_BUDGET_GB:g})")] = None,
+    matrix: Annotated[Path | None, typer.Option(
+        help="replay on this outcome matrix instead of generating (docs/matrix.md)")] = None,
+    folds: Annotated[int, typer.Option(help="with --matrix and no test split: cross-fitting folds (2-20)")] = 5,
+    labelling: Annotated[str, typer.Option(
+        help="with --matrix: how unlabelled questions get skills: vocabulary or neighbours")] = "vocabulary",
+    profile: Annotated[Path | None, typer.Option(
+        help="with --matrix: route every question by this profile (default: fit one on the matrix)")] = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Evaluate symoe and the baselines on benchmark tasks; resumable (re-run to continue)."""
+    """Evaluate symoe and the baselines on benchmark tasks (resumable: re-run to continue), or
+    replay them on an outcome matrix (--matrix)."""
     routers = deprecated_option("--methods", "--routers", methods, routers)
+    if matrix is not None:
+        check_range("--seed", seed, 0, MAX_SEED)
+        check_range("--folds", folds, 2, 20)
+        replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
+                          folds, seed, labelling, log_samples, profile)
+        return
+    tasks = tasks or "mmlu,arc_challenge,gsm8k"
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
     check_range("--limit", limit, 1, MAX_LIMIT)
     check_range("--seed", seed, 0, MAX_SEED)
@@ -123,6 +143,38 @@ def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -
             raise SymoeError(f"task {entry!r} asks for 0 questions; give N of at least 1 (task:N)")
         if not load_split(name, split, cfg.home, limit=1, seed=seed):
             raise SymoeError(f"task {name!r} has no questions in the {split} split; nothing to evaluate")
+
+
+def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: str | None, output: Path,
+                      folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None) -> None:
+    """Replay every router on the matrix (its test split, else cross-fitted; every question
+    under a given ``profile``), write the reports."""
+    matrix = read_matrix(path)
+    fixed = read_profile(profile) if profile is not None else None
+    if tasks:
+        wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+        unknown = [t for t in wanted if t not in matrix.tasks]
+        if unknown:
+            raise SymoeError(f"{path} has no task {unknown[0]!r} (tasks: {', '.join(matrix.tasks)})")
+        matrix = matrix.select(tasks=wanted)
+    if labelling not in LABELLINGS:
+        raise SymoeError(f"unknown --labelling {labelling!r}; use: {', '.join(LABELLINGS)}")
+    names = default_routers(matrix) if routers is None else routers
+    if not [r for r in names.split(",") if r.strip()]:
+        raise SymoeError("no router given; e.g. --routers best_single,clusters,learned:knn")
+    check_writable(output)
+    with locked(output, "symoe eval"), stage_bars(err) as report:
+        samples, stats = replay(cfg, matrix, [r.strip() for r in names.split(",") if r.strip()], folds=folds,
+                                seed=seed, labelling=labelling, profile=fixed,  # type: ignore[arg-type]
+                                progress=report)
+        scored = (f"every question under {profile}" if fixed else "test" if {"test", "validation"} <= set(matrix.splits)
+                  else f"cross-fitted ({folds} folds)")
+        meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
+                         "profile": str(profile) if profile else None, "scored": scored},
+                "config": cfg.public_dict(), "provenance": provenance(cfg, command="eval --matrix")}
+        files = write_reports(output, samples, stats, meta, log_samples)
+    out.print(markdown_table(summarise(samples), stats), markup=False)
+    out.print(f"reports: {', '.join(str(p) for p in files.values())}")
 
 
 def run_and_report(cfg: SymoeConfig, args: EvalArgs) -> None:
