@@ -174,6 +174,15 @@ def cached_embed(matrix: Matrix, config: SymoeConfig) -> Callable[[list[str]], n
     return embed
 
 
+def across(progress: StageReport, parts: int) -> StageReport:
+    """One bar per stage over every fold: each stage's size is its first fold's times the folds."""
+    totals: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress(stage, done, totals.setdefault(stage, total * parts))
+    return report
+
+
 def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: int = 5, seed: int = 0,
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
            on_split: Callable[[int, int], None] | None = None) -> tuple[list[SampleResult], RunStats]:
@@ -186,6 +195,7 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     embed = cached_embed(matrix, config)
     pairs = [(matrix, matrix)] if profile is not None else splits(matrix, folds, seed)
     labeller = SkillLabeller(config, embed, labelling) if profile is None else None
+    report = across(progress, len(pairs)) if progress is not None else None
     samples: list[SampleResult] = []
     needed = replayed = failed = 0
     for number, (fit, scored) in enumerate(pairs, 1):
@@ -195,7 +205,7 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
         used = profile or profile_from_matrix(fit, base, labeller(fit) if labeller else {}, source=matrix.source)
         executor = ReplayExecutor(scored)
         names = [str(spec) for spec in expand_methods(",".join(routers), base)]
-        with Symoe(base, profile=used, use_cache=False, memory_budget=0, progress=progress,
+        with Symoe(base, profile=used, use_cache=False, memory_budget=0, progress=report,
                    wrap_executor=lambda _, ex=executor: ex) as symoe:
             symoe.pipeline.embed = embed
             rows = {r.id: r for r in scored.rows}
@@ -228,9 +238,53 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
     return max(sorted(by), key=key)
 
 
+#: routers a profile may default to (``Profile.router``): the deciding ones, not single experts
+PROFILE_ROUTERS = ("best_single,task_best,clusters,clusters:k3,majority,symoe:k1,cascade,budget,"
+                   "learned:knn,learned:logreg,learned:mlp,learned:mf")
+
+
+def pool_with_recorded(config: SymoeConfig, matrix: Matrix) -> SymoeConfig:
+    """``config`` with the matrix's experts it lacks added as recorded ones (a profile from the
+    matrix is made for this pool: the config's own experts keep their identity)."""
+    extra = {e: ExpertSpec(name=e, backend="recorded", method="recorded", description="recorded in the matrix")
+             for e in matrix.experts if e not in config.experts}
+    return config.model_copy(update={"experts": {**config.experts, **extra}}) if extra else config
+
+
+def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, seed: int = 0,
+                      labelling: Labelling = "vocabulary", candidates: str = PROFILE_ROUTERS,
+                      progress: StageReport | None = None) -> tuple[Profile, list[SampleResult], RunStats]:
+    """The profile of the matrix's validation split, its default router the winner of
+    cross-fitted replay of ``candidates`` on that split (ties: the cheaper in tokens)."""
+    fit = matrix.select(split="validation")
+    if not len(fit):
+        raise SymoeError(f"{matrix.source} has no validation questions to build a profile from")
+    routers = [r.strip() for r in (candidates if has_answers(matrix) else without_votes(candidates)).split(",")
+               if r.strip()]
+    samples, stats = replay(config, fit, routers, folds=folds, seed=seed, labelling=labelling, progress=progress)
+    names = [s.method for s in samples if s.method != "oracle"]
+    pool = pool_with_recorded(config, matrix)
+    embed = cached_embed(fit, config)
+    profile = profile_from_matrix(fit, pool, SkillLabeller(config, embed, labelling)(fit), source=matrix.source)
+    winner = matrix_default_router(samples, names)
+    summary = {m: round(100 * sum(s.correct for s in samples if s.method == m)
+                        / max(1, sum(s.method == m for s in samples)), 2) for m in dict.fromkeys(names)}
+    profile.router = winner
+    profile.data.update({"labelling": labelling, "replay": {"folds": folds, "seed": seed, "accuracy": summary,
+                                                            "winner": winner}})
+    return profile, samples, stats
+
+
+def has_answers(matrix: Matrix) -> bool:
+    """Whether the matrix records the experts' answers (votes need them)."""
+    return any(o.answer is not None for r in matrix.rows[:50] for o in r.outcomes.values())
+
+
+def without_votes(routers: str) -> str:
+    return ",".join(r for r in routers.split(",") if r not in ("majority", "clusters:k3"))
+
+
 def default_routers(matrix: Matrix) -> str:
     """The default router list, less the votes a matrix without recorded answers cannot replay."""
-    if any(o.answer is not None for r in matrix.rows[:50] for o in r.outcomes.values()):
-        return DEFAULT_REPLAY_ROUTERS
-    return ",".join(r for r in DEFAULT_REPLAY_ROUTERS.split(",") if r not in ("majority", "clusters:k3"))
+    return DEFAULT_REPLAY_ROUTERS if has_answers(matrix) else without_votes(DEFAULT_REPLAY_ROUTERS)
 

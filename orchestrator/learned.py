@@ -27,6 +27,7 @@ graded questions and routes each query to its best-scored expert.
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -247,7 +248,8 @@ class MlpRouter(LearnedRouter):
         self._constant: dict[int, float] = {}
 
     def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
-        from sklearn.neural_network import MLPClassifier  # scikit-learn loads only when fitted
+        from sklearn.exceptions import ConvergenceWarning  # scikit-learn loads only when fitted
+        from sklearn.neural_network import MLPClassifier
 
         labels = (y >= 0.5).astype(np.int64)
         self._constant = {j: float(labels[0, j]) for j in range(labels.shape[1])
@@ -260,7 +262,9 @@ class MlpRouter(LearnedRouter):
         model = MLPClassifier(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=self.max_iter,
                               early_stopping=len(x) >= 50, n_iter_no_change=10, random_state=self.seed)
         target = labels[:, varying]
-        model.fit(self._features(x, tasks), target if target.shape[1] > 1 else target[:, 0])
+        with warnings.catch_warnings():  # a small profile stops at max_iter: the fit is still the best found
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(self._features(x, tasks), target if target.shape[1] > 1 else target[:, 0])
         self._model = model
 
     def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:

@@ -195,6 +195,9 @@ class Profile(BaseModel):
     examples: list[ProfiledExample] = Field(default_factory=list)
     #: the ``budget`` method's quality when the config sets none (``symoe profile calibrate``)
     budget: BudgetCalibration | None = None
+    #: the router a call that names none gets under this profile: the winner of cross-fitted
+    #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
+    router: str | None = None
 
     def restricted(self, names: list[str]) -> Profile:
         """The profile of a sub-pool: only these experts can be recruited or aggregate."""

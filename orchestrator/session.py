@@ -138,7 +138,8 @@ class Symoe:
     def router(self, router: str | None = None, model: str | None = None, k: int | None = None,
                retrieval: RetrievalMode | None = None, quality: float | None = None) -> MethodSpec:
         """The router a call names: ``model`` (one expert, ``single:MODEL``), ``k`` (``symoe:kN``),
-        ``quality`` (the cost/quality knob, ``budget:Q``), else ``router`` (default ``symoe``)."""
+        ``quality`` (the cost/quality knob, ``budget:Q``), else ``router`` (default: the
+        profile's ``router``, the winner of its matrix's replay, else ``symoe``)."""
         if sum(x is not None for x in (router, model, k, quality)) > 1:
             raise SymoeError("give one of router, model, k and quality")
         if model is not None:
@@ -149,8 +150,16 @@ class Symoe:
         elif quality is not None:
             text = f"budget:{quality:g}"
         else:
-            text = router or "symoe"
+            text = router or self.default_router()
         return MethodSpec.parse(text, self.config, retrieval=retrieval)
+
+    def default_router(self) -> str:
+        """The profile's router (chosen by replay when it was built from a matrix), else ``symoe``."""
+        try:
+            chosen = self.pipeline.profile.router
+        except SymoeError:  # no usable profile: the symoe router says so when it routes
+            return "symoe"
+        return chosen or "symoe"
 
     def method(self, method: str | None = None, model: str | None = None, k: int | None = None,
                retrieval: RetrievalMode | None = None, quality: float | None = None) -> MethodSpec:

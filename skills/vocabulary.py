@@ -57,7 +57,7 @@ class SkillMatcher:
                 self._memo[keyword] = SkillMatch(keyword=keyword, skill=skill, similarity=round(score, 4))
         return [self._memo[k] for k in keywords]
 
-    def label(self, vectors: np.ndarray, top: int = 2, floor: float = 0.3) -> list[list[str]]:
+    def label(self, vectors: np.ndarray, top: int = 2, floor: float = 0.15) -> list[list[str]]:
         """Skills for questions without an LLM: each question's embedding against every
         vocabulary phrase; a skill scores its best phrase, and the ``top`` skills scoring at
         least ``floor`` (cosine) are the question's, best first."""

@@ -24,8 +24,8 @@ SKILL_SOURCES = get_args(SkillSource)
 def ask(
     question: Annotated[str, typer.Argument(help="the question, or '-' to read it from stdin")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="answer with this expert only")] = None,
-    router: Annotated[str | None, typer.Option(help="who decides which experts answer (default symoe; e.g. "
-                                               "clusters, cascade, moa, best_single)")] = None,
+    router: Annotated[str | None, typer.Option(help="who decides which experts answer (default: the profile's "
+                                               "router, else symoe; e.g. clusters, cascade, moa, best_single)")] = None,
     method: Annotated[str | None, typer.Option(hidden=True, help="deprecated: --router")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full result record as JSON")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="show skills, weights, retrieval and answers")] = False,

@@ -13,8 +13,12 @@ from rich.table import Table
 from agents.errors import SymoeError
 from eval.budget import calibrate_quality
 from eval.calibration import calibrate_on_validation
+from eval.matrix import read_matrix
+from eval.matrix_profile import LABELLINGS
 from eval.profiling import BuildSpec, build_profile
-from eval.report import pyplot, save_figure
+from eval.replay import PROFILE_ROUTERS, profile_by_replay
+from eval.report import markdown_table, pyplot, save_figure
+from eval.runner import summarise
 from orchestrator.cli.common import (
     ConfigOpt,
     ExecutorOpt,
@@ -25,7 +29,7 @@ from orchestrator.cli.common import (
     out,
     stage_bars,
 )
-from orchestrator.config import MAX_SEED
+from orchestrator.config import MAX_SEED, SymoeConfig
 from orchestrator.gate import save_gate
 from orchestrator.profiles import (
     BudgetCalibration,
@@ -49,11 +53,24 @@ def build(
     seed: Annotated[int, typer.Option(help="sampling seed for data, annotation and the test")] = 0,
     aggregator_items: Annotated[int, typer.Option(help="size of the synthetic aggregator test")] = 24,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the profile")] = None,
+    from_matrix: Annotated[Path | None, typer.Option(
+        help="build from this outcome matrix's validation split, without generating (docs/matrix.md)")] = None,
+    folds: Annotated[int, typer.Option(help="with --from-matrix: folds of the replay that picks the router")] = 5,
+    labelling: Annotated[str, typer.Option(
+        help="with --from-matrix: skills of unlabelled questions: vocabulary or neighbours")] = "vocabulary",
+    routers: Annotated[str, typer.Option(
+        help="with --from-matrix: the routers the replay chooses the profile's router from")] = PROFILE_ROUTERS,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Profile every expert on labelled validation questions (resumable: re-run to continue)."""
+    """Profile every expert on labelled validation questions (resumable: re-run to continue),
+    or from an outcome matrix (--from-matrix)."""
+    if from_matrix is not None:
+        check_range("--folds", folds, 2, 20)
+        check_range("--seed", seed, 0, MAX_SEED)
+        build_from_matrix(config_from(config), from_matrix, folds, seed, labelling, output, routers)
+        return
     check_range("--per-subject", per_subject, 1)
     check_range("--limit", limit, 1)
     check_range("--seed", seed, 0, MAX_SEED)
@@ -70,6 +87,29 @@ def build(
     save_profile(profile, target)
     out.print(f"profile written to {target} ({profile.data['questions']} questions, "
               f"{profile.data['build_seconds']} s)")
+
+
+def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, labelling: str,
+                      output: Path | None, routers: str = PROFILE_ROUTERS) -> None:
+    """The profile of the matrix's validation split, its router chosen by cross-fitted replay."""
+    if labelling not in LABELLINGS:
+        raise SymoeError(f"unknown --labelling {labelling!r}; use: {', '.join(LABELLINGS)}")
+    if not [r for r in routers.split(",") if r.strip()]:
+        raise SymoeError("no router given; e.g. --routers task_best,clusters,learned:knn")
+    matrix = read_matrix(path)
+    with stage_bars(err) as report:
+        profile, samples, stats = profile_by_replay(cfg, matrix, folds=folds, seed=seed, candidates=routers,
+                                                    labelling=labelling, progress=report)  # type: ignore[arg-type]
+    target = output or cfg.home / "profiles" / "profile.json"
+    save_profile(profile, target)
+    out.print(markdown_table(summarise(samples), stats), markup=False)
+    recorded = [e for e in matrix.experts if e not in cfg.experts]
+    out.print(f"profile written to {target} ({profile.data['questions']} validation questions of {path}); "
+              f"its router: {profile.router} (best in {folds}-fold cross-fitted replay above)")
+    if recorded:
+        out.print(f"note: {', '.join(recorded)} exist only in the matrix: add them to the config's experts to route "
+                  "to them (backend: recorded to replay; an engine such as backend: openai to ask them)",
+                  markup=False)
 
 
 @app.command("show")

@@ -1,0 +1,171 @@
+"""Replay (issue 23): routers judged on an outcome matrix through the live pipeline, with
+recorded answers in place of generations; profiles from a matrix, their router chosen by
+replay. Fast: small synthetic matrices, the shipped MiniLM embedder, no LLM."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import one_error_line
+
+from agents.errors import SymoeError
+from eval.matrix import Matrix, MatrixRow, RecordedOutcome, write_matrix
+from eval.replay import profile_by_replay, replay, replay_config
+from eval.runner import SampleResult
+from orchestrator.config import SymoeConfig
+from orchestrator.profiles import Profile
+from orchestrator.session import Symoe
+
+TOPICS = {
+    "chem": ["What is the boiling point of {} at sea level?", "Which element has atomic number {}?",
+             "How many moles of {} react with oxygen?"],
+    "hist": ["In which year did the {} treaty get signed?", "Who ruled the {} empire at its height?",
+             "Which war ended with the battle of {}?"],
+}
+WORDS = ["alpha", "bravo", "carbon", "delta", "ember", "falcon", "granite", "harbor", "indigo", "jasper",
+         "kestrel", "lumen", "marble", "nickel", "onyx", "pewter", "quartz", "raven", "sable", "topaz"]
+
+
+def topic_matrix(per_topic: int = 40, test_share: float = 0.5) -> Matrix:
+    """Two tasks of differently worded questions: ``chem_ace`` is right on chemistry and wrong
+    on history, ``hist_ace`` the reverse, ``middling`` right on every other question; answers
+    recorded as letters (right: the gold 'A'), so a vote can be replayed."""
+    rows = []
+    for task, templates in TOPICS.items():
+        for i in range(per_topic):
+            question = templates[i % 3].format(WORDS[i % 20] + str(i))
+            split = "test" if i >= per_topic * (1 - test_share) else "validation"
+
+            def outcome(right: bool, wrong: str = "B") -> RecordedOutcome:
+                return RecordedOutcome(correct=float(right), answer="A" if right else wrong,
+                                       prompt_tokens=50, completion_tokens=5)
+            rows.append(MatrixRow(
+                id=f"{task}-{i}", task=task, split=split, question=question,  # type: ignore[arg-type]
+                choices=["w", "x", "y", "z"], answer="A",
+                outcomes={"chem_ace": outcome(task == "chem", "C"), "hist_ace": outcome(task == "hist", "D"),
+                          "middling": outcome(i % 2 == 0, "B")}))
+    return Matrix(rows)
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> SymoeConfig:
+    return SymoeConfig(home=tmp_path)
+
+
+def accuracy(samples: list[SampleResult]) -> dict[str, float]:
+    by: dict[str, list[bool]] = defaultdict(list)
+    for s in samples:
+        by[s.method].append(s.correct)
+    return {m: 100 * sum(v) / len(v) for m, v in by.items()}
+
+
+def test_replay_scores_each_single_expert_by_its_recorded_outcomes(config: SymoeConfig) -> None:
+    m = topic_matrix()
+    samples, stats = replay(config, m, ["single", "best_single", "task_best", "majority"])
+    acc = accuracy(samples)
+    test = m.select(split="test")
+    for expert, expected in test.accuracy().items():
+        assert acc[f"single:{expert}"] == pytest.approx(100 * expected)
+    assert acc["task_best"] == 100.0  # each task's ace on its own task
+    assert acc["best_single"] == pytest.approx(100 * max(test.accuracy().values()))
+    assert acc["oracle"] == 100.0
+    # majority over recorded letters: the ace and middling agree on 'A' half the time; the
+    # other half every expert said a different letter and the heavier expert's answer stands
+    assert 50.0 <= acc["majority"] <= 100.0
+    assert stats.questions == len(test) and stats.failed == 0
+    assert {s.question_id for s in samples} == set(test.ids)
+
+
+def test_learned_and_cluster_routers_beat_best_single_where_experts_differ_by_topic(config: SymoeConfig) -> None:
+    samples, _ = replay(config, topic_matrix(), ["best_single", "task_best", "learned:knn", "learned:logreg",
+                                                 "clusters"])
+    acc = accuracy(samples)
+    assert acc["best_single"] <= 75.0
+    for router in ("learned:knn", "learned:logreg", "clusters"):
+        assert acc[router] >= 95.0, (router, acc)
+
+
+def test_without_a_test_split_replay_cross_fits_and_scores_every_question_once(config: SymoeConfig) -> None:
+    m = Matrix([r.model_copy(update={"split": "validation"}) for r in topic_matrix().rows])
+    samples, _ = replay(config, m, ["learned:knn"], folds=4)
+    scored = [s.question_id for s in samples if s.method == "learned:knn"]
+    assert sorted(scored) == sorted(m.ids)
+    assert accuracy(samples)["learned:knn"] >= 90.0  # each fold routed by a router that never saw it
+
+
+def test_a_matrix_without_recorded_answers_replays_single_routing(config: SymoeConfig) -> None:
+    rows = [r.model_copy(update={"outcomes": {e: RecordedOutcome(correct=o.correct) for e, o in r.outcomes.items()}})
+            for r in topic_matrix().rows]
+    samples, stats = replay(config, Matrix(rows), ["single:hist_ace", "task_best"])
+    acc = accuracy(samples)
+    assert acc["single:hist_ace"] == 50.0 and acc["task_best"] == 100.0 and stats.failed == 0
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[SymoeConfig, Profile, list[SampleResult]]:
+    config = SymoeConfig(home=tmp_path_factory.mktemp("home"))
+    profile, samples, _ = profile_by_replay(config, topic_matrix(), folds=3)
+    return config, profile, samples
+
+
+def test_replay_under_a_given_profile_routes_every_question(built) -> None:
+    config, profile, _ = built
+    m = topic_matrix()
+    samples, _ = replay(config, m, ["task_best"], profile=profile)
+    assert len([s for s in samples if s.method == "task_best"]) == len(m)
+
+
+def test_profile_by_replay_records_the_winning_router(built) -> None:
+    config, profile, samples = built
+    m = topic_matrix()
+    acc = accuracy(samples)
+    assert profile.router is not None and profile.router != "oracle"
+    assert acc[profile.router] == max(v for k, v in acc.items() if k != "oracle")
+    assert profile.data["replay"]["winner"] == profile.router
+    assert set(profile.experts) == {"chem_ace", "hist_ace", "middling"}
+    assert all(e.skills for e in profile.examples[:10])  # labelled without an LLM
+    # the session's default router is the profile's
+    base = replay_config(config, m, "middling")
+    with Symoe(base, profile=profile, use_cache=False, memory_budget=0) as symoe:
+        assert str(symoe.router()) == profile.router
+
+
+def test_a_recorded_expert_asked_live_says_how_to_give_it_an_engine(config: SymoeConfig) -> None:
+    base = replay_config(config, topic_matrix(), "middling")
+    with Symoe(base, use_cache=False, memory_budget=0) as symoe, pytest.raises(SymoeError) as failed:
+        symoe.ask("Which element has atomic number 6?", router="single:middling")
+    assert "exists only in an outcome matrix" in str(failed.value) and "backend: openai" in str(failed.value)
+
+
+def test_eval_matrix_cli_writes_the_reports_and_profile_build_from_matrix(tmp_path: Path, symoe_cli) -> None:
+    path = write_matrix(topic_matrix(per_topic=20), tmp_path / "m.jsonl")
+    env = {"SYMOE_HOME": str(tmp_path / "home")}
+    proc = symoe_cli("eval", "--matrix", str(path), "--routers", "best_single,task_best,learned:knn",
+                     "-o", str(tmp_path / "run"), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"best_single", "task_best", "learned:knn", "oracle"} <= set(results["accuracy"])
+    assert results["compared_task_best"]["learned:knn"]["reference"] == "task_best"
+    assert results["args"]["scored"] == "test"
+    proc = symoe_cli("profile", "build", "--from-matrix", str(path), "--folds", "3", "--routers", "task_best,clusters",
+                     "-o",
+                     str(tmp_path / "p.json"), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "p.json").read_text())["router"] in ("task_best", "clusters")
+    assert "exist only in the matrix" in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--matrix", "missing.jsonl"], "cannot read missing.jsonl"),
+    (["--matrix", "M", "--tasks", "geology"], "has no task 'geology'"),
+    (["--matrix", "M", "--folds", "1"], "--folds"),
+    (["--matrix", "M", "--labelling", "llm"], "unknown --labelling 'llm'"),
+])
+def test_eval_matrix_bad_input_is_one_line(tmp_path: Path, symoe_cli, args: list[str], expected: str) -> None:
+    path = write_matrix(topic_matrix(per_topic=4), tmp_path / "m.jsonl")
+    args = [str(path) if a == "M" else a for a in args]
+    proc = symoe_cli("eval", *args, "-o", str(tmp_path / "run"), env={"SYMOE_HOME": str(tmp_path / "home")})
+    one_error_line(proc, expected)
