@@ -536,6 +536,17 @@ def _questions(task: str, home: Path, given: dict[str, dict[str, datasets.Questi
     return given[task]
 
 
+def sample_outcome(sample: dict[str, Any], where: str = "sample") -> RecordedOutcome:
+    """One ``single:EXPERT`` line of symoe's samples as that expert's outcome: right or not,
+    its answer, tokens and seconds, and the letter margin when its one response recorded it."""
+    usage = sample.get("usage") or {}
+    responses = sample.get("responses") or []
+    margin = responses[0].get("margin") if len(responses) == 1 and isinstance(responses[0], dict) else None
+    return RecordedOutcome(correct=score(sample["correct"], where, "correct"), answer=sample.get("answer"),
+                           prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
+                           seconds=usage.get("seconds"), margin=margin)
+
+
 @importers.register("symoe")
 def import_symoe(paths: list[Path], options: ImportOptions) -> ImportResult:
     files = files_under(paths, "*.jsonl")
@@ -569,14 +580,7 @@ def import_symoe(paths: list[Path], options: ImportOptions) -> ImportResult:
                 draft = Draft(id=qid, task=task, split=split, question=question.question,
                               choices=question.choices or None, answer=sample.get("gold", question.answer))
                 drafts[qid] = draft
-            usage = sample.get("usage") or {}
-            responses = sample.get("responses") or []
-            margin = responses[0].get("margin") if len(responses) == 1 and isinstance(responses[0], dict) else None
-            outcome = RecordedOutcome(correct=score(sample["correct"], where, "correct"), answer=sample.get("answer"),
-                                      prompt_tokens=usage.get("prompt_tokens"),
-                                      completion_tokens=usage.get("completion_tokens"),
-                                      seconds=usage.get("seconds"), margin=margin)
-            add_outcome(draft, expert, outcome, where)
+            add_outcome(draft, expert, sample_outcome(sample, where), where)
     if not drafts:
         raise MatrixError(f"no single:EXPERT rows in {', '.join(map(str, sample_files))}; run `symoe eval` with "
                           "--routers single (every expert alone) and --log-samples")

@@ -93,6 +93,25 @@ def test_lm_eval_sample_log_imports_as_a_matrix(lm_eval_matrix: Path, symoe_cli)
     assert all(e in shown.stdout for e in EXPERTS) and "oracle" in shown.stdout
 
 
+@pytest.mark.real
+def test_the_lm_eval_matrix_replays_with_each_expert_scoring_what_lm_eval_said(lm_eval_matrix: Path,
+                                                                              symoe_cli) -> None:
+    """Replayed (every question validation: cross-fitted), each single expert scores lm-eval's
+    own aggregate, and the routers that learn from the matrix run on it."""
+    runs, out = runs_of(lm_eval_matrix), lm_eval_matrix.parent / "replay"
+    proc = symoe_cli("eval", "--matrix", str(lm_eval_matrix), "--folds", "5", "-o", str(out),
+                     "--routers", "single,best_single,task_best,majority,learned:knn,clusters")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["args"]["scored"] == "cross-fitted (5 folds)"
+    for expert in EXPERTS:
+        score = lm_eval_results(runs, expert)["results"][LM_EVAL_TASK]["exact_match,last-answer"]
+        assert results["accuracy"][f"single:{expert}"]["all"]["accuracy"] == pytest.approx(100 * score)
+        assert results["accuracy"][f"single:{expert}"]["all"]["n"] == LIMIT
+    for router in ("best_single", "task_best", "majority", "learned:knn", "clusters", "oracle"):
+        assert results["accuracy"][router]["all"]["n"] == LIMIT, router
+
+
 def test_the_symoe_model_is_named_by_its_router() -> None:
     """lm-eval 0.4.13 names a run from model_args' ``pretrained=``/``model=``...; the symoe model's
     ``router=`` is none of them, so its results' ``model_name`` is a random id (the same one every

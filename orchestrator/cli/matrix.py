@@ -6,6 +6,7 @@ own samples; and a table of one. The format and importers live in ``eval.matrix`
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,12 +14,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agents.cache import GenerationCache
+from agents.cache_shards import export_shards
 from agents.errors import SymoeError
 from eval.matrix import Matrix, read_matrix, write_matrix
+from eval.matrix_build import build_matrix
 from eval.matrix_importers import import_matrix, importers
-from orchestrator.cli.common import ConfigOpt, config_from, err, one_line, out
+from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, one_line, out, stage_bars
+from orchestrator.config import MAX_SEED
+from orchestrator.session import default_cache_path
 
-app = typer.Typer(no_args_is_help=True, help="Outcome matrices: import recorded outcomes, show one.")
+app = typer.Typer(no_args_is_help=True, help="Outcome matrices: build one by generating, import recorded outcomes, "
+                                             "show one.")
 
 
 @app.command("import")
@@ -43,6 +50,53 @@ def matrix_import(
     out.print(f"wrote {output}: {len(m)} questions x {len(m.experts)} experts "
               f"(tasks: {', '.join(m.tasks)}; splits: {', '.join(m.splits)})", markup=False, highlight=False,
               soft_wrap=True)
+
+
+@app.command("build")
+def matrix_build(
+    output: Annotated[Path, typer.Option("--output", "-o", help="the matrix file to write (.jsonl or .jsonl.gz)")],
+    tasks: Annotated[str, typer.Option(help="comma-separated tasks; task:N limits one task")
+    ] = "mmlu,arc_challenge,medmcqa,gsm8k,math,squad",
+    limit: Annotated[int | None, typer.Option(help="questions per task and split (at least 1)")] = None,
+    splits: Annotated[str, typer.Option(help="the splits to generate: validation, test or both")
+    ] = "validation,test",
+    time_budget: Annotated[float | None, typer.Option(
+        help="minutes: start no chunk of questions after this; re-run to continue")] = None,
+    chunk: Annotated[int, typer.Option(help="questions generated together (1-1000)")] = 10,
+    export: Annotated[Path | None, typer.Option(
+        help="then write the generations this run made as shards into this folder (e.g. data/generations)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for data and sampling")] = 0,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate every routed expert's answers for a matrix, in resumable pieces (the cache keeps them)."""
+    check_range("--limit", limit, 1, 100_000)
+    check_range("--chunk", chunk, 1, 1000)
+    check_range("--time-budget", time_budget, 0.1, 10_000.0, " (minutes)")
+    check_range("--seed", seed, 0, MAX_SEED)
+    split_list = [s.strip() for s in splits.split(",") if s.strip()]
+    if not split_list or any(s not in ("validation", "test") for s in split_list):
+        raise SymoeError(f"--splits {splits!r}: give validation, test or validation,test")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list:
+        raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
+    cfg = config_from(config).model_copy(update={"seed": seed})
+    started = time.time()
+    with stage_bars(err) as report:
+        matrix, done = build_matrix(cfg, task_list, split_list, limit=limit, seed=seed, chunk=chunk,
+                                    budget_s=time_budget * 60 if time_budget is not None else None, progress=report)
+    write_matrix(matrix, output)
+    left = done.questions - done.done
+    out.print(f"wrote {output}: {done.done} of {done.questions} questions x {len(matrix.experts)} experts in "
+              f"{done.seconds:.0f} s" + (f"; the budget stopped it: re-run to do the other {left}" if left else ""),
+              markup=False, highlight=False, soft_wrap=True)
+    if export is not None:
+        cache = GenerationCache(default_cache_path(cfg))
+        try:
+            shards = export_shards(cache, export, since=started)
+        finally:
+            cache.close()
+        out.print(f"exported {shards.written} new generations to {len(shards.shards)} shard(s) in {export}",
+                  markup=False, highlight=False)
 
 
 def _cost_unit(matrix: Matrix) -> str | None:

@@ -1,0 +1,64 @@
+"""``symoe matrix build`` (issue 24): every routed expert's answers as an outcome matrix, in
+resumable pieces under a time budget. Fast: scripted (fake) experts answer a small task file;
+the protocol (chunks, the budget, resuming from the cache) is what is tested."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eval.matrix import read_matrix, write_matrix
+from eval.matrix_build import build_matrix, interleaved
+from orchestrator.config import SymoeConfig
+
+QUESTIONS = [{"id": f"{task}-{i}", "question": f"{task} question number {i}?", "choices": ["yes", "no"],
+              "answer": "A" if i % 2 else "B", "split": "validation" if i < 4 else "test", "task": task}
+             for task in ("alpha", "beta") for i in range(6)]
+
+
+def task_files(tmp_path: Path) -> list[str]:
+    out = []
+    for task in ("alpha", "beta"):
+        path = tmp_path / f"{task}.jsonl"
+        path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS if q["task"] == task))
+        out.append(str(path))
+    return out
+
+
+def config(tmp_path: Path, delay_s: float = 0.0) -> SymoeConfig:
+    def fake(right_when_odd: bool) -> dict:
+        def said(q: dict) -> str:
+            return q["answer"] if (int(q["id"].split("-")[1]) % 2 == 1) == right_when_odd else "A"
+        answers = {q["question"]: f"Answer: {said(q)}" for q in QUESTIONS}
+        return {"backend": "fake", "params": {"answers": answers, "default": "Answer: A", "delay_s": delay_s}}
+    return SymoeConfig(home=tmp_path / "home", replace_pool=True, default_expert="odd",
+                       experts={"odd": fake(True), "even": fake(False)})
+
+
+def test_the_matrix_holds_every_experts_scored_answer(tmp_path: Path) -> None:
+    matrix, report = build_matrix(config(tmp_path), task_files(tmp_path), ["validation", "test"], chunk=4)
+    assert report.done == report.questions == 12 and not report.stopped_by_budget
+    assert sorted(matrix.experts) == ["even", "odd"] and matrix.counts() == {
+        "alpha": {"validation": 4, "test": 2}, "beta": {"validation": 4, "test": 2}}
+    for row in matrix.rows:
+        odd = int(row.id.split("-")[1]) % 2 == 1
+        assert row.outcomes["odd"].correct == (1.0 if odd else float(row.answer == "A"))
+        assert row.outcomes["odd"].answer in ("A", "B") and row.outcomes["odd"].prompt_tokens
+    write_matrix(matrix, tmp_path / "m.jsonl.gz")
+    assert len(read_matrix(tmp_path / "m.jsonl.gz")) == 12
+
+
+def test_a_budget_stops_between_chunks_and_the_next_run_resumes_from_the_cache(tmp_path: Path) -> None:
+    cfg, tasks = config(tmp_path, delay_s=0.05), task_files(tmp_path)
+    first, report = build_matrix(cfg, tasks, ["validation"], chunk=2, budget_s=0.01)
+    assert report.stopped_by_budget and 0 < report.done < report.questions == 8
+    assert {r.task for r in first.rows} == {"alpha", "beta"}  # tasks interleaved: a piece covers each
+    again, report = build_matrix(cfg, tasks, ["validation"], chunk=2)
+    assert report.done == 8 and not report.stopped_by_budget
+    assert [r for r in again.rows if r.id in first.ids] == first.rows
+
+
+def test_interleaving_round_robins_over_tasks() -> None:
+    from eval.datasets import Question
+    qs = [Question(id=f"{t}{i}", question="q", answer="1", task=t) for t in "ab" for i in range(3)]
+    assert [q.id for q in interleaved(qs)] == ["a0", "b0", "a1", "b1", "a2", "b2"]
