@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from agents.progress import StageReport
 from eval.datasets import Question, load_tasks, split_of
-from eval.matrix import Matrix, MatrixRow
+from eval.matrix import Matrix, MatrixRow, RecordedOutcome
 from eval.matrix_importers import sample_outcome
-from eval.runner import score
+from eval.runner import SampleResult, score
 from orchestrator.config import SymoeConfig
 from orchestrator.session import Symoe
 
@@ -56,6 +56,19 @@ def chunks(items: list[Question], size: int) -> Iterator[list[Question]]:
         yield items[lo:lo + size]
 
 
+def matrix_rows(samples: list[SampleResult], questions: list[Question]) -> list[MatrixRow]:
+    """The questions every ``single:EXPERT`` sample answered, one row each with those experts'
+    outcomes (a question some expert's sample lacks is left out: every row holds every expert)."""
+    outcomes: dict[str, dict[str, RecordedOutcome]] = {}
+    for s in samples:
+        if s.method.startswith("single:"):
+            outcomes.setdefault(s.question_id, {})[s.method.removeprefix("single:")] = sample_outcome(s.model_dump())
+    experts = {e for o in outcomes.values() for e in o}
+    return [MatrixRow(id=q.id, task=q.task, split=split_of(q), question=q.question,  # type: ignore[arg-type]
+                      choices=q.choices or None, answer=q.answer, outcomes=outcomes[q.id])
+            for q in questions if q.id in outcomes and set(outcomes[q.id]) == experts]
+
+
 def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, limit: int | None = None,
                  seed: int = 0, budget_s: float | None = None, chunk: int = 10, cache_path: Path | None = None,
                  progress: StageReport | None = None,
@@ -74,12 +87,7 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
                 break
             results = symoe.ask_many([q.query() for q in part], routers=[f"single:{e}" for e in experts], seed=seed)
             by_id = {q.id: q for q in part}
-            outcomes: dict[str, dict] = {q.id: {} for q in part}
-            for r in results:
-                sample = score(r, by_id[r.query_id], log_samples=True)
-                outcomes[r.query_id][r.method.removeprefix("single:")] = sample_outcome(sample.model_dump())
-            rows += [MatrixRow(id=q.id, task=q.task, split=split_of(q), question=q.question,  # type: ignore[arg-type]
-                               choices=q.choices or None, answer=q.answer, outcomes=outcomes[q.id]) for q in part]
+            rows += matrix_rows([score(r, by_id[r.query_id], log_samples=True) for r in results], part)
             if on_chunk is not None:
                 on_chunk(len(rows), len(questions))
     report = BuildReport(questions=len(questions), done=len(rows), seconds=round(time.monotonic() - started, 1),

@@ -14,11 +14,15 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from agents.progress import StageReport
 from eval.datasets import Question, load_tasks
+from eval.matrix import Matrix, write_matrix
+from eval.matrix_build import matrix_rows
+from eval.runner import score
 from orchestrator.aggregate import synthesis_request
 from orchestrator.answers import extract, is_correct
 from orchestrator.config import SymoeConfig
@@ -36,6 +40,8 @@ class BuildSpec(BaseModel):
     limit: int | None = None
     seed: int = 0
     aggregator_items: int = 24
+    #: where to write every expert's answers as an outcome matrix too (None: not written)
+    matrix: Path | None = None
 
 
 class AggregationItem(BaseModel):
@@ -79,6 +85,9 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
         experts = list(config.routing_pool)
         results = symoe.ask_many(queries, routers=[f"single:{e}" for e in experts], seed=spec.seed)
         by_id = {q.id: q for q in questions}
+        if spec.matrix is not None:
+            rows = matrix_rows([score(r, by_id[r.query_id], log_samples=True) for r in results], questions)
+            write_matrix(Matrix(rows, source="symoe profile build"), spec.matrix)
         outcomes: list[Outcome] = []
         responses: dict[str, dict[str, list[str]]] = {q.id: {"right": [], "wrong": []} for q in questions}
         for r in results:

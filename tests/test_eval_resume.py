@@ -22,6 +22,7 @@ import yaml
 from conftest import Spawned, spawn
 
 from eval.datasets import load_split
+from eval.matrix import read_matrix
 from orchestrator.config import load_config
 from orchestrator.profiles import ExpertProfile, Profile, SkillCount, save_profile
 from orchestrator.provenance import pool_digest
@@ -150,6 +151,11 @@ def test_killed_run_resumes_without_recomputing(small_setup, tmp_path):
                 for m, rows in table.items()}
 
     assert without_time(resumed["accuracy"]) == without_time(reference["accuracy"])
+    # every single expert's answers, as an outcome matrix whose columns score what eval did
+    matrix = read_matrix(killed / "matrix.jsonl.gz")
+    assert len(matrix) == reference["stats"]["questions"]
+    for expert, accuracy in matrix.accuracy().items():
+        assert 100 * accuracy == pytest.approx(resumed["accuracy"][f"single:{expert}"]["all"]["accuracy"], abs=0.01)
 
 
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(small_setup, tmp_path):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from agents.cache import GenerationCache
-from agents.cache_shards import MAX_BYTES, export_shards, import_shards, shard_files
+from agents.cache_shards import MAX_BYTES, ExportReport, export_shards, import_shards, shard_files
 from agents.errors import SymoeError
 from orchestrator.cli.common import ConfigOpt, config_from, err, one_line, out
 from orchestrator.session import default_cache_path
@@ -51,6 +51,18 @@ def _note(text: str) -> None:
     err.print(f"note: {one_line(text)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
+def export_from(path: Path, output: Path, **select: Any) -> ExportReport:
+    """Export the rows of the cache at ``path`` (``select``: experts, since, until, max_bytes) as new shards."""
+    if not path.is_file():
+        raise SymoeError(f"no generation cache at {path}; give --cache PATH (an eval run's generations.sqlite, "
+                         "say)")
+    store = GenerationCache(path)
+    try:
+        return export_shards(store, output, **select)
+    finally:
+        store.close()
+
+
 @app.command("export")
 def cache_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="the shard folder (e.g. data/generations); "
@@ -70,15 +82,8 @@ def cache_export(
     if max_bytes < 256:
         raise SymoeError(f"--max-bytes must be at least 256, not {max_bytes}")
     path = cache if cache is not None else default_cache_path(config_from(config))
-    if not path.is_file():
-        raise SymoeError(f"no generation cache at {path}; give --cache PATH (an eval run's generations.sqlite, "
-                         "say)")
-    store = GenerationCache(path)
-    try:
-        report = export_shards(store, output, experts=set(expert) if expert else None, since=start, until=end,
-                               max_bytes=max_bytes)
-    finally:
-        store.close()
+    report = export_from(path, output, experts=set(expert) if expert else None, since=start, until=end,
+                         max_bytes=max_bytes)
     _table(f"export {path} -> {output}", [
         ("rows selected", report.selected), ("written", report.written),
         ("already in the folder (skipped)", report.already_in_folder),

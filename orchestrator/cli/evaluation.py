@@ -12,7 +12,8 @@ import typer
 from agents.errors import SymoeError
 from agents.files import locked
 from eval.datasets import SPLITS, load_split, task_and_limit
-from eval.matrix import read_matrix
+from eval.matrix import Matrix, read_matrix, write_matrix
+from eval.matrix_build import matrix_rows
 from eval.matrix_profile import LABELLINGS
 from eval.replay import default_routers, replay
 from eval.report import markdown_table, write_reports
@@ -189,6 +190,9 @@ def run_and_report(cfg: SymoeConfig, args: EvalArgs) -> None:
         meta = {"args": args.model_dump(mode="json"), "config": cfg.public_dict(),
                 "provenance": provenance(cfg, command="eval")}
         files = write_reports(output, samples, stats, meta, args.log_samples)
+        rows = matrix_rows(samples, questions)
+        if rows:  # every single expert's answers, as an outcome matrix (docs/matrix.md)
+            files["matrix"] = write_matrix(Matrix(rows, source="symoe eval"), output / "matrix.jsonl.gz")
     out.print(markdown_table(summarise(samples), stats), markup=False)  # method names hold [settings]
     out.print(f"reports: {', '.join(str(p) for p in files.values())}")
     empty = methods_without_answers(samples)

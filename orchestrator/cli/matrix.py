@@ -14,12 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agents.cache import GenerationCache
-from agents.cache_shards import export_shards
 from agents.errors import SymoeError
 from eval.matrix import Matrix, read_matrix, write_matrix
 from eval.matrix_build import build_matrix
 from eval.matrix_importers import import_matrix, importers
+from orchestrator.cli.cache import export_from
 from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, one_line, out, stage_bars
 from orchestrator.config import MAX_SEED
 from orchestrator.session import default_cache_path
@@ -90,11 +89,7 @@ def matrix_build(
               f"{done.seconds:.0f} s" + (f"; the budget stopped it: re-run to do the other {left}" if left else ""),
               markup=False, highlight=False, soft_wrap=True)
     if export is not None:
-        cache = GenerationCache(default_cache_path(cfg))
-        try:
-            shards = export_shards(cache, export, since=started)
-        finally:
-            cache.close()
+        shards = export_from(default_cache_path(cfg), export, since=started)
         out.print(f"exported {shards.written} new generations to {len(shards.shards)} shard(s) in {export}",
                   markup=False, highlight=False)
 

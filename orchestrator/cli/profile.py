@@ -79,14 +79,14 @@ def build(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     cfg = config_from(config)
-    spec = BuildSpec(tasks=task_list, per_subject=per_subject,
-                     limit=limit, seed=seed, aggregator_items=aggregator_items)
     target = output or cfg.home / "profiles" / "profile.json"
+    spec = BuildSpec(tasks=task_list, per_subject=per_subject, limit=limit, seed=seed,
+                     aggregator_items=aggregator_items, matrix=target.with_name(target.stem + ".matrix.jsonl.gz"))
     with stage_bars(err) as report:
         profile = build_profile(cfg, spec, report)
     save_profile(profile, target)
     out.print(f"profile written to {target} ({profile.data['questions']} questions, "
-              f"{profile.data['build_seconds']} s)")
+              f"{profile.data['build_seconds']} s); every answer as an outcome matrix: {spec.matrix}")
 
 
 def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, labelling: str,
