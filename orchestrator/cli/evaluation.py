@@ -34,8 +34,9 @@ from orchestrator.config import MAX_SEED, SymoeConfig
 from orchestrator.methods import expand_methods
 from orchestrator.profiles import read_profile
 from orchestrator.provenance import provenance
+from orchestrator.records import RETRIEVAL_MODES
 
-DEFAULT_ROUTERS = "single,best_single,random_k,majority,moa,symoe"
+DEFAULT_ROUTERS = "single,best_single,task_best,random_k,majority,moa,symoe"
 MIN_BUDGET_GB, MAX_BUDGET_GB = 0.1, 65536.0
 MAX_LIMIT = 100_000  # questions per task
 MAX_ROUTERS = 64  # routers in one run, after --sweep and --retrieval expand them
@@ -107,7 +108,7 @@ def eval_command(
         replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
                           folds, seed, labelling, log_samples, profile)
         return
-    tasks = tasks or "mmlu,arc_challenge,gsm8k"
+    tasks = "mmlu,arc_challenge,gsm8k" if tasks is None else tasks
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
     check_range("--limit", limit, 1, MAX_LIMIT)
     check_range("--seed", seed, 0, MAX_SEED)
@@ -117,6 +118,9 @@ def eval_command(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
+    bad = [m for m in modes or [] if m not in RETRIEVAL_MODES]
+    if bad:  # refused whether or not the routers retrieve
+        raise SymoeError(f"unknown retrieval mode {bad[0]!r} in --retrieval; use: {', '.join(RETRIEVAL_MODES)}")
     sweeps = parse_sweeps(sweep or [])
     grid = math.prod(len(values) for _, values in sweeps) * max(1, len(modes or []))
     if grid > MAX_ROUTERS:  # counted before anything is expanded
