@@ -21,6 +21,16 @@ def ignore(stage: str, done: int, total: int) -> None:
     """A ``StageReport`` that reports nothing."""
 
 
+def across(progress: StageReport, parts: int) -> StageReport:
+    """One bar per stage over ``parts`` runs of the same stages (folds, chunks): a stage's size
+    is its first run's times ``parts``."""
+    totals: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress(stage, done, totals.setdefault(stage, total * parts))
+    return report
+
+
 @contextmanager
 def stage_bars(console: Console | None = None) -> Iterator[StageReport]:
     """Yields ``report(stage, n, total)``: the first call for a stage adds its bar. In a log file

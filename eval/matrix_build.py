@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agents.progress import StageReport
+from agents.progress import StageReport, across
 from eval.datasets import Question, load_tasks, split_of
 from eval.matrix import Matrix, MatrixRow, RecordedOutcome
 from eval.matrix_importers import sample_outcome
@@ -80,7 +80,8 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
     experts = list(config.routing_pool)
     rows: list[MatrixRow] = []
     stopped = False
-    with Symoe(config, cache_path=cache_path, progress=progress) as symoe:
+    report = across(progress, -(-len(questions) // chunk)) if progress is not None else None
+    with Symoe(config, cache_path=cache_path, progress=report) as symoe:
         for number, part in enumerate(chunks(questions, chunk)):
             if number and budget_s is not None and time.monotonic() - started > budget_s:
                 stopped = True  # a run always does its first chunk: every run makes progress

@@ -25,7 +25,7 @@ import numpy as np
 from agents.backends import Generation, TokenLogprob, Usage
 from agents.errors import SymoeError
 from agents.pool import ExpertSpec
-from agents.progress import StageReport
+from agents.progress import StageReport, across
 from eval.learned_routers import embed_texts, fold_of
 from eval.matrix import Matrix, MatrixRow
 from eval.matrix_profile import Labelling, SkillLabeller, profile_from_matrix
@@ -172,15 +172,6 @@ def cached_embed(matrix: Matrix, config: SymoeConfig) -> Callable[[list[str]], n
             return vectors[[row[t] for t in batch]]
         return embed_texts(batch, config.embedding, config.home)
     return embed
-
-
-def across(progress: StageReport, parts: int) -> StageReport:
-    """One bar per stage over every fold: each stage's size is its first fold's times the folds."""
-    totals: dict[str, int] = {}
-
-    def report(stage: str, done: int, total: int) -> None:
-        progress(stage, done, totals.setdefault(stage, total * parts))
-    return report
 
 
 def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: int = 5, seed: int = 0,
