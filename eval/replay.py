@@ -26,6 +26,7 @@ from agents.backends import Generation, TokenLogprob, Usage
 from agents.errors import SymoeError
 from agents.pool import ExpertSpec
 from agents.progress import StageReport, across
+from eval.datasets import Question
 from eval.learned_routers import embed_texts, fold_of
 from eval.matrix import Matrix, MatrixRow
 from eval.matrix_profile import Labelling, SkillLabeller, profile_from_matrix
@@ -97,8 +98,12 @@ def replay_config(config: SymoeConfig, matrix: Matrix, default: str) -> SymoeCon
 
 
 def row_query(row: MatrixRow) -> Query:
-    return Query(question=row.question, choices=list(row.choices or []), id=row.id, task=row.task,
-                 format="choice" if row.choices else None)
+    """The query of a matrix row, in the format a benchmark declares by its gold answer (the
+    rule ``symoe eval`` uses; without a gold answer the pipeline detects it)."""
+    fmt = "choice" if row.choices else None
+    if fmt is None and row.answer is not None:
+        fmt = Question(id=row.id, question=row.question, answer=str(row.answer)).answer_format
+    return Query(question=row.question, choices=list(row.choices or []), id=row.id, task=row.task, format=fmt)
 
 
 def replay_score(result: AskResult, row: MatrixRow) -> float:
@@ -126,7 +131,8 @@ def sample_of(result: AskResult, row: MatrixRow) -> SampleResult:
     score = replay_score(result, row)
     return SampleResult(
         method=result.method, routed=result.routed, question_id=row.id, task=row.task, subject=row.task,
-        answer=result.answer, gold=str(row.answer) if row.answer is not None else "", correct=score >= 0.5,
+        answer=result.answer if result.extracted else None,
+        gold=str(row.answer) if row.answer is not None else "", correct=score >= 0.5,
         experts=result.experts, aggregator=result.aggregator, aggregated=result.aggregated, fallback=result.fallback,
         escalated=result.escalated, failed=result.failed, succeeded=result.succeeded, usage=result.usage,
         skills=result.skills, cost_usd=sum(usd) if usd else None)

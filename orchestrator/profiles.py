@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from agents.errors import SymoeError
 from orchestrator.config import SymoeConfig
@@ -195,6 +195,7 @@ class Profile(BaseModel):
     examples: list[ProfiledExample] = Field(default_factory=list)
     #: the ``budget`` method's quality when the config sets none (``symoe profile calibrate``)
     budget: BudgetCalibration | None = None
+    _agreement: dict[tuple[int, tuple[str, ...]], tuple[int, int]] = PrivateAttr(default_factory=dict)
     #: the router a call that names none gets under this profile: the winner of cross-fitted
     #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
     router: str | None = None
@@ -213,9 +214,14 @@ class Profile(BaseModel):
         return sorted({s for p in self.experts.values() for s in p.skills})
 
     def agreement(self, experts: list[str] | tuple[str, ...]) -> tuple[int, int]:
-        """On the graded questions: how often these experts stated one answer, and how often it was right."""
-        agreed = [x for x in self.examples if all(e in x.correct for e in experts) and x.agreed(experts) is not None]
-        return len(agreed), sum(x.correct[experts[0]] for x in agreed)
+        """On the graded questions: how often these experts stated one answer, and how often it
+        was right (counted once per set of experts and list of examples: a cascade asks per query)."""
+        key = (id(self.examples), tuple(experts))
+        if key not in self._agreement:
+            agreed = [x for x in self.examples
+                      if all(e in x.correct for e in experts) and x.agreed(experts) is not None]
+            self._agreement[key] = (len(agreed), sum(x.correct[experts[0]] for x in agreed))
+        return self._agreement[key]
 
     def margins(self, expert: str) -> list[tuple[float, bool]]:
         """On the graded questions where this expert's answer carried a margin: the margin and
