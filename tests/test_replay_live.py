@@ -5,10 +5,16 @@ under the shipped default profile: every router must give every question the ans
 scored the same, and so the same accuracy.
 
 The live run reads and writes the home generation cache (``<home>/cache/generations.sqlite``),
-where ``make install`` imports the committed shards of ``data/generations/``: those hold every
-generation this run needs, so on a prepared machine it generates nothing (minutes of model
-loading and program runs, no decoding). Without them it generates about 100 answers of the
-1.5B and 0.5B experts (tens of minutes on 2 cores).
+where ``make install`` imports the committed shards of ``data/generations/``; shard
+``6d19de6878a9e515.jsonl.gz`` holds every generation this run needs (110: 5 experts x 20
+questions, and the cot expert's 10 short second turns on GSM8K), so on a prepared machine it
+generates nothing: the module takes about 30 s (live 25 s of it, the replay 5 s). Without the
+shard it generates them: 63 min on 2 busy cores (2026-12-06).
+
+``clusters`` runs as ``clusters@never``: live, a routed router retrieves by default
+(``retrieval.mode: auto``), replay never does. Live ``clusters`` retrieved for 6 of these 20
+questions and answered 2 of them otherwise (mmlu-06177 D, not C; gsm8k-855 158, not 24);
+the shard also holds that run's 20 gate drafts and 6 expert answers with passages.
 """
 
 from __future__ import annotations
