@@ -148,7 +148,14 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
 
 
 def _stamp_path(home: Path, spec: ExpertSpec) -> Path:
-    return home / "models" / f"{spec.load_as}.verified.json"
+    """Where ``prepare`` records the file's hash. A file outside ``<home>/models`` (a package's,
+    inside one virtual environment) gets a stamp per path, so two checkouts sharing a home do
+    not overwrite each other's."""
+    path = spec.model_file(home)
+    models = home / "models"
+    if path is None or path.parent == models:
+        return models / f"{spec.load_as}.verified.json"
+    return models / f"{spec.load_as}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}.verified.json"
 
 
 def _stamp_of(path: Path) -> dict[str, object]:
