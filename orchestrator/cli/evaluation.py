@@ -175,7 +175,9 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
         scored = (f"every question under {profile}" if fixed else "test" if {"test", "validation"} <= set(matrix.splits)
                   else f"cross-fitted ({folds} folds)")
         meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
-                         "profile": str(profile) if profile else None, "scored": scored},
+                         "profile": str(profile) if profile else None, "scored": scored,
+                         "retrieval": "never for every router (recorded answers were given without passages; "
+                                      "compare with a live run's router@never)"},
                 "config": cfg.public_dict(), "provenance": provenance(cfg, command="eval --matrix")}
         files = write_reports(output, samples, stats, meta, log_samples)
     out.print(markdown_table(summarise(samples), stats), markup=False)
