@@ -54,7 +54,7 @@ from orchestrator.aggregate import accepted, agreed_answer
 from orchestrator.clusters import ClusterScore
 from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
 from orchestrator.learned import routers as learned_routers
-from orchestrator.profiles import Profile, margin_threshold
+from orchestrator.profiles import Profile
 from orchestrator.records import (
     RETRIEVAL_MODES,
     Combine,
@@ -556,7 +556,7 @@ def margin_first(profile: Profile, skills: list[str], settings: CascadeConfig) -
             if graded:
                 return expert, settings.margin, f"margin >= {settings.margin:g} (cascade.margin)"
             continue
-        found = margin_threshold(graded, bar, settings.min_agreements)
+        found = profile.margin_threshold(expert, bar, settings.min_agreements)
         if found is not None:
             threshold, accepted, right = found
             return expert, threshold, (f"margin >= {threshold:.2f}: right on {right} of the {accepted} of "

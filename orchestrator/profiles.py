@@ -196,9 +196,17 @@ class Profile(BaseModel):
     #: the ``budget`` method's quality when the config sets none (``symoe profile calibrate``)
     budget: BudgetCalibration | None = None
     _agreement: dict[tuple[int, tuple[str, ...]], tuple[int, int]] = PrivateAttr(default_factory=dict)
+    _margins: dict[tuple[int, str], list[tuple[float, bool]]] = PrivateAttr(default_factory=dict)
+    _thresholds: dict[tuple[int, str, float, int], tuple[float, int, int] | None] = PrivateAttr(default_factory=dict)
     #: the router a call that names none gets under this profile: the winner of cross-fitted
     #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
     router: str | None = None
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Profile:
+        """A copy; what was counted on this profile's examples is counted again on the copy's."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy._agreement, copy._margins, copy._thresholds = {}, {}, {}
+        return copy
 
     def restricted(self, names: list[str]) -> Profile:
         """The profile of a sub-pool: only these experts can be recruited or aggregate."""
@@ -225,8 +233,18 @@ class Profile(BaseModel):
 
     def margins(self, expert: str) -> list[tuple[float, bool]]:
         """On the graded questions where this expert's answer carried a margin: the margin and
-        whether the answer was right."""
-        return recorded_margins(self.examples, expert)
+        whether the answer was right (collected once per list of examples)."""
+        key = (id(self.examples), expert)
+        if key not in self._margins:
+            self._margins[key] = recorded_margins(self.examples, expert)
+        return list(self._margins[key])
+
+    def margin_threshold(self, expert: str, bar: float, min_accepted: int) -> tuple[float, int, int] | None:
+        """``margin_threshold`` of this expert's recorded margins (computed once per setting)."""
+        key = (id(self.examples), expert, bar, min_accepted)
+        if key not in self._thresholds:
+            self._thresholds[key] = margin_threshold(self.margins(expert), bar, min_accepted)
+        return self._thresholds[key]
 
     def best_aggregator(self, skills: list[str] | None = None, min_items: int = 8) -> str:
         """The best aggregator for these skills.

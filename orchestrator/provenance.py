@@ -42,9 +42,22 @@ def pool_digest(config: SymoeConfig) -> dict[str, str]:
     return out
 
 
+#: config object -> its hash (configs are never changed in place: a change is a ``model_copy``);
+#: the object is kept beside its hash so its id is not reused while the entry lives
+_HASHES: dict[int, tuple[SymoeConfig, str]] = {}
+
+
 def config_hash(config: SymoeConfig) -> str:
+    """A digest of the public config, computed once per config object (every answer record carries it)."""
+    held = _HASHES.get(id(config))
+    if held is not None and held[0] is config:
+        return held[1]
     text = json.dumps(config.public_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if len(_HASHES) >= 64:
+        _HASHES.pop(next(iter(_HASHES)))
+    _HASHES[id(config)] = (config, digest)
+    return digest
 
 
 def provenance(config: SymoeConfig, **extra: Any) -> dict[str, Any]:
