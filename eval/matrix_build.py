@@ -14,7 +14,7 @@ fresh clone imports them (``make install``), so the matrix grows across machines
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -71,8 +71,7 @@ def matrix_rows(samples: list[SampleResult], questions: list[Question]) -> list[
 
 def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, limit: int | None = None,
                  seed: int = 0, budget_s: float | None = None, chunk: int = 10, cache_path: Path | None = None,
-                 progress: StageReport | None = None,
-                 on_chunk: Callable[[int, int], None] | None = None) -> tuple[Matrix, BuildReport]:
+                 progress: StageReport | None = None) -> tuple[Matrix, BuildReport]:
     """Every routed expert's answer to the tasks' questions of ``splits``, until ``budget_s``."""
     started = time.monotonic()
     questions = interleaved([q for split in splits
@@ -80,8 +79,8 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
     experts = list(config.routing_pool)
     rows: list[MatrixRow] = []
     stopped = False
-    report = across(progress, -(-len(questions) // chunk)) if progress is not None else None
-    with Symoe(config, cache_path=cache_path, progress=report) as symoe:
+    per_chunk = across(progress, -(-len(questions) // chunk)) if progress is not None else None
+    with Symoe(config, cache_path=cache_path, progress=per_chunk) as symoe:
         for number, part in enumerate(chunks(questions, chunk)):
             if number and budget_s is not None and time.monotonic() - started > budget_s:
                 stopped = True  # a run always does its first chunk: every run makes progress
@@ -89,8 +88,6 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
             results = symoe.ask_many([q.query() for q in part], routers=[f"single:{e}" for e in experts], seed=seed)
             by_id = {q.id: q for q in part}
             rows += matrix_rows([score(r, by_id[r.query_id], log_samples=True) for r in results], part)
-            if on_chunk is not None:
-                on_chunk(len(rows), len(questions))
     report = BuildReport(questions=len(questions), done=len(rows), seconds=round(time.monotonic() - started, 1),
                          stopped_by_budget=stopped)
     return Matrix(rows, experts, source="symoe matrix build"), report

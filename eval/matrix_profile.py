@@ -55,17 +55,20 @@ class SkillLabeller:
                                            config.skills.neighbours, config.skills.neighbour_share, embed=embed) \
             if labelling == "neighbours" else None
 
+    def label(self, texts: list[str], exclude: list[int | None] | None = None) -> list[list[str]]:
+        """Each text's skills; ``exclude[i]`` leaves one labelled neighbour out of text i's vote
+        (a leave-one-out check on the labelled questions themselves; the vocabulary ignores it)."""
+        if self._matcher is not None:
+            return self._matcher.label(self.embed(texts))
+        assert self._neighbours is not None
+        return [v.skills for v in self._neighbours.vote(texts, exclude=exclude)]
+
     def __call__(self, matrix: Matrix) -> dict[str, list[str]]:
         """Question id -> skills: the row's own where it has them, else this labelling's."""
         out = {r.id: list(r.skills) for r in matrix.rows if r.skills}
         todo = [r for r in matrix.rows if not r.skills]
         if todo:
-            texts = [r.question for r in todo]
-            if self._matcher is not None:
-                labels = self._matcher.label(self.embed(texts))
-            else:
-                assert self._neighbours is not None
-                labels = [v.skills for v in self._neighbours.vote(texts)]
+            labels = self.label([r.question for r in todo])
             out.update({r.id: skills for r, skills in zip(todo, labels, strict=True)})
         return out
 
@@ -101,13 +104,10 @@ def labelling_agreement(config: SymoeConfig, embed: Embed) -> dict[str, dict[str
     if not examples:
         return {}
     texts = [e.question for e in examples]
-    vectors = embed(texts)
-    labelled = {
-        "vocabulary": SkillMatcher(config.embedding, config.skills.match_threshold).label(vectors),
-        "neighbours": [v.skills for v in NeighbourSkills(
-            examples, config.embedding, config.skills.neighbours, config.skills.neighbour_share,
-            embed=lambda t: vectors if t == texts else embed(t)).vote(texts, exclude=list(range(len(examples))))],
-    }
+    # the labeller's neighbours are these very questions (the shipped profile's, with skills),
+    # so text i leaves out neighbour i
+    labelled = {name: SkillLabeller(config, embed, name).label(texts, exclude=list(range(len(examples))))
+                for name in LABELLINGS}
     out = {}
     for name, labels in labelled.items():
         hits = [e.skills[0] in got for e, got in zip(examples, labels, strict=True)]

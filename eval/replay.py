@@ -86,13 +86,17 @@ class ReplayExecutor:
         done(jobs)
 
 
+def recorded_expert(name: str) -> ExpertSpec:
+    """An expert known only from a matrix (``backend: recorded``): replayable, not askable."""
+    return ExpertSpec(name=name, backend="recorded", method="recorded", description="recorded in the matrix")
+
+
 def replay_config(config: SymoeConfig, matrix: Matrix, default: str) -> SymoeConfig:
     """``config`` over the matrix's experts, each a recorded one; skills from the profile's
     labelled neighbours, no retrieval, everything in this process."""
-    experts = {e: ExpertSpec(name=e, backend="recorded", method="recorded", description="recorded in the matrix")
-               for e in matrix.experts}
     return config.model_copy(update={
-        "experts": experts, "default_expert": default, "executor": ExecutorConfig(),
+        "experts": {e: recorded_expert(e) for e in matrix.experts}, "default_expert": default,
+        "executor": ExecutorConfig(),
         "skills": config.skills.model_copy(update={"source": "neighbours", "annotator": None}),
         "retrieval": config.retrieval.model_copy(update={"mode": "never"})})
 
@@ -182,16 +186,19 @@ def cached_embed(matrix: Matrix, config: SymoeConfig) -> Callable[[list[str]], n
 
 def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: int = 5, seed: int = 0,
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
+           labeller: SkillLabeller | None = None,
            on_split: Callable[[int, int], None] | None = None) -> tuple[list[SampleResult], RunStats]:
     """Every router on the scored questions of each split, fitted on the rest; with the oracle.
     A given ``profile`` routes every question of the matrix instead (nothing is fitted): replay
-    then decides as a live run under that profile does."""
+    then decides as a live run under that profile does. A given ``labeller`` (over this
+    matrix's questions) is used instead of building one for ``labelling``."""
     if not len(matrix):
         raise SymoeError(f"{matrix.source}: the matrix holds no questions")
     started = time.perf_counter()
-    embed = cached_embed(matrix, config)
+    embed = labeller.embed if labeller is not None else cached_embed(matrix, config)
     pairs = [(matrix, matrix)] if profile is not None else splits(matrix, folds, seed)
-    labeller = SkillLabeller(config, embed, labelling) if profile is None else None
+    if labeller is None and profile is None:
+        labeller = SkillLabeller(config, embed, labelling)
     report = across(progress, len(pairs)) if progress is not None else None
     samples: list[SampleResult] = []
     needed = replayed = failed = 0
@@ -243,8 +250,7 @@ PROFILE_ROUTERS = ("best_single,task_best,clusters,clusters:k3,majority,symoe:k1
 def pool_with_recorded(config: SymoeConfig, matrix: Matrix) -> SymoeConfig:
     """``config`` with the matrix's experts it lacks added as recorded ones (a profile from the
     matrix is made for this pool: the config's own experts keep their identity)."""
-    extra = {e: ExpertSpec(name=e, backend="recorded", method="recorded", description="recorded in the matrix")
-             for e in matrix.experts if e not in config.experts}
+    extra = {e: recorded_expert(e) for e in matrix.experts if e not in config.experts}
     return config.model_copy(update={"experts": {**config.experts, **extra}}) if extra else config
 
 
@@ -258,11 +264,10 @@ def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, se
         raise SymoeError(f"{matrix.source} has no validation questions to build a profile from")
     routers = [r.strip() for r in (candidates if has_answers(matrix) else without_votes(candidates)).split(",")
                if r.strip()]
-    samples, stats = replay(config, fit, routers, folds=folds, seed=seed, labelling=labelling, progress=progress)
+    labeller = SkillLabeller(config, cached_embed(fit, config), labelling)
+    samples, stats = replay(config, fit, routers, folds=folds, seed=seed, labeller=labeller, progress=progress)
     names = [s.method for s in samples if s.method != "oracle"]
-    pool = pool_with_recorded(config, matrix)
-    embed = cached_embed(fit, config)
-    profile = profile_from_matrix(fit, pool, SkillLabeller(config, embed, labelling)(fit), source=matrix.source)
+    profile = profile_from_matrix(fit, pool_with_recorded(config, matrix), labeller(fit), source=matrix.source)
     winner = matrix_default_router(samples, names)
     summary = {m: round(100 * sum(s.correct for s in samples if s.method == m)
                         / max(1, sum(s.method == m for s in samples)), 2) for m in dict.fromkeys(names)}

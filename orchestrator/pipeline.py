@@ -48,7 +48,7 @@ from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_g
 from orchestrator.learned import ExampleTable, LearnedRouter
 from orchestrator.learned import routers as learned_routers
 from orchestrator.methods import Assignment, CascadeRound, MethodContext, MethodSpec, slot_key
-from orchestrator.profiles import Profile, load_profile
+from orchestrator.profiles import Profile, ProfiledExample, load_profile
 from orchestrator.records import (
     AnswerFormat,
     ExpertAnswer,
@@ -227,7 +227,7 @@ class Pipeline:
         (``clusters:``, ``budget.team``) of ``config`` (default: the pipeline's)."""
         config = config or self.config
         with self._lock:
-            examples = [e for e in self.profile.examples if e.correct]
+            examples = self.graded_examples()
             if not examples:
                 raise SymoeError("the clusters and budget methods need a profile whose questions record each "
                                  "expert's outcome; this one has none: rebuild it with `symoe profile build`")
@@ -240,11 +240,15 @@ class Pipeline:
                                                     sure_first=config.budget.sure_first)
             return self._clusters[key]
 
+    def graded_examples(self) -> list[ProfiledExample]:
+        """The profile's questions that record each expert's outcome (clusters and learned routers fit on them)."""
+        return [e for e in self.profile.examples if e.correct]
+
     def example_vectors(self) -> np.ndarray:
         """The profile's graded questions, embedded once."""
         with self._lock:
             if self._example_vectors is None:
-                self._example_vectors = self.embed([e.question for e in self.profile.examples if e.correct])
+                self._example_vectors = self.embed([e.question for e in self.graded_examples()])
             return self._example_vectors
 
     def learned_router(self, name: str) -> LearnedRouter:
@@ -252,7 +256,7 @@ class Pipeline:
         graded questions."""
         with self._lock:
             if name not in self._learned:
-                examples = [e for e in self.profile.examples if e.correct]
+                examples = self.graded_examples()
                 if not examples:
                     raise SymoeError(f"router learned:{name} needs a profile whose questions record each expert's "
                                      "outcome; this one has none: rebuild it with `symoe profile build`")
