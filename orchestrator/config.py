@@ -121,6 +121,18 @@ class BudgetConfig(BaseModel):
                                                        "stands when its margin passes, the option answers otherwise")
 
 
+class LearnedConfig(BaseModel):
+    """The ``learned:NAME`` routers (``learned:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cost_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="trade predicted accuracy for cost: each expert's score less cost_weight x its validation tokens "
+                    "per question over the dearest expert's (0: the best-scored expert whatever it costs; sweep it "
+                    "for a cost/quality curve: APGR, CPT, AIQ)")
+
+
 class RetrievalConfig(BaseModel):
     """Whether and what to retrieve (``retrieval:``)."""
 
@@ -153,6 +165,7 @@ class SymoeConfig(BaseSettings):
     clusters: ClusterConfig = Field(default_factory=ClusterConfig)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    learned: LearnedConfig = Field(default_factory=LearnedConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

@@ -207,7 +207,7 @@ methods: Registry[type[Method]] = Registry("router")
 
 
 #: the config sections a method name's settings may set (the ones methods read)
-METHOD_SECTIONS = ("recruit", "clusters", "cascade", "budget")
+METHOD_SECTIONS = ("recruit", "clusters", "cascade", "budget", "learned")
 
 
 class MethodSpec(BaseModel):
@@ -505,10 +505,12 @@ class LearnedRouting(RoutedMethod):
     """A router learned from the profile's graded questions (``learned:knn``, ``learned:logreg``,
     ``learned:mlp``, ``learned:mf``; ``orchestrator.learned``): the expert of best predicted
     chance of a right answer on the query (its embedding, and its task where the router uses
-    it) answers alone. One embedding per query, no annotation."""
+    it) answers alone, less ``learned.cost_weight`` x its relative cost. One embedding per
+    query, no annotation."""
 
     needs_scores = True
     retrieves_by_default = False  # fitted on answers given without retrieval
+    reads = ("learned",)
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
         if not variant:
@@ -517,10 +519,14 @@ class LearnedRouting(RoutedMethod):
         learned_routers.get(variant)
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        scores = {e: p for e, p in ctx.scores[query.id].items() if e in ctx.need_profile("learned").experts}
+        profiled = ctx.need_profile("learned").experts
+        scores = {e: p for e, p in ctx.scores[query.id].items() if e in profiled}
         if not scores:
             raise MethodError("the learned router scores none of the experts that can be recruited now")
-        best = max(sorted(scores), key=lambda e: scores[e])
+        weight = ctx.config.learned.cost_weight
+        dearest = max(profiled[e].tokens_per_question for e in scores) or 1.0
+        worth = {e: p - weight * profiled[e].tokens_per_question / dearest for e, p in scores.items()}
+        best = max(sorted(worth), key=lambda e: worth[e])
         shown = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
         return Assignment(slots=[greedy(best, ctx.seed)], combine="single", weights={best: scores[best]},
                           note=f"{variant}: " + ", ".join(f"{e} {p:.0%}" for e, p in shown))
