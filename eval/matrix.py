@@ -170,6 +170,16 @@ class Matrix:
             rows = [r.model_copy(update={"outcomes": {e: r.outcomes[e] for e in keep}}) for r in rows]
         return Matrix(rows, keep, self.source)
 
+    def priced(self, costs: dict[str, float]) -> Matrix:
+        """The matrix with each named expert's cost per question (USD) where its rows record none."""
+        unknown = [e for e in costs if e not in self.experts]
+        if unknown:
+            raise MatrixError(f"{self.source}: no expert {unknown[0]!r} to price (experts: {', '.join(self.experts)})")
+        rows = [r.model_copy(update={"outcomes": {
+            e: o.model_copy(update={"cost": costs[e]}) if e in costs and o.cost is None else o
+            for e, o in r.outcomes.items()}}) for r in self.rows]
+        return Matrix(rows, self.experts, self.source)
+
     def take(self, indices: Sequence[int] | np.ndarray) -> Matrix:
         """The questions at these positions (for folds)."""
         return Matrix([self.rows[int(i)] for i in indices], self.experts, self.source)

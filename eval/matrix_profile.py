@@ -76,11 +76,12 @@ class SkillLabeller:
 def profile_from_matrix(matrix: Matrix, config: SymoeConfig, skills: dict[str, list[str]],
                         source: str = "") -> Profile:
     """The profile of ``config``'s pool from the matrix's questions (the caller picks the
-    split): ``correct`` counts as right at 0.5 or more; tokens are completion tokens."""
+    split): ``correct`` counts as right at 0.5 or more; tokens are completion tokens; US
+    dollars where recorded."""
     outcomes = [Outcome(expert=e, question_id=r.id, task=r.task, skills=skills.get(r.id, []),
                         correct=o.correct >= 0.5, tokens=o.completion_tokens or 0,
                         prompt_tokens=o.prompt_tokens or 0, answer=o.answer, seconds=o.seconds or 0.0,
-                        margin=o.margin)
+                        margin=o.margin, usd=o.cost or 0.0)
                 for r in matrix.rows for e, o in r.outcomes.items()]
     experts = profile_from_outcomes(outcomes, matrix.experts)
     questions = [LabelledQuestion(question=r.question, skills=skills.get(r.id, []), task=r.task) for r in matrix.rows]

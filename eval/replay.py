@@ -186,12 +186,13 @@ def cached_embed(matrix: Matrix, config: SymoeConfig) -> Callable[[list[str]], n
 
 def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: int = 5, seed: int = 0,
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
-           labeller: SkillLabeller | None = None,
-           on_split: Callable[[int, int], None] | None = None) -> tuple[list[SampleResult], RunStats]:
+           labeller: SkillLabeller | None = None, on_split: Callable[[int, int], None] | None = None,
+           sweeps: list[tuple[str, list[str]]] | None = None) -> tuple[list[SampleResult], RunStats]:
     """Every router on the scored questions of each split, fitted on the rest; with the oracle.
     A given ``profile`` routes every question of the matrix instead (nothing is fitted): replay
     then decides as a live run under that profile does. A given ``labeller`` (over this
-    matrix's questions) is used instead of building one for ``labelling``."""
+    matrix's questions) is used instead of building one for ``labelling``. ``sweeps`` run each
+    router that reads a key once per value (``--sweep``)."""
     if not len(matrix):
         raise SymoeError(f"{matrix.source}: the matrix holds no questions")
     started = time.perf_counter()
@@ -208,7 +209,7 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
             base = base.model_copy(update={"default_expert": config.default_expert})
         used = profile or profile_from_matrix(fit, base, labeller(fit) if labeller else {}, source=matrix.source)
         executor = ReplayExecutor(scored)
-        names = [str(spec) for spec in expand_methods(",".join(routers), base)]
+        names = [str(spec) for spec in expand_methods(",".join(routers), base, None, sweeps)]
         with Symoe(base, profile=used, use_cache=False, memory_budget=0, progress=report,
                    wrap_executor=lambda _, ex=executor: ex) as symoe:
             symoe.pipeline.embed = embed

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.files import atomic_open, staged, write_bytes, write_text
+from eval.curves import curves_table
 from eval.runner import RunStats, SampleResult, summarise
 
 
@@ -84,6 +85,8 @@ def markdown_table(summary: dict[str, Any], stats: RunStats | None = None) -> st
                  + (f", {stats.bad_cache_rows} unreadable cache rows regenerated" if stats.bad_cache_rows else "")
                  + f"), model loads: {len(stats.loads)} ({', '.join(stats.loads)}), "
                  f"wall {stats.wall_seconds:.0f} s.\n")
+    if summary.get("curves"):
+        text += "\nCost/quality curves (one router over its swept knob):\n\n" + curves_table(summary["curves"])
     for method, counts in summary.get("recruited", {}).items():
         text += f"{method} recruited (questions per expert): " + ", ".join(f"{e} {n}" for e, n in counts.items()) + "\n"
     for method, e in summary.get("escalation", {}).items():

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from agents.backends import Usage
 from agents.progress import StageReport
+from eval.curves import curves
 from eval.datasets import Question, load_tasks
 from eval.stats import compare, standard_error
 from orchestrator.answers import is_correct
@@ -146,6 +147,7 @@ def summarise(samples: list[SampleResult]) -> dict[str, Any]:
             "escalation": {m: {"cascaded": len(e), "escalated": sum(e), "rate": round(100 * sum(e) / len(e), 1)}
                            for m, e in cascades.items()},
             "pareto": pareto(table),
+            "curves": curves(samples),
             "compared": comparisons(samples),
             **({"compared_task_best": comparisons(samples, reference="task_best")}
                if any(s.method == "task_best" for s in samples) else {})}

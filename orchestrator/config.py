@@ -128,9 +128,9 @@ class LearnedConfig(BaseModel):
 
     cost_weight: float = Field(
         default=0.0, ge=0.0, le=100.0,
-        description="trade predicted accuracy for cost: each expert's score less cost_weight x its validation tokens "
-                    "per question over the dearest expert's (0: the best-scored expert whatever it costs; sweep it "
-                    "for a cost/quality curve: APGR, CPT, AIQ)")
+        description="trade predicted accuracy for cost: each expert's score less cost_weight x its validation cost "
+                    "per question (USD where recorded, else tokens) over the dearest expert's (0: the best-scored "
+                    "expert whatever it costs; sweep it for a cost/quality curve: APGR, CPT, AIQ)")
 
 
 class RetrievalConfig(BaseModel):

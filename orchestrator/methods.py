@@ -54,7 +54,7 @@ from orchestrator.aggregate import accepted, agreed_answer
 from orchestrator.clusters import ClusterScore
 from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
 from orchestrator.learned import routers as learned_routers
-from orchestrator.profiles import Profile
+from orchestrator.profiles import Profile, cost_per_question
 from orchestrator.records import (
     RETRIEVAL_MODES,
     Combine,
@@ -524,8 +524,9 @@ class LearnedRouting(RoutedMethod):
         if not scores:
             raise MethodError("the learned router scores none of the experts that can be recruited now")
         weight = ctx.config.learned.cost_weight
-        dearest = max(profiled[e].tokens_per_question for e in scores) or 1.0
-        worth = {e: p - weight * profiled[e].tokens_per_question / dearest for e, p in scores.items()}
+        cost = cost_per_question(profiled, sorted(scores))
+        dearest = max(cost.values()) or 1.0
+        worth = {e: p - weight * cost[e] / dearest for e, p in scores.items()}
         best = max(sorted(worth), key=lambda e: worth[e])
         shown = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
         return Assignment(slots=[greedy(best, ctx.seed)], combine="single", weights={best: scores[best]},

@@ -50,10 +50,15 @@ class ExpertProfile(BaseModel):
     questions: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    usd: float = 0.0  # where recorded (a matrix's costs)
 
     @property
     def tokens_per_question(self) -> float:
         return self.tokens / self.questions if self.questions else 0.0
+
+    @property
+    def usd_per_question(self) -> float:
+        return self.usd / self.questions if self.questions else 0.0
 
     @property
     def seconds_per_question(self) -> float:
@@ -73,9 +78,11 @@ class ExpertProfile(BaseModel):
     def global_competence(self) -> int:
         return sum(c.score for c in self.skills.values())
 
-    def add(self, skills: list[str], task: str, correct: bool, tokens: int = 0, seconds: float = 0.0) -> None:
+    def add(self, skills: list[str], task: str, correct: bool, tokens: int = 0, seconds: float = 0.0,
+            usd: float = 0.0) -> None:
         self.questions += 1
         self.tokens += tokens
+        self.usd += usd
         self.seconds = round(self.seconds + seconds, 3)
         for skill in skills:
             count = self.skills.setdefault(skill, SkillCount())
@@ -103,6 +110,7 @@ class Outcome(BaseModel):
     answer: str | None = None
     seconds: float = 0.0
     margin: float | None = None
+    usd: float = 0.0
 
 
 class ProfiledExample(LabelledQuestion):
@@ -273,10 +281,17 @@ class Profile(BaseModel):
                                          accuracy(n)[0]))
 
 
+def cost_per_question(experts: dict[str, ExpertProfile], names: list[str]) -> dict[str, float]:
+    """What each named expert's answer costs a question on validation: US dollars where every one
+    of them records some, else generated tokens."""
+    usd = all(experts[e].usd for e in names)
+    return {e: experts[e].usd_per_question if usd else experts[e].tokens_per_question for e in names}
+
+
 def profile_from_outcomes(outcomes: list[Outcome], experts: list[str]) -> dict[str, ExpertProfile]:
     profiles = {name: ExpertProfile() for name in experts}
     for o in outcomes:
-        profiles.setdefault(o.expert, ExpertProfile()).add(o.skills, o.task, o.correct, o.tokens, o.seconds)
+        profiles.setdefault(o.expert, ExpertProfile()).add(o.skills, o.task, o.correct, o.tokens, o.seconds, o.usd)
     return profiles
 
 

@@ -68,6 +68,21 @@ def parse_sweeps(items: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def parse_costs(text: str | None) -> dict[str, float]:
+    """``EXPERT=USD,...`` (``--cost``) as a dict; one line for anything else."""
+    out: dict[str, float] = {}
+    for item in [i.strip() for i in (text or "").split(",") if i.strip()]:
+        name, eq, value = item.rpartition("=")
+        try:
+            price = float(value)
+        except ValueError:
+            price = -1.0
+        if not eq or not name.strip() or not math.isfinite(price) or price < 0:
+            raise SymoeError(f"--cost {item!r} is not EXPERT=COST with a cost of 0 or more (e.g. gpt-4=0.03)")
+        out[name.strip()] = price
+    return out
+
+
 def eval_command(
     tasks: Annotated[str | None, typer.Option(help="comma-separated task names or JSONL files; task:N limits one "
                                               "task (default mmlu,arc_challenge,gsm8k; with --matrix: every task)")
@@ -95,6 +110,9 @@ def eval_command(
         help="with --matrix: how unlabelled questions get skills: vocabulary or neighbours")] = "vocabulary",
     profile: Annotated[Path | None, typer.Option(
         help="with --matrix: route every question by this profile (default: fit one on the matrix)")] = None,
+    cost: Annotated[str | None, typer.Option(
+        help="with --matrix: EXPERT=USD,...: each expert's cost per question where the matrix records none "
+             "(any unit all experts share)")] = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
@@ -106,7 +124,7 @@ def eval_command(
         check_range("--seed", seed, 0, MAX_SEED)
         check_range("--folds", folds, 2, 20)
         replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
-                          folds, seed, labelling, log_samples, profile)
+                          folds, seed, labelling, log_samples, profile, parse_sweeps(sweep or []), parse_costs(cost))
         return
     tasks = "mmlu,arc_challenge,gsm8k" if tasks is None else tasks
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
@@ -151,10 +169,13 @@ def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -
 
 
 def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: str | None, output: Path,
-                      folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None) -> None:
+                      folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None,
+                      sweeps: list[tuple[str, list[str]]] | None = None, costs: dict[str, float] | None = None) -> None:
     """Replay every router on the matrix (its test split, else cross-fitted; every question
-    under a given ``profile``), write the reports."""
+    under a given ``profile``; each swept router once per setting), write the reports."""
     matrix = read_matrix(path)
+    if costs:
+        matrix = matrix.priced(costs)
     fixed = read_profile(profile) if profile is not None else None
     if tasks:
         wanted = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -171,10 +192,11 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
     with locked(output, "symoe eval"), stage_bars(err) as report:
         samples, stats = replay(cfg, matrix, [r.strip() for r in names.split(",") if r.strip()], folds=folds,
                                 seed=seed, labelling=labelling, profile=fixed,  # type: ignore[arg-type]
-                                progress=report)
+                                progress=report, sweeps=sweeps)
         scored = (f"every question under {profile}" if fixed else "test" if {"test", "validation"} <= set(matrix.splits)
                   else f"cross-fitted ({folds} folds)")
         meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
+                         "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []], "cost": costs or {},
                          "profile": str(profile) if profile else None, "scored": scored,
                          "retrieval": "never for every router (recorded answers were given without passages; "
                                       "compare with a live run's router@never)"},
