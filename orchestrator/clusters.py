@@ -23,6 +23,8 @@ otherwise (a cascade, replayed on the recorded margins like the votes).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -140,6 +142,7 @@ class ClusterRouter:
         experts = sorted({e for x in graded for e in x.correct})
         overall = {e: _mean([x.correct[e] for x in graded if e in x.correct]) for e in experts}
         first = _sure_first(graded, experts, overall) if sure_first else None
+        replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]] = {}  # an option's replay, shared by clusters
         self.scores = []
         for c in range(len(self.centroids)):
             members = [x for x, label in zip(graded, labels, strict=True) if label == c]
@@ -149,7 +152,7 @@ class ClusterRouter:
                 accuracy[e] = _shrunk(right, overall[e], config.prior)
                 tokens[e] = round(_mean([x.tokens.get(e, 0) for x in members if e in x.correct]), 1)
             score = ClusterScore(cluster=c, size=len(members), accuracy=accuracy, tokens=tokens)
-            score.options = _options(score, members, graded, experts, teams, config.prior, first)
+            score.options = _options(score, members, graded, experts, teams, config.prior, first, replays)
             self.scores.append(score)
         scale = max((o.tokens for s in self.scores for o in s.options), default=1.0)
         for s in self.scores:
@@ -179,7 +182,8 @@ def _sure_first(graded: list[ProfiledExample], experts: list[str],
 
 
 def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[ProfiledExample],
-             experts: list[str], teams: int, prior: float, first: tuple[str, float] | None) -> list[RoutingOption]:
+             experts: list[str], teams: int, prior: float, first: tuple[str, float] | None,
+             replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]]) -> list[RoutingOption]:
     """Each expert alone, then the vote of the cluster's top 3, 5, ... (while ``teams`` allows
     and the examples recorded answers to replay); with ``first``, each of them sure-first too."""
     options = [RoutingOption(experts=[e], accuracy=score.accuracy[e],
@@ -190,20 +194,26 @@ def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[P
         return options
     for size in range(3, min(teams, len(ranked)) + 1, 2):
         options.append(_replayed(RoutingOption(experts=ranked[:size], accuracy=0.0, tokens=0.0), score,
-                                 members, graded, prior))
+                                 members, graded, prior, replays))
     if first is not None:
         expert, threshold = first
         options += [_replayed(RoutingOption(experts=o.experts, accuracy=0.0, tokens=0.0, first=expert,
-                                            accept_margin=threshold), score, members, graded, prior)
+                                            accept_margin=threshold), score, members, graded, prior, replays)
                     for o in list(options) if o.experts != [expert]]
     return options
 
 
 def _replayed(option: RoutingOption, score: ClusterScore, members: list[ProfiledExample],
-              graded: list[ProfiledExample], prior: float) -> RoutingOption:
+              graded: list[ProfiledExample], prior: float,
+              replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]]) -> RoutingOption:
     """The option with its accuracy (on the cluster, shrunk towards all questions) and mean
-    cost replayed on the recorded answers."""
-    replayed = {id(x): option.replay(x, score.accuracy) for x in graded}  # members are among them
+    cost replayed on the recorded answers. A replay is kept in ``replays`` for the other
+    clusters: one expert's does not depend on the cluster, a vote's depends on its weights."""
+    weights = tuple((e, score.accuracy[e]) for e in option.experts) if len(option.experts) > 1 else ()
+    key = (tuple(option.experts), option.first, option.accept_margin, weights)
+    if key not in replays:
+        replays[key] = {id(x): option.replay(x, score.accuracy) for x in graded}  # members are among them
+    replayed = replays[key]
     overall = _mean([right for _, right in replayed.values()])
     replays = [replayed[id(x)] for x in members]
     return option.model_copy(update={"accuracy": _shrunk([r for _, r in replays], overall, prior),
