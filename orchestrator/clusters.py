@@ -84,8 +84,10 @@ class ClusterScore(BaseModel):
 
     def choose(self, quality: float, experts: list[str] | None = None) -> RoutingOption | None:
         """The option of best ``quality * accuracy - (1 - quality) * tokens / cost_scale`` among
-        those whose experts are all in ``experts`` (None: all); ties go to the cheaper one."""
-        allowed = [o for o in self.options if experts is None or set(o.experts) <= set(experts)]
+        those whose experts (its sure-first expert too) are all in ``experts`` (None: all); ties go
+        to the cheaper one."""
+        allowed = [o for o in self.options
+                   if experts is None or set(o.experts) | ({o.first} if o.first else set()) <= set(experts)]
         if not allowed:
             return None
         scale = self.cost_scale or 1.0

@@ -11,7 +11,10 @@ Methods are a registry: subclass ``ExpertMethod``, implement ``instruction`` (an
 when the reply is not the answer itself), and ``@expert_methods.register("name")``; an
 expert in the config then names it as its ``method``. A method that reasons lists the
 formats in ``finishes``: a reply of it cut at its token budget before 'Answer: ...' is
-asked for the answer in a short second turn (``finish``), which the pipeline runs. Built in:
+asked for the answer in a short second turn (``finish``), which the pipeline runs. A method
+lists the answer formats it can produce in ``formats`` (``answers_in``): every router sends a
+question only to experts whose method can produce its format (a program computes numbers and
+picks letters; it cannot look up a fact, so no open ``text`` question goes to one). Built in:
 
 - ``standard``: direct for options, chain of thought for numbers and free text (what every
   expert without a ``method`` does);
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,6 +70,9 @@ class ExpertMethod(abc.ABC):
     #: formats whose reply, when it ran out before stating its answer, is asked for it in a
     #: short second turn (``finish``); empty: the reply is read as it is
     finishes: ClassVar[frozenset[str]] = frozenset()
+    #: the answer formats this method can produce: routers send it questions of no other
+    #: (``answers_in``)
+    formats: ClassVar[frozenset[str]] = frozenset(get_args(AnswerFormat))
     #: formats whose request asks for the top log-probs of each token, so the stated answer
     #: carries its margin over the next option (a cascade's confidence signal)
     margins: ClassVar[frozenset[str]] = frozenset()
@@ -129,6 +135,12 @@ expert_methods: Registry[type[ExpertMethod]] = Registry("expert method")
 def expert_method(name: str) -> ExpertMethod:
     """An instance of the registered method (one line naming the known ones if unknown)."""
     return expert_methods.get(name)()
+
+
+def answers_in(method: str, fmt: str) -> bool:
+    """Whether an expert of this method can produce an answer in ``fmt`` (the one rule every
+    router obeys: ``ExpertMethod.formats``)."""
+    return fmt in expert_methods.get(method).formats
 
 
 @expert_methods.register("standard")
@@ -207,6 +219,8 @@ def program_source(text: str) -> str | None:
 class Program(ExpertMethod):
     description = "writes a Python function solution(); symoe runs it in the sandbox and returns its value"
     runs_code = True
+    #: a program computes a number or picks a letter; an open question asks for a fact it cannot compute
+    formats = frozenset({"choice", "number"})
 
     budget: ClassVar[dict[str, int]] = dict.fromkeys(MAX_TOKENS, 384)
     _RETURNS: ClassVar[dict[str, str]] = {

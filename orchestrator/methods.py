@@ -31,6 +31,13 @@ Built in:
   experts) of best quality-weighted accuracy against cost; ``symoe profile calibrate``
   fits Q to a token target.
 
+Every method chooses among the experts whose method can produce the query's answer format
+(``expert_methods.answers_in``: no program for an open factual question): the pipeline hands
+``assign`` a profile of those experts only, and ``MethodContext.pool`` lists them. When every
+slot fails, ``best_single``, ``task_best`` and the routed methods fall back (``falls_back``) to
+their next candidate (``Assignment.backups``), then to the default expert, and the record says
+so; ``single:NAME`` never does (an evaluation of that expert measures it alone).
+
 The routed methods ``symoe``, ``clusters`` and ``cascade`` retrieve by default (the config's
 ``retrieval.mode``); ``budget`` does not (its costs were measured without); any method can be
 given ``@never|@always|@auto``. A name may end in config settings for that method alone,
@@ -53,10 +60,12 @@ from agents.registry import Registry
 from orchestrator.aggregate import accepted, agreed_answer
 from orchestrator.clusters import ClusterScore
 from orchestrator.config import MAX_K, CascadeConfig, SymoeConfig, invalid_value
+from orchestrator.expert_methods import answers_in
 from orchestrator.learned import routers as learned_routers
 from orchestrator.profiles import Profile, cost_per_question
 from orchestrator.records import (
     RETRIEVAL_MODES,
+    AnswerFormat,
     Combine,
     ExpertAnswer,
     Job,
@@ -84,6 +93,17 @@ class MethodContext(BaseModel):
     clusters: dict[str, ClusterScore] = Field(default_factory=dict)
     #: query id -> each expert's predicted chance of answering it right (a ``learned:NAME`` router)
     scores: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: the answer format of the queries ``assign`` is handed (None: any); the profile then holds
+    #: only the experts whose method can produce it
+    format: AnswerFormat | None = None
+
+    @property
+    def pool(self) -> list[str]:
+        """The routing pool's experts whose method can produce ``format`` (all of them when none can)."""
+        pool = self.config.routing_pool
+        if self.format is None:
+            return pool
+        return [e for e in pool if answers_in(self.config.experts[e].method, self.format)] or pool
 
     def need_profile(self, method: str) -> Profile:
         if self.profile is None:
@@ -100,6 +120,9 @@ class Assignment(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict)
     recruitment: Recruitment | None = None
     note: str = ""
+    #: the method's next candidates, best first: when every slot fails, the first of them that
+    #: has not failed answers instead (then the default expert), for methods that ``falls_back``
+    backups: list[str] = Field(default_factory=list)
     #: a cascade's next step: it answers instead when these slots fail or disagree
     escalation: Assignment | None = None
     #: a cascade's first answer stands only when its letter's margin is at least this
@@ -180,7 +203,8 @@ class Method(abc.ABC):
         return any(key == r or key.startswith(r + ".") for r in cls.reads)
     #: consult the profile (which must exist then)
     needs_profile: ClassVar[bool] = True
-    #: when every slot fails, the default expert answers instead (baselines measure only themselves)
+    #: when every slot fails, the next candidate (``Assignment.backups``), else the default
+    #: expert, answers instead (``single:NAME`` and the all-expert baselines measure only themselves)
     falls_back: ClassVar[bool] = False
 
     def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
@@ -196,7 +220,7 @@ class Method(abc.ABC):
 class RoutedMethod(Method):
     """A router that chooses by the profile: reports list whom it recruited, it retrieves by the
     config's ``retrieval.mode`` unless its name says, and when every slot fails the default
-    expert answers instead."""
+    expert answers instead (after the router's next candidate)."""
 
     routed = True
     retrieves_by_default = True
@@ -356,34 +380,53 @@ class Single(Method):
         return Assignment(slots=[greedy(variant or ctx.config.default_expert, ctx.seed)], combine="single")
 
 
-def best_single_expert(profile: Profile, task: str | None = None) -> str:
-    """The expert with the best validation accuracy on this task (None, or a task validation
-    never saw: overall); ties go to the better overall, then to the name."""
+def ranked_by_accuracy(profile: Profile, task: str | None = None) -> list[str]:
+    """The profile's experts, best validation accuracy on this task first (None, or a task
+    validation never saw: overall); ties go to the better overall, then to the name."""
     def accuracy(name: str) -> tuple[float, float]:
         count = profile.experts[name].tasks.get(task) if task else None
         overall = profile.experts[name].accuracy_on([])
         return ((count.right / count.n) if count and count.n else overall, overall)
-    return max(sorted(profile.experts), key=accuracy)
+    return sorted(sorted(profile.experts), key=accuracy, reverse=True)
+
+
+def best_single_expert(profile: Profile, task: str | None = None) -> str:
+    """The expert with the best validation accuracy on this task (``ranked_by_accuracy``'s first)."""
+    return ranked_by_accuracy(profile, task)[0]
 
 
 @methods.register("best_single")
 class BestSingle(Method):
-    """The expert with the best validation accuracy over every task answers every query alone."""
+    """The expert with the best validation accuracy over every task (among those whose method
+    can produce the query's format) answers every query alone; the next best if it fails."""
+
+    falls_back = True
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        expert = best_single_expert(ctx.need_profile("best_single"))
-        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", note="best on validation overall")
+        expert, *rest = ranked_by_accuracy(ctx.need_profile("best_single"))
+        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", backups=rest,
+                          note=f"best on validation overall{format_note(ctx)}")
 
 
 @methods.register("task_best")
 class TaskBest(Method):
     """The expert with the best validation accuracy on the query's task answers alone (the
-    overall best for a query without a task, or of a task validation never saw)."""
+    overall best for a query without a task, or of a task validation never saw), among those
+    whose method can produce the query's format; the next best if it fails."""
+
+    falls_back = True
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        expert = best_single_expert(ctx.need_profile("task_best"), query.task)
-        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single",
-                          note=f"best on validation {query.task or 'overall'}")
+        expert, *rest = ranked_by_accuracy(ctx.need_profile("task_best"), query.task)
+        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", backups=rest,
+                          note=f"best on validation {query.task or 'overall'}{format_note(ctx)}")
+
+
+def format_note(ctx: MethodContext) -> str:
+    """' among the experts that answer text' when the format left some experts out, else ''."""
+    if ctx.format is None or ctx.profile is None or len(ctx.pool) == len(ctx.config.routing_pool):
+        return ""
+    return f" among the experts that can answer {ctx.format}"
 
 
 @methods.register("random_k")
@@ -394,7 +437,7 @@ class RandomK(Method):
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         rng = random.Random(question_seed(ctx.seed, query.key))
-        experts = list(ctx.config.routing_pool)
+        experts = list(ctx.pool)
         chosen = rng.sample(experts, min(ctx.config.recruit.k, len(experts)))
         return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="symoe",
                           aggregator=ctx.need_profile("random_k").best_aggregator())
@@ -408,7 +451,7 @@ class Majority(Method):
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.recruit.temperature)
-        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.routing_pool], combine="vote", weights=weights)
+        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.pool], combine="vote", weights=weights)
 
 
 @methods.register("moa")
@@ -416,7 +459,7 @@ class MixtureOfAgents(Method):
     """Every expert answers; the best aggregator always synthesises (Mixture-of-Agents)."""
 
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
-        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.config.routing_pool], combine="synthesis",
+        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.pool], combine="synthesis",
                           aggregator=ctx.need_profile("moa").best_aggregator())
 
 
@@ -460,8 +503,11 @@ class SkillRouting(RoutedMethod):
         # greedy slots share the plain seed, so single-expert baselines ask the very same prompt
         slots = [s if s.sample else s.model_copy(update={"seed": ctx.seed}) for s in rec.slots]
         rec = rec.model_copy(update={"slots": slots})
+        drawn = {s.expert for s in slots}
+        backups = sorted((e for e, w in rec.weights.items() if w > 0 and e not in drawn),
+                         key=lambda e: (-rec.weights[e], e))
         return Assignment(slots=slots, combine="symoe", aggregator=profile.best_aggregator(skills),
-                          weights=rec.weights, recruitment=rec, note=rec.reason)
+                          weights=rec.weights, recruitment=rec, note=rec.reason, backups=backups)
 
 
 def k_variant(arg: str | None, method: str) -> int | None:
@@ -490,14 +536,15 @@ class ClusterRouting(RoutedMethod):
         profile = ctx.need_profile("clusters")
         cluster = ctx.clusters[query.id]
         k = k_variant(variant, "clusters") or ctx.config.clusters.k
-        chosen = cluster.ranking([e for e in profile.experts if e in cluster.accuracy])[:k]
+        ranked = cluster.ranking([e for e in profile.experts if e in cluster.accuracy])
+        chosen = ranked[:k]
         if not chosen:
             raise MethodError("the profile's clusters grade none of the experts that can be recruited now")
         weights = {e: cluster.accuracy[e] for e in chosen}
         note = f"cluster {cluster.cluster} ({cluster.size} validation questions): " + ", ".join(
             f"{e} {cluster.accuracy[e]:.0%}" for e in chosen)
         return Assignment(slots=[greedy(e, ctx.seed) for e in chosen], combine="single" if k == 1 else "vote",
-                          weights=weights, note=note)
+                          weights=weights, note=note, backups=ranked[k:])
 
 
 @methods.register("learned")
@@ -527,10 +574,10 @@ class LearnedRouting(RoutedMethod):
         cost = cost_per_question(profiled, sorted(scores))
         dearest = max(cost.values()) or 1.0
         worth = {e: p - weight * cost[e] / dearest for e, p in scores.items()}
-        best = max(sorted(worth), key=lambda e: worth[e])
+        best, *rest = sorted(sorted(worth), key=lambda e: worth[e], reverse=True)
         shown = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
         return Assignment(slots=[greedy(best, ctx.seed)], combine="single", weights={best: scores[best]},
-                          note=f"{variant}: " + ", ".join(f"{e} {p:.0%}" for e, p in shown))
+                          note=f"{variant}: " + ", ".join(f"{e} {p:.0%}" for e, p in shown), backups=rest)
 
 
 def cheapest_competent(profile: Profile, skills: list[str], min_accuracy: float, count: int) -> list[str]:
@@ -685,9 +732,11 @@ class Budget(RoutedMethod):
             what = f"{option.first} if its letter's margin is >= {option.accept_margin:.2f}, else {what}"
         note = (f"quality {quality:g} ({source}): cluster {cluster.cluster} ({cluster.size} validation questions): "
                 f"{what}, {option.accuracy:.0%} there at {option.tokens:.0f} tokens/question")
+        backups = cluster.ranking([e for e in profile.experts if e in cluster.accuracy and e not in option.experts])
         answer = Assignment(slots=[greedy(e, ctx.seed) for e in option.experts],
-                            combine="single" if len(option.experts) == 1 else "vote", weights=weights, note=note)
+                            combine="single" if len(option.experts) == 1 else "vote", weights=weights, note=note,
+                            backups=backups)
         if option.first is None:
             return answer
         return Assignment(slots=[greedy(option.first, ctx.seed)], combine="single", escalation=answer,
-                          accept_margin=option.accept_margin, note=note)
+                          accept_margin=option.accept_margin, note=note, backups=backups)

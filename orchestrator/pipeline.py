@@ -6,8 +6,15 @@ evaluation, profiling, benchmarks) runs these stages over lists of typed records
     gate(plans)                retrieve or not (index search; the gate's draft jobs)
     answer(plans)              the experts' jobs, run by ``execute``; a reply that ran out
                                before its answer gets its method's short second turn
-    combine(plans)             agree / fall back to the default expert / synthesise / majority
+    combine(plans)             agree / fall back to the next candidate or the default expert /
+                               synthesise / majority
     extract(plans)             the final answer in the query's format, steps and usage
+
+``plan`` hands each method a profile of the experts whose method can produce the query's
+answer format (``expert_methods.answers_in``), so no router sends a question to an expert
+that cannot answer it. A plan whose every expert failed falls back (``_fall_back``, for
+methods that ``falls_back``) to its method's next candidate, then to the default expert;
+the record says so (``ExpertAnswer.fallback``, ``Plan.fallback``).
 
 ``execute(jobs)`` is the one place that calls backends: it runs identical requests once,
 groups the rest by model (resident models first, so each model loads once per stage) and
@@ -43,7 +50,7 @@ from orchestrator.caching import checked as checked  # noqa: F401  (importable f
 from orchestrator.clusters import ClusterRouter
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, LocalExecutor
-from orchestrator.expert_methods import ExpertMethod, Reading, expert_method, finished
+from orchestrator.expert_methods import ExpertMethod, Reading, answers_in, expert_method, finished
 from orchestrator.gate import GateModel, RetrieverLike, draft_confidence, load_gate, profile_strength
 from orchestrator.learned import ExampleTable, LearnedRouter
 from orchestrator.learned import routers as learned_routers
@@ -91,7 +98,8 @@ class Plan(BaseModel):
     gate_round: GateRound | None = None
     cascade: CascadeRound | None = Field(default=None, description="a cascade's first round (None: no cascade)")
     answer_jobs: list[Job] = Field(default_factory=list)
-    fallback_job: Job | None = None
+    #: the experts asked, in turn, after every slot failed (the last one answered, or failed too)
+    fallback_jobs: list[Job] = Field(default_factory=list)
     synthesis_job: Job | None = None
     answers: list[ExpertAnswer] = Field(default_factory=list)
     text: str = ""
@@ -115,6 +123,11 @@ class Plan(BaseModel):
         if rec is not None:
             return [r.expert for r in rec.recruits]
         return list(dict.fromkeys(s.expert for s in self.assignment.slots))
+
+    @property
+    def fallback_job(self) -> Job | None:
+        """The last fallback asked (the one that answered, when one did)."""
+        return self.fallback_jobs[-1] if self.fallback_jobs else None
 
     @property
     def fallback(self) -> str | None:
@@ -169,6 +182,8 @@ class Pipeline:
         self._matcher: SkillMatcher | None = None
         self._neighbours: NeighbourSkills | None = None
         self._clusters: dict[tuple[str, int, bool], ClusterRouter] = {}
+        #: (id of a profile, format) -> (that profile, its experts that can answer in the format)
+        self._by_format: dict[tuple[int, str], tuple[Profile, Profile]] = {}
         self._learned: dict[str, LearnedRouter] = {}
         self._example_vectors: np.ndarray | None = None
         #: how question texts become vectors (clusters, learned routers); replay swaps in a cached lookup
@@ -282,6 +297,7 @@ class Pipeline:
             self.profile_path, self._profile = path, None
             self._neighbours, self._example_vectors = None, None
             self._clusters.clear()
+            self._by_format.clear()
             self._learned.clear()
 
     @property
@@ -317,6 +333,29 @@ class Pipeline:
 
     def spec(self, model: str) -> ExpertSpec:
         return self.config.expert(model)
+
+    def answers(self, expert: str, fmt: AnswerFormat) -> bool:
+        """Whether this expert's method can produce an answer in ``fmt`` (``answers_in``)."""
+        return answers_in(self.spec(expert).method, fmt)
+
+    def for_format(self, profile: Profile | None, fmt: AnswerFormat) -> Profile | None:
+        """The profile's experts whose method can produce ``fmt`` (its aggregators and graded
+        questions unchanged; all of them when none can), built once per profile and format so
+        what a router counts on it is counted once."""
+        if profile is None:
+            return None
+        with self._lock:
+            key = (id(profile), fmt)
+            known = self._by_format.get(key)
+            if known is not None and known[0] is profile:
+                return known[1]
+            able = {e: p for e, p in profile.experts.items() if e in self.config.experts and self.answers(e, fmt)}
+            restricted = profile if len(able) in (0, len(profile.experts)) else profile.model_copy(
+                update={"experts": able})
+            if len(self._by_format) >= 64:  # a server restricts the profile per call: keep the cache small
+                self._by_format.clear()
+            self._by_format[key] = (profile, restricted)
+            return restricted
 
     def method(self, expert: str) -> ExpertMethod:
         """How the expert answers (its ``method``: standard, direct, cot, program...)."""
@@ -421,6 +460,7 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
     embedded = [m for m in methods if m.impl.needs_clusters or m.impl.needs_scores]
     vectors = ctx.embed([q.question for q in distinct]) if embedded else None
     ids = [q.id for q in distinct]
+    formats = {q.id: q.format or detect_format(q.question, q.choices) for q in distinct}
     plans = []
     for method in methods:
         config = method.configured(ctx.config)  # the name's own settings, if any
@@ -432,11 +472,14 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
             predicted = router.score(vectors, [q.task or "" for q in distinct])
             mctx.scores = {qid: dict(zip(router.experts, map(float, row), strict=True))
                            for qid, row in zip(ids, predicted, strict=True)}
+        by_format: dict[str, MethodContext] = {}
         for q in queries:
             annotation, jobs = annotations.get(q.id, (None, [])) if method.needs_skills else (None, [])
             skills = annotation.skills if annotation else []
-            assignment = method.impl.assign(mctx, q, skills, method.variant)
-            fmt = q.format or detect_format(q.question, q.choices)
+            fmt = formats[q.id]
+            if fmt not in by_format:  # the method chooses among the experts that can answer in this format
+                by_format[fmt] = mctx.model_copy(update={"format": fmt, "profile": ctx.for_format(profile, fmt)})
+            assignment = method.impl.assign(by_format[fmt], q, skills, method.variant)
             plans.append(Plan(query=q, method=method, seed=seed, format=fmt, assignment=assignment,
                               annotation=annotation, annotation_jobs=jobs))
     return plans
@@ -630,28 +673,64 @@ def _read_answers(ctx: Pipeline, plans: list[Plan]) -> None:
         p.answers = [known[id(j)] if id(j) in known else next(read) for j in p.answer_jobs]
 
 
+def one_line(text: str | None, limit: int = 300) -> str:
+    """An error as one line: whitespace collapsed, cut at ``limit`` characters."""
+    line = " ".join((text or "").split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _failure(answers: list[ExpertAnswer]) -> str:
     first = next((a for a in answers if a.error), None)
     if len(answers) == 1 and first:
-        return f"expert {first.expert!r} failed: {first.error}"
-    return f"every expert failed ({first.expert if first else '?'}: {first.error if first else '?'})"
+        return f"expert {first.expert!r} failed: {one_line(first.error)}"
+    return f"every expert failed ({first.expert if first else '?'}: {one_line(first.error) if first else '?'})"
+
+
+#: how many experts a lost plan asks in turn: its method's next candidate, then the default expert
+FALLBACK_TRIES = 2
+
+
+def fallback_candidates(ctx: Pipeline, p: Plan) -> list[str]:
+    """Whom a plan whose every expert failed asks, in turn: its method's next candidate, then
+    the default expert, leaving out the experts that failed it and those whose method cannot
+    produce its format."""
+    failed = {a.expert for a in p.answers}
+    chain = [*p.assignment.backups[:1], ctx.config.default_expert]
+    able = [e for e in dict.fromkeys(chain) if e not in failed and e in ctx.config.experts and ctx.answers(e, p.format)]
+    return able[:FALLBACK_TRIES]
 
 
 def _fall_back(ctx: Pipeline, lost: list[Plan]) -> None:
-    """The default expert answers the plans whose every expert failed."""
-    fallback = ctx.config.default_expert
-    jobs = [Job(model=fallback, request=_with_history(ctx.method(fallback).request(
-        p.query, p.format, p.context, 0.0, p.seed), p.query), query_id=p.query.id) for p in lost]
-    for p, job in zip(lost, jobs, strict=True):
-        p.fallback_job = job
-    execute(ctx, jobs, "fallback")
-    finish(ctx, [(p, fallback, job) for p, job in zip(lost, jobs, strict=True)], "fallback")
-    read = expert_answers(ctx, [(p, fallback, 0, 0.0, job) for p, job in zip(lost, jobs, strict=True)])
-    for p, fell_back in zip(lost, read, strict=True):
-        p.answers.append(fell_back.model_copy(update={"fallback": True}))
-        if not fell_back.ok:
-            reason = next((a.error for a in p.answers if a.error), "")
-            p.error = f"every recruited expert failed and so did {fell_back.expert!r}: {reason}"
+    """The plans whose every expert failed ask their ``fallback_candidates`` in turn (each
+    turn's jobs together), until one answers; every one asked is in the plan's answers,
+    marked ``fallback``, and in its steps."""
+    turns = {id(p): fallback_candidates(ctx, p) for p in lost}
+    for p in lost:
+        if not turns[id(p)]:
+            first = next((a for a in p.answers if a.error), None)
+            p.error = (f"every recruited expert failed ({first.expert if first else '?'}: "
+                       f"{one_line(first.error) if first else '?'}); no other expert that answers "
+                       f"{p.format} questions is left to fall back to")
+    for turn in range(FALLBACK_TRIES):
+        asking = [(p, turns[id(p)][turn]) for p in lost
+                  if len(turns[id(p)]) > turn and not any(a.ok for a in p.answers)]
+        if not asking:
+            return
+        jobs = [Job(model=expert, request=_with_history(ctx.method(expert).request(
+            p.query, p.format, p.context, 0.0, p.seed), p.query), query_id=p.query.id) for p, expert in asking]
+        for (p, _), job in zip(asking, jobs, strict=True):
+            p.fallback_jobs.append(job)
+        execute(ctx, jobs, "fallback")
+        finish(ctx, [(p, expert, job) for (p, expert), job in zip(asking, jobs, strict=True)], "fallback")
+        read = expert_answers(ctx, [(p, expert, 0, 0.0, job) for (p, expert), job in zip(asking, jobs, strict=True)])
+        for (p, _), fell_back in zip(asking, read, strict=True):
+            p.answers.append(fell_back.model_copy(update={"fallback": True}))
+            if fell_back.ok:
+                p.error = None
+            else:
+                reason = one_line(next((a.error for a in p.answers if a.error), ""))
+                asked = ", ".join(repr(a.expert) for a in p.answers if a.fallback)
+                p.error = f"every recruited expert failed and so did {asked}: {reason}"
 
 
 def extract_answers(ctx: Pipeline, plans: list[Plan]) -> None:
@@ -683,8 +762,7 @@ def plan_steps(p: Plan) -> list[StepUsage]:
     ran = {(a.expert, a.sample): a.method_seconds for a in p.answers if not a.fallback}  # a program's run
     steps += [StepUsage.of(f"expert:{s.expert}#{s.sample}", [job], ran.get((s.expert, s.sample), 0.0))
               for s, job in zip(p.assignment.slots, p.answer_jobs, strict=True)]
-    if p.fallback_job:
-        steps.append(StepUsage.of(f"fallback:{p.fallback_job.model}", [p.fallback_job]))
+    steps += [StepUsage.of(f"fallback:{job.model}", [job]) for job in p.fallback_jobs]
     if p.synthesis_job:
         steps.append(StepUsage.of(f"aggregate:{p.synthesis_job.model}", [p.synthesis_job]))
     return steps

@@ -7,6 +7,14 @@ symoe's changes: a second slot for the same expert is an extra *sample* at tempe
 (never a repeated greedy call), or is disallowed (``allow_samples=False``: distinct experts);
 an adaptive k from the weights' effective number of experts (one dominant expert -> fewer
 slots, flat weights -> more); and a query with no known skill falls back to global strength.
+
+Recruitment is cost-aware in two ways. An expert whose method cannot produce the query's
+answer format is not in ``profiles`` at all (the pipeline leaves it out: no program for an
+open factual question). And an expert that cannot help with the query's skills is not drawn:
+only experts with a positive local score are, and when none has one, only those of the
+highest local score (the least often wrong on these skills, e.g. the direct answer on a
+history question the program and the chain of thought got wrong more often), never every
+expert shifted to a positive weight, which paid for a team no better than its best member.
 """
 
 from __future__ import annotations
@@ -42,9 +50,10 @@ def recruit_weights(skills: list[str], profiles: dict[str, ExpertProfile],
         raw = {m: (local[m] * strengths[m] if local[m] > 0 else 0.0) for m in profiles}
         reason = "local skill score x global strength over experts with positive local score"
     else:
-        low = min(local.values())
-        raw = {m: (local[m] - low + 1) * strengths[m] for m in profiles}
-        reason = "no expert scores positive on these skills: shifted local x global"
+        top = max(local.values())
+        raw = {m: (strengths[m] if local[m] == top else 0.0) for m in profiles}
+        reason = (f"no expert scores positive on these skills: the least wrong on them (local score {top:+.0f}), "
+                  "by global strength")
     total = sum(raw.values())
     return {m: v / total for m, v in raw.items()}, local, strengths, reason
 

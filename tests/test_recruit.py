@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,24 @@ def test_no_known_skill_falls_back_to_global_strength():
     weights, _, strengths, reason = recruit_weights(["astrology"], {"a": a, "b": b}, 0.5)
     assert weights == strengths and weights["a"] > weights["b"] > 0
     assert "global" in reason
+
+
+def test_no_positive_score_recruits_only_the_least_wrong():
+    """None scores positive on the skills: only the experts of the highest local score are
+    drawn (by global strength), not every expert shifted positive (a costly team no better
+    than its best member)."""
+    direct = ExpertProfile(skills={"history": SkillCount(right=1, wrong=2), "algebra": SkillCount(right=1, wrong=5)})
+    program = ExpertProfile(skills={"history": SkillCount(right=0, wrong=3), "algebra": SkillCount(right=9, wrong=1)})
+    cot = ExpertProfile(skills={"history": SkillCount(right=1, wrong=2), "algebra": SkillCount(right=5, wrong=1)})
+    profiles = {"direct": direct, "program": program, "cot": cot}
+    weights, local, strengths, reason = recruit_weights(["history"], profiles, 0.5)
+    assert local == {"direct": -1.0, "program": -3.0, "cot": -1.0}
+    assert weights["program"] == 0.0
+    assert weights["direct"] > 0 and weights["cot"] > 0
+    assert weights["cot"] / weights["direct"] == pytest.approx(strengths["cot"] / strengths["direct"])
+    assert "least wrong" in reason and "-1" in reason
+    slots = recruit(["history"], profiles, RecruitConfig(k=3, adaptive_k=False, allow_samples=False), seed=0).slots
+    assert "program" not in {s.expert for s in slots}
 
 
 def test_adaptive_k():
