@@ -272,7 +272,10 @@ def main() -> None:
     parser.add_argument("--per-router", action="store_true", help="also replay each router spec alone")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="cap numpy/scipy's BLAS threads (threadpoolctl) for the replay; default: as found")
-    parser.add_argument("--breakdown", action="store_true", help="time the replay's stages and fits (see above)")
+    parser.add_argument("--breakdown", action="store_true", help="time the replay's stages and fits (see above; "
+                                                                 "one process)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes sharing the routers (default: replay's own choice, one per core when large)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary SYMOE_HOME (printed)")
     args = parser.parse_args()
 
@@ -350,7 +353,8 @@ def run(args: argparse.Namespace, home: Path) -> None:
     blas = threadpool_limits(args.blas_threads, user_api="blas") if args.blas_threads else nullcontext()
     with blas, breakdown.wrapped(breakdown_targets() if args.breakdown else []):
         started = mark[0] = time.perf_counter()
-        samples, stats = replay(config, matrix, routers, folds=args.folds, seed=args.seed, on_split=on_split)
+        samples, stats = replay(config, matrix, routers, folds=args.folds, seed=args.seed, on_split=on_split,
+                                workers=1 if args.breakdown else args.workers)
         seconds = time.perf_counter() - started
     methods = sorted({s.method for s in samples if s.method != "oracle"})
     cells = stats.questions * len(matrix.experts) * len(methods)

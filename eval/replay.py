@@ -17,10 +17,16 @@ scores its experts' mean. The ``oracle`` row (some expert right) is the upper bo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from multiprocessing import get_context
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
+from threadpoolctl import threadpool_limits
 
 from agents.backends import Generation, TokenLogprob, Usage
 from agents.errors import SymoeError
@@ -29,7 +35,7 @@ from agents.progress import StageReport, across
 from eval.datasets import Question
 from eval.learned_routers import embed_texts, fold_of
 from eval.matrix import Matrix, MatrixRow
-from eval.matrix_profile import Labelling, SkillLabeller, profile_from_matrix
+from eval.matrix_profile import Embed, Labelling, SkillLabeller, profile_from_matrix
 from eval.runner import RunStats, SampleResult
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
@@ -157,72 +163,148 @@ def oracle_samples(rows: Sequence[MatrixRow]) -> list[SampleResult]:
     return out
 
 
+def split_indices(matrix: Matrix, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, scored) row positions: validation then test when the matrix has both, else k seeded folds."""
+    if "test" in matrix.splits and "validation" in matrix.splits:
+        split = np.array([r.split for r in matrix.rows])
+        return [(np.flatnonzero(split == "validation"), np.flatnonzero(split == "test"))]
+    fold = fold_of(matrix.ids, folds, seed)
+    return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds) if (fold == k).any()]
+
+
 def splits(matrix: Matrix, folds: int, seed: int) -> list[tuple[Matrix, Matrix]]:
     """(fit, scored) pairs: validation then test when the matrix has both, else k seeded folds."""
-    if "test" in matrix.splits and "validation" in matrix.splits:
-        return [(matrix.select(split="validation"), matrix.select(split="test"))]
-    fold = fold_of(matrix.ids, folds, seed)
-    pairs = []
-    for k in range(folds):
-        scored = matrix.take(np.flatnonzero(fold == k))
-        if len(scored):
-            pairs.append((matrix.take(np.flatnonzero(fold != k)), scored))
-    return pairs
+    return [(matrix.take(fit), matrix.take(scored)) for fit, scored in split_indices(matrix, folds, seed)]
 
 
-def cached_embed(matrix: Matrix, config: SymoeConfig) -> Callable[[list[str]], np.ndarray]:
+class VectorLookup:
+    """Known texts' vectors by lookup, any other text embedded as it comes; picklable, so a
+    replay worker process gets the vectors without embedding again."""
+
+    def __init__(self, texts: list[str], vectors: np.ndarray, config: SymoeConfig) -> None:
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.vectors, self.embedding, self.home = vectors, config.embedding, config.home
+
+    def __call__(self, batch: list[str]) -> np.ndarray:
+        if all(t in self.row for t in batch):
+            return self.vectors[[self.row[t] for t in batch]]
+        return embed_texts(batch, self.embedding, self.home)
+
+
+def cached_embed(matrix: Matrix, config: SymoeConfig) -> VectorLookup:
     """The pipeline's embedder over the matrix's questions, embedded once (cached by text
     hash in ``<home>/embeddings``); any other text is embedded as it comes."""
     texts = list(dict.fromkeys(r.question for r in matrix.rows))
-    vectors = embed_texts(texts, config.embedding, config.home)
-    row = {t: i for i, t in enumerate(texts)}
+    return VectorLookup(texts, embed_texts(texts, config.embedding, config.home), config)
 
-    def embed(batch: list[str]) -> np.ndarray:
-        if all(t in row for t in batch):
-            return vectors[[row[t] for t in batch]]
-        return embed_texts(batch, config.embedding, config.home)
-    return embed
+
+class ReplayTask(BaseModel):
+    """One process's share of a replay: some routers over every (fit, scored) split."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: SymoeConfig
+    matrix: Matrix
+    pairs: list[tuple[np.ndarray, np.ndarray]]
+    labels: list[dict[str, list[str]]]  # each fit split's skills, labelled once by the caller
+    routers: list[str]
+    seed: int
+    embed: Embed
+    profile: Profile | None = None
+    sweeps: list[tuple[str, list[str]]] | None = None
+    one_thread: bool = False  # one worker among others on the same cores: no BLAS or OpenMP threads of its own
+
+
+def replay_routers(task: ReplayTask, progress: StageReport | None = None,
+                   on_split: Callable[[int, int], None] | None = None) -> tuple[list[SampleResult], list[int]]:
+    """The task's routers on each scored split under a profile of its fit split (or the given
+    profile); the samples, and the generations needed, replayed and failed."""
+    samples: list[SampleResult] = []
+    counts = [0, 0, 0]
+    with threadpool_limits(1) if task.one_thread else nullcontext():
+        for number, ((fit_at, scored_at), skills) in enumerate(zip(task.pairs, task.labels, strict=True), 1):
+            fit, scored = task.matrix.take(fit_at), task.matrix.take(scored_at)
+            base = replay_config(task.config, task.matrix, fit.best_single() or task.matrix.experts[0])
+            if task.profile is not None and task.config.default_expert in task.matrix.experts:
+                base = base.model_copy(update={"default_expert": task.config.default_expert})
+            used = task.profile or profile_from_matrix(fit, base, skills, source=task.matrix.source)
+            executor = ReplayExecutor(scored)
+            names = [str(spec) for spec in expand_methods(",".join(task.routers), base, None, task.sweeps)]
+            with Symoe(base, profile=used, use_cache=False, memory_budget=0, progress=progress,
+                       wrap_executor=lambda _, ex=executor: ex) as symoe:
+                symoe.pipeline.embed = task.embed
+                rows = {r.id: r for r in scored.rows}
+                results = symoe.ask_many([row_query(r) for r in scored.rows], routers=names, seed=task.seed)
+                samples += [sample_of(r, rows[r.query_id]) for r in results]
+                stats = symoe.pipeline.stats
+                counts = [counts[0] + stats.needed, counts[1] + stats.generated, counts[2] + stats.failed]
+            if on_split is not None:
+                on_split(number, len(task.pairs))
+    return samples, counts
+
+
+#: how much of a replay each router costs, roughly (fits, cluster builds), to share them out
+ROUTER_WEIGHT = {"single": 2, "learned:mf": 4, "clusters": 3, "clusters:k3": 3, "budget": 4, "cascade": 3}
+#: question x router pairs below which a second process costs more than it saves
+PARALLEL_FROM = 20_000
+
+
+def router_groups(routers: list[str], count: int) -> list[list[str]]:
+    """``routers`` shared out over ``count`` groups of about equal weight, each in the given order."""
+    groups: list[list[str]] = [[] for _ in range(count)]
+    load = [0] * count
+    for r in sorted(routers, key=lambda r: -ROUTER_WEIGHT.get(r.partition("[")[0], 2)):
+        i = load.index(min(load))
+        groups[i].append(r)
+        load[i] += ROUTER_WEIGHT.get(r.partition("[")[0], 2)
+    order = {r: n for n, r in enumerate(routers)}
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: int = 5, seed: int = 0,
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
            labeller: SkillLabeller | None = None, on_split: Callable[[int, int], None] | None = None,
-           sweeps: list[tuple[str, list[str]]] | None = None) -> tuple[list[SampleResult], RunStats]:
+           sweeps: list[tuple[str, list[str]]] | None = None,
+           workers: int | None = None) -> tuple[list[SampleResult], RunStats]:
     """Every router on the scored questions of each split, fitted on the rest; with the oracle.
     A given ``profile`` routes every question of the matrix instead (nothing is fitted): replay
     then decides as a live run under that profile does. A given ``labeller`` (over this
     matrix's questions) is used instead of building one for ``labelling``. ``sweeps`` run each
-    router that reads a key once per value (``--sweep``)."""
+    router that reads a key once per value (``--sweep``). ``workers`` processes share the
+    routers out (default: one per core for a large replay, else one); each router's answers
+    are the same however many there are."""
     if not len(matrix):
         raise SymoeError(f"{matrix.source}: the matrix holds no questions")
     started = time.perf_counter()
     embed = labeller.embed if labeller is not None else cached_embed(matrix, config)
-    pairs = [(matrix, matrix)] if profile is not None else splits(matrix, folds, seed)
+    pairs = ([(np.arange(len(matrix)), np.arange(len(matrix)))] if profile is not None
+             else split_indices(matrix, folds, seed))
     if labeller is None and profile is None:
         labeller = SkillLabeller(config, embed, labelling)
+    labels = [labeller(matrix.take(fit)) if labeller is not None and profile is None else {} for fit, _ in pairs]
+    if workers is None:
+        workers = cores() if len(matrix) * len(routers) >= PARALLEL_FROM else 1
+    groups = router_groups(routers, max(1, min(workers, len(routers))))
+    tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs, labels=labels, routers=group, seed=seed,
+                        embed=embed, profile=profile, sweeps=sweeps, one_thread=len(groups) > 1) for group in groups]
     report = across(progress, len(pairs)) if progress is not None else None
-    samples: list[SampleResult] = []
-    needed = replayed = failed = 0
-    for number, (fit, scored) in enumerate(pairs, 1):
-        base = replay_config(config, matrix, fit.best_single() or matrix.experts[0])
-        if profile is not None and config.default_expert in matrix.experts:
-            base = base.model_copy(update={"default_expert": config.default_expert})
-        used = profile or profile_from_matrix(fit, base, labeller(fit) if labeller else {}, source=matrix.source)
-        executor = ReplayExecutor(scored)
-        names = [str(spec) for spec in expand_methods(",".join(routers), base, None, sweeps)]
-        with Symoe(base, profile=used, use_cache=False, memory_budget=0, progress=report,
-                   wrap_executor=lambda _, ex=executor: ex) as symoe:
-            symoe.pipeline.embed = embed
-            rows = {r.id: r for r in scored.rows}
-            results = symoe.ask_many([row_query(r) for r in scored.rows], routers=names, seed=seed)
-            samples += [sample_of(r, rows[r.query_id]) for r in results]
-            stats = symoe.pipeline.stats
-            needed, replayed, failed = needed + stats.needed, replayed + stats.generated, failed + stats.failed
-        if on_split is not None:
-            on_split(number, len(pairs))
-    samples += oracle_samples([r for _, scored in pairs for r in scored.rows])
-    stats_ = RunStats(questions=sum(len(s) for _, s in pairs), generations_needed=needed, generated=replayed,
-                      from_cache=0, failed=failed, loads=[], wall_seconds=round(time.perf_counter() - started, 2))
+    if len(tasks) == 1:
+        samples, counts = replay_routers(tasks[0], report, on_split)
+    else:  # the first group here, the others in fresh processes (spawned: no forked model threads)
+        with ProcessPoolExecutor(len(tasks) - 1, mp_context=get_context("spawn")) as pool:
+            others = [pool.submit(replay_routers, t) for t in tasks[1:]]
+            done = [replay_routers(tasks[0], report, on_split), *(f.result() for f in others)]
+        names = expand_methods(",".join(routers), replay_config(config, matrix, matrix.experts[0]), None, sweeps)
+        order = {str(m): n for n, m in enumerate(names)}
+        samples = sorted((s for part, _ in done for s in part), key=lambda s: order.get(s.method, len(order)))
+        counts = [sum(c[i] for _, c in done) for i in range(3)]
+    samples += oracle_samples([matrix.rows[int(i)] for _, scored in pairs for i in scored])
+    stats_ = RunStats(questions=sum(len(s) for _, s in pairs), generations_needed=counts[0], generated=counts[1],
+                      from_cache=0, failed=counts[2], loads=[], wall_seconds=round(time.perf_counter() - started, 2))
     return samples, stats_
 
 

@@ -169,3 +169,11 @@ def test_eval_matrix_bad_input_is_one_line(tmp_path: Path, symoe_cli, args: list
     args = [str(path) if a == "M" else a for a in args]
     proc = symoe_cli("eval", *args, "-o", str(tmp_path / "run"), env={"SYMOE_HOME": str(tmp_path / "home")})
     one_error_line(proc, expected)
+
+
+def test_routers_shared_out_over_worker_processes_answer_as_in_one(config: SymoeConfig) -> None:
+    routers = ["single", "best_single", "clusters", "learned:logreg", "majority"]
+    one, _ = replay(config, topic_matrix(per_topic=12), routers, workers=1)
+    two, _ = replay(config, topic_matrix(per_topic=12), routers, workers=2)
+    assert [(s.method, s.question_id, s.answer, s.correct) for s in one] == \
+        [(s.method, s.question_id, s.answer, s.correct) for s in two]
