@@ -443,15 +443,32 @@ class RandomK(Method):
                           aggregator=ctx.need_profile("random_k").best_aggregator())
 
 
+def team_variant(variant: str | None) -> list[str]:
+    """The experts a ``majority:A+B+C`` variant names (none: every expert)."""
+    return [e.strip() for e in (variant or "").split("+") if e.strip()]
+
+
 @methods.register("majority")
 class Majority(Method):
-    """Every expert answers; the most common answer wins (ties: the globally stronger expert)."""
+    """Every expert answers (``majority:A+B+C``: those experts); the most common answer wins
+    (ties: the globally stronger expert)."""
 
     reads = ("recruit",)
 
+    def check_variant(self, variant: str | None, config: SymoeConfig) -> None:
+        if variant is not None and len(team_variant(variant)) < 2:
+            raise MethodError(f"majority:{variant}: name two or more experts joined by '+', e.g. "
+                              "majority:qwen-1.5b-direct+qwen-1.5b-cot+qwen-1.5b-program")
+        for name in team_variant(variant):
+            config.expert(name)
+
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         weights, *_ = recruit_weights([], ctx.need_profile("majority").experts, ctx.config.recruit.temperature)
-        return Assignment(slots=[greedy(e, ctx.seed) for e in ctx.pool], combine="vote", weights=weights)
+        team = [e for e in team_variant(variant) if e in ctx.pool] if variant else list(ctx.pool)
+        if not team:
+            raise MethodError(f"none of majority:{variant}'s experts can answer this query's format")
+        return Assignment(slots=[greedy(e, ctx.seed) for e in team], combine="vote",
+                          weights={e: w for e, w in weights.items() if e in team})
 
 
 @methods.register("moa")

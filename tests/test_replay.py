@@ -177,3 +177,12 @@ def test_routers_shared_out_over_worker_processes_answer_as_in_one(config: Symoe
     two, _ = replay(config, topic_matrix(per_topic=12), routers, workers=2)
     assert [(s.method, s.question_id, s.answer, s.correct) for s in one] == \
         [(s.method, s.question_id, s.answer, s.correct) for s in two]
+
+
+def test_a_named_team_votes_alone(config: SymoeConfig) -> None:
+    samples, _ = replay(config, topic_matrix(per_topic=12),
+                        ["majority", "majority:chem_ace+hist_ace+middling", "majority:chem_ace+middling"])
+    experts = {s.method: set(s.experts) for s in samples if s.method != "oracle"}
+    assert experts["majority:chem_ace+middling"] == {"chem_ace", "middling"}
+    same = {(s.question_id, s.answer) for s in samples if s.method == "majority"}
+    assert same == {(s.question_id, s.answer) for s in samples if s.method == "majority:chem_ace+hist_ace+middling"}
