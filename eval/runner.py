@@ -63,7 +63,7 @@ class SampleResult(BaseModel):
     failed: int = Field(0, description="failed generations among this question's expert and aggregator jobs")
     succeeded: int = Field(0, description="successful generations among them")
     usage: Usage = Field(default_factory=Usage)
-    cost_usd: float | None = Field(None, description="US dollars, where recorded (a replayed matrix's costs)")
+    cost_usd: float | None = Field(default=None, description="US dollars, where recorded (a replayed matrix's costs)")
     skills: list[str] = Field(default_factory=list)
     responses: list[ExpertAnswer] = Field(default_factory=list)
     final_text: str | None = None

@@ -9,6 +9,7 @@ versioned and records the pool, the data and the counts behind every number.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ class Profile(BaseModel):
     #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
     router: str | None = None
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Profile:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Profile:
         """A copy; what was counted on this profile's examples is counted again on the copy's."""
         copy = super().model_copy(update=update, deep=deep)
         copy._agreement, copy._margins, copy._thresholds = {}, {}, {}
