@@ -66,6 +66,9 @@ class ExpertSpec(BaseModel):
     params: dict[str, object] = Field(default_factory=dict)
     description: str = ""
     method: str = Field("standard", description="how it answers: standard, direct, cot, program, or a registered one")
+    formats: list[str] | None = Field(None, description="the answer formats it can produce (choice, number, "
+                                                        "text); default: its method's (a recorded expert keeps "
+                                                        "its live one's)")
     uses: str | None = Field(None, description="another pool entry whose model (and its one load) it shares")
     routed: bool = Field(True, description="recruited by routing and compared by `symoe eval` (false: named only)")
     # what one copy of this expert needs where a scheduler places it (the Ray executor's actors)

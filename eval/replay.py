@@ -40,7 +40,7 @@ from eval.runner import RunStats, SampleResult
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, ExecutorConfig
-from orchestrator.expert_methods import UNRECORDED
+from orchestrator.expert_methods import UNRECORDED, expert_method
 from orchestrator.methods import expand_methods
 from orchestrator.profiles import Profile
 from orchestrator.records import AskResult, Job, Query
@@ -92,16 +92,20 @@ class ReplayExecutor:
         done(jobs)
 
 
-def recorded_expert(name: str) -> ExpertSpec:
-    """An expert known only from a matrix (``backend: recorded``): replayable, not askable."""
-    return ExpertSpec(name=name, backend="recorded", method="recorded", description="recorded in the matrix")
+def recorded_expert(name: str, live: ExpertSpec | None = None) -> ExpertSpec:
+    """An expert known only from a matrix (``backend: recorded``): replayable, not askable. One
+    the config also runs live (``live``) keeps the answer formats its method can produce, so
+    routers choose among the same experts as live."""
+    formats = live.formats or sorted(expert_method(live.method).formats) if live is not None else None
+    return ExpertSpec(name=name, backend="recorded", method="recorded", description="recorded in the matrix",
+                      formats=formats)
 
 
 def replay_config(config: SymoeConfig, matrix: Matrix, default: str) -> SymoeConfig:
     """``config`` over the matrix's experts, each a recorded one; skills from the profile's
     labelled neighbours, no retrieval, everything in this process."""
     return config.model_copy(update={
-        "experts": {e: recorded_expert(e) for e in matrix.experts}, "default_expert": default,
+        "experts": {e: recorded_expert(e, config.experts.get(e)) for e in matrix.experts}, "default_expert": default,
         "executor": ExecutorConfig(),
         "skills": config.skills.model_copy(update={"source": "neighbours", "annotator": None}),
         "retrieval": config.retrieval.model_copy(update={"mode": "never"})})

@@ -31,6 +31,7 @@ from typing import ClassVar, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import ChatMessage, Generation, GenerationRequest
+from agents.pool import ExpertSpec
 from agents.registry import Registry
 from agents.sandbox import SandboxLimits, run_program
 from orchestrator.answers import INSTRUCTIONS, MARGIN_TOP, MAX_TOKENS, expert_request, extract, stated_answer
@@ -137,10 +138,11 @@ def expert_method(name: str) -> ExpertMethod:
     return expert_methods.get(name)()
 
 
-def answers_in(method: str, fmt: str) -> bool:
-    """Whether an expert of this method can produce an answer in ``fmt`` (the one rule every
-    router obeys: ``ExpertMethod.formats``)."""
-    return fmt in expert_methods.get(method).formats
+def answers_in(expert: ExpertSpec, fmt: str) -> bool:
+    """Whether this expert can produce an answer in ``fmt`` (the one rule every router obeys):
+    its own ``formats`` where set (a recorded expert keeps its live one's), else its method's
+    (``ExpertMethod.formats``)."""
+    return fmt in (expert.formats if expert.formats is not None else expert_methods.get(expert.method).formats)
 
 
 @expert_methods.register("standard")

@@ -103,7 +103,7 @@ class MethodContext(BaseModel):
         pool = self.config.routing_pool
         if self.format is None:
             return pool
-        return [e for e in pool if answers_in(self.config.experts[e].method, self.format)] or pool
+        return [e for e in pool if answers_in(self.config.experts[e], self.format)] or pool
 
     def need_profile(self, method: str) -> Profile:
         if self.profile is None:

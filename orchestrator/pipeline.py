@@ -16,6 +16,11 @@ that cannot answer it. A plan whose every expert failed falls back (``_fall_back
 methods that ``falls_back``) to its method's next candidate, then to the default expert;
 the record says so (``ExpertAnswer.fallback``, ``Plan.fallback``).
 
+A query's few texts are embedded (and the retrieval index searched) on a thread of their own
+that runs torch on one core (``embed_few``): a dozen tokens gain nothing from a second core,
+and while another process or a generation holds it, torch's threads waiting on each other
+made one question's embedding 400 ms instead of 10.
+
 ``execute(jobs)`` is the one place that calls backends: it runs identical requests once,
 groups the rest by model (resident models first, so each model loads once per stage) and
 hands each group to the executor, which the generation cache wraps (``CachingExecutor``,
@@ -31,7 +36,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -187,7 +194,8 @@ class Pipeline:
         self._learned: dict[str, LearnedRouter] = {}
         self._example_vectors: np.ndarray | None = None
         #: how question texts become vectors (clusters, learned routers); replay swaps in a cached lookup
-        self.embed: Callable[[list[str]], np.ndarray] = lambda texts: encode(texts, self.config.embedding)
+        self.embed: Callable[[list[str]], np.ndarray] = lambda texts: embed_few(
+            lambda: encode(texts, self.config.embedding), len(texts))
         self._lock = threading.RLock()  # the server runs several requests' stages at once
 
     @property
@@ -336,7 +344,7 @@ class Pipeline:
 
     def answers(self, expert: str, fmt: AnswerFormat) -> bool:
         """Whether this expert's method can produce an answer in ``fmt`` (``answers_in``)."""
-        return answers_in(self.spec(expert).method, fmt)
+        return answers_in(self.spec(expert), fmt)
 
     def for_format(self, profile: Profile | None, fmt: AnswerFormat) -> Profile | None:
         """The profile's experts whose method can produce ``fmt`` (its aggregators and graded
@@ -363,6 +371,39 @@ class Pipeline:
 
     def close(self) -> None:
         self.pool.close()
+
+
+# -- a query's embedding, on one core ------------------------------------------------------
+#: at most this many texts are embedded on the one-core thread; more go on torch's own threads
+FEW_TEXTS = 16
+_one_core: ThreadPoolExecutor | None = None
+_one_core_lock = threading.Lock()
+T = TypeVar("T")
+
+
+def _torch_on_one_thread() -> None:
+    """The embedding thread's torch runs on one thread; threads started later keep the count
+    they had (``torch.set_num_threads`` also sets it for them: it is put back from a thread of
+    its own)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    restore = threading.Thread(target=torch.set_num_threads, args=(before,))
+    restore.start()
+    restore.join()
+
+
+def embed_few(work: Callable[[], T], texts: int) -> T:
+    """``work`` (an embedding of ``texts`` texts, or an index search) on the one-core embedding
+    thread when the texts are few, else here."""
+    global _one_core
+    if texts > FEW_TEXTS:
+        return work()
+    with _one_core_lock:
+        if _one_core is None:
+            _one_core = ThreadPoolExecutor(1, thread_name_prefix="symoe-embed", initializer=_torch_on_one_thread)
+    return _one_core.submit(work).result()
 
 
 # -- execute: the one place that calls backends -----------------------------------------
@@ -506,7 +547,7 @@ def gate(ctx: Pipeline, plans: list[Plan]) -> None:
         for p in wanted:
             if p.query.question not in searched:
                 start = time.perf_counter()
-                found = retriever.search(p.query.question, ctx.config.retrieval.top_k)
+                found = embed_few(partial(retriever.search, p.query.question, ctx.config.retrieval.top_k), 1)
                 searched[p.query.question] = (found, time.perf_counter() - start)
     except SymoeError as exc:  # damage a search found: asked for explicitly, an error; else no retrieval
         if always:

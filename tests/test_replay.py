@@ -15,7 +15,7 @@ from agents.errors import SymoeError
 from eval.matrix import Matrix, MatrixRow, RecordedOutcome, write_matrix
 from eval.replay import profile_by_replay, replay, replay_config
 from eval.runner import SampleResult
-from orchestrator.config import SymoeConfig
+from orchestrator.config import SymoeConfig, load_config
 from orchestrator.profiles import Profile
 from orchestrator.session import Symoe
 
@@ -186,3 +186,17 @@ def test_a_named_team_votes_alone(config: SymoeConfig) -> None:
     assert experts["majority:chem_ace+middling"] == {"chem_ace", "middling"}
     same = {(s.question_id, s.answer) for s in samples if s.method == "majority"}
     assert same == {(s.question_id, s.answer) for s in samples if s.method == "majority:chem_ace+hist_ace+middling"}
+
+
+def test_a_recorded_expert_that_runs_live_keeps_its_method_s_formats(config: SymoeConfig) -> None:
+    """Replay chooses among the experts live would: the default pool's program expert is
+    recorded, yet no router sends it an open question."""
+    live = load_config().model_copy(update={"home": config.home})
+    m = Matrix([MatrixRow(id=f"q{i}", task="open", split="test" if i % 2 else "validation",  # type: ignore[arg-type]
+                          question=f"Who wrote the book number {i}?", answer="someone",
+                          outcomes={"qwen-1.5b-program": RecordedOutcome(correct=1.0, answer="someone"),
+                                    "qwen-1.5b-direct": RecordedOutcome(correct=0.0, answer="nobody")})
+                for i in range(12)])
+    samples, _ = replay(live, m, ["best_single", "task_best", "learned:knn"])
+    routed = {e for s in samples if s.method != "oracle" for e in s.experts}
+    assert routed == {"qwen-1.5b-direct"}
