@@ -16,7 +16,9 @@ from pydantic import BaseModel
 from agents.progress import StageReport
 from eval.runner import EvalArgs, evaluate
 from orchestrator.config import SymoeConfig
-from orchestrator.gate import GateModel
+from orchestrator.gate import GateModel, file_digest
+from orchestrator.profiles import load_profile
+from orchestrator.provenance import pool_digest
 from orchestrator.records import GateFeatures
 
 GATE_METHODS = ["symoe@never", "symoe@always", "symoe@auto"]
@@ -73,9 +75,13 @@ def calibrate_on_validation(config: SymoeConfig, tasks: list[str], seed: int = 0
                     output=config.home / "gate-calibration",
                     cache_path=config.home / "cache" / "generations.sqlite")  # shared with profile build
     samples, _ = evaluate(config, args, progress)
+    _, profile_file = load_profile(config)
     by = {(s.method, s.question_id): s for s in samples}
     rows = [CalibrationRow(features=s.gate_features, task=s.task,
                            correct_never=by[("symoe@never", s.question_id)].correct,
                            correct_always=by[("symoe@always", s.question_id)].correct)
             for s in samples if s.method == "symoe@auto" and s.gate_features is not None]
-    return calibrate(rows, tolerance=tolerance)
+    model = calibrate(rows, tolerance=tolerance)
+    model.pool = {n: d for n, d in pool_digest(config).items() if n in config.routing_pool}
+    model.profile = file_digest(profile_file)
+    return model

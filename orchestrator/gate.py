@@ -16,6 +16,7 @@ model, its features and its file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from importlib import resources
@@ -42,6 +43,10 @@ class GateModel(BaseModel):
     threshold: float = 0.5
     draft_tokens: int = 6
     calibrated: dict[str, Any] = Field(default_factory=dict)
+    #: what it was calibrated for: each routed expert's identity (``pool_digest``) and the
+    #: digest of the profile file whose strengths it read (None: not recorded)
+    pool: dict[str, str] | None = None
+    profile: str | None = None
 
     def score(self, f: GateFeatures) -> float:
         return (self.w_retrieval * f.retrieval_score - self.w_draft * f.draft_confidence
@@ -82,6 +87,39 @@ def draft_confidence(gen: Generation) -> float:
 
 def default_gate_path() -> Path:
     return Path(str(resources.files("orchestrator").joinpath("default_gate.json")))
+
+
+def gate_path(path: Path | None, home: Path | None = None) -> Path | None:
+    """Where the gate comes from: ``path``, else ``<home>/gate.json``, else the shipped default
+    (None: none exists, the gate is uncalibrated)."""
+    user = home / "gate.json" if home else None
+    if path is not None:
+        return path
+    return next((p for p in (user, default_gate_path()) if p is not None and p.exists()), None)
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256 (a profile's, as a gate records it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def gate_mismatch(gate: GateModel, where: Path | None, pool: dict[str, str], profile: Path | None) -> str | None:
+    """One line when the gate was calibrated for another pool (``pool``: the routed experts'
+    identities now) or another profile file; None when it matches or records nothing to compare
+    with profile-wise."""
+    name = str(where) if where is not None else "the retrieval gate"
+    fix = "recalibrate it for this pool: `symoe profile gate`"
+    if gate.pool is None:
+        return None if where is None else f"retrieval gate {name} records no pool it was calibrated for; {fix}"
+    missing = [n for n in pool if n not in gate.pool]
+    changed = [n for n in pool if n in gate.pool and gate.pool[n] != pool[n]]
+    if missing or changed:
+        what = (f"experts {', '.join(missing)} were not in it" if missing
+                else f"experts {', '.join(changed)} had other model files")
+        return f"retrieval gate {name} was calibrated for another pool ({what}); {fix}"
+    if gate.profile is not None and profile is not None and profile.exists() and file_digest(profile) != gate.profile:
+        return f"retrieval gate {name} was calibrated with another profile than {profile}; {fix}"
+    return None
 
 
 def load_gate(path: Path | None, home: Path | None = None) -> GateModel:

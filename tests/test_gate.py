@@ -14,7 +14,16 @@ from agents.errors import SymoeError
 from eval.calibration import CalibrationRow, calibrate, evaluate_gate
 from orchestrator import Symoe, load_config
 from orchestrator.answers import is_correct
-from orchestrator.gate import GateModel, default_gate_path, draft_confidence, load_gate, save_gate
+from orchestrator.gate import (
+    GateModel,
+    default_gate_path,
+    draft_confidence,
+    file_digest,
+    gate_mismatch,
+    load_gate,
+    save_gate,
+)
+from orchestrator.provenance import pool_digest
 from orchestrator.records import GateFeatures
 from retrieval.index import build_index
 
@@ -63,6 +72,25 @@ def test_gate_loading_order(tmp_path: Path) -> None:
     shipped = load_gate(None, tmp_path / "nowhere")
     assert shipped == GateModel.model_validate(json.loads(default_gate_path().read_text()))
     assert shipped.calibrated.get("rows", 0) >= 100, "the shipped gate is calibrated on validation data"
+
+
+def test_a_gate_says_in_one_line_when_the_pool_or_profile_it_was_calibrated_for_differs(tmp_path: Path) -> None:
+    config = load_config()
+    pool = {n: d for n, d in pool_digest(config).items() if n in config.routing_pool}
+    profile = tmp_path / "p.json"
+    profile.write_text("{}")
+    where = tmp_path / "gate.json"
+    assert gate_mismatch(GateModel(pool=pool, profile=file_digest(profile)), where, pool, profile) is None
+    other = {**pool, next(iter(pool)): "llamacpp:0000000000000000"}
+    said = gate_mismatch(GateModel(pool=other), where, pool, profile)
+    assert said is not None and "calibrated for another pool" in said and "\n" not in said
+    assert "symoe profile gate" in said
+    profile.write_text('{"changed": 1}')
+    assert "another profile" in (gate_mismatch(GateModel(pool=pool, profile="0" * 16), where, pool, profile) or "")
+    assert "records no pool" in (gate_mismatch(GateModel(), where, pool, None) or "")
+    # the shipped gate was calibrated on the previous four-model pool, and says so
+    shipped = load_gate(None, tmp_path)
+    assert "were not in it" in (gate_mismatch(shipped, default_gate_path(), pool, None) or "")
 
 
 def test_a_damaged_or_missing_gate_file_is_one_clear_error(tmp_path: Path) -> None:
