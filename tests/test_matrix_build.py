@@ -62,3 +62,16 @@ def test_interleaving_round_robins_over_tasks() -> None:
     from eval.datasets import Question
     qs = [Question(id=f"{t}{i}", question="q", answer="1", task=t) for t in "ab" for i in range(3)]
     assert [q.id for q in interleaved(qs)] == ["a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_each_row_carries_the_skills_the_annotator_names_unless_told_not_to(tmp_path: Path) -> None:
+    base = config(tmp_path)
+    tagger = {"backend": "fake", "routed": False, "params": {"default": "algebra, arithmetic"}}
+    cfg = SymoeConfig(home=base.home, replace_pool=True, default_expert="odd", skills={"annotator": "tagger"},
+                      experts={**{n: e.model_dump(exclude={"name"}) for n, e in base.experts.items()},
+                               "tagger": tagger})
+    matrix, _ = build_matrix(cfg, task_files(tmp_path), ["validation"], chunk=4)
+    assert sorted(matrix.experts) == ["even", "odd"]  # the annotator is no expert of the matrix
+    assert all(r.skills and "algebra" in r.skills for r in matrix.rows), [r.skills for r in matrix.rows]
+    bare, _ = build_matrix(cfg, task_files(tmp_path), ["validation"], chunk=4, skills=False)
+    assert all(r.skills is None for r in bare.rows)

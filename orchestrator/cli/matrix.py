@@ -55,7 +55,7 @@ def matrix_import(
 def matrix_build(
     output: Annotated[Path, typer.Option("--output", "-o", help="the matrix file to write (.jsonl or .jsonl.gz)")],
     tasks: Annotated[str, typer.Option(help="comma-separated tasks; task:N limits one task")
-    ] = "mmlu,arc_challenge,medmcqa,gsm8k,math,squad",
+    ] = "mmlu,arc_challenge,medmcqa,gsm8k,math,nq_open",
     limit: Annotated[int | None, typer.Option(help="questions per task and split (at least 1)")] = None,
     splits: Annotated[str, typer.Option(help="the splits to generate: validation, test or both")
     ] = "validation,test",
@@ -65,6 +65,8 @@ def matrix_build(
     export: Annotated[Path | None, typer.Option(
         help="then write the generations this run made as shards into this folder (e.g. data/generations)")] = None,
     seed: Annotated[int, typer.Option(help="seed for data and sampling")] = 0,
+    skills: Annotated[bool, typer.Option(help="label each question's skills with the annotator (an LLM call per "
+                                              "question, cached), as profile build does")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Generate every routed expert's answers for a matrix, in resumable pieces (the cache keeps them)."""
@@ -82,7 +84,8 @@ def matrix_build(
     started = time.time()
     with stage_bars(err) as report:
         matrix, done = build_matrix(cfg, task_list, split_list, limit=limit, seed=seed, chunk=chunk,
-                                    budget_s=time_budget * 60 if time_budget is not None else None, progress=report)
+                                    budget_s=time_budget * 60 if time_budget is not None else None, progress=report,
+                                    skills=skills)
     write_matrix(matrix, output)
     left = done.questions - done.done
     out.print(f"wrote {output}: {done.done} of {done.questions} questions x {len(matrix.experts)} experts in "
