@@ -23,6 +23,14 @@ an ``ImportResult`` (the matrix and notes, one line each, on what was left out).
   answer from ``test.jsonl`` beside it and each model's number extracted from its response;
   the prompts RouteLLM's own evaluation drops as contaminated (``contaminated_prompts.jsonl``)
   are dropped too.
+* ``routerdc``: RouterDC-style JSON, a list of ``{"question", "scores": {MODEL: 0..1}}``, as
+  RouterDC (shuhao02/RouterDC, ``datasets/``) and ulab-uiuc/LLMRouter
+  (``data/dcrouter_preprocessed/``) store them. Query files among the paths (``*.jsonl``
+  lines with ``query`` and ``task_name``, as LLMRouter's ``default_query_*.jsonl``) give each
+  question its task, its gold answer and, for multiple choice, its options; without one the
+  task is the file's stem. A question text recorded twice (one file or two) is kept once,
+  first file first, and a note says how many were dropped and how many of those had other
+  scores.
 * ``symoe``: ``samples.jsonl`` as ``symoe eval --log-samples`` writes it; each
   ``single:EXPERT`` method's rows become that expert's outcomes (correct, answer, tokens,
   seconds, margin). Question texts come from the task's prepared file
@@ -35,6 +43,7 @@ were left out and why); a file without a split takes ``--split``, else ``validat
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -506,6 +515,133 @@ def import_routellm(paths: list[Path], options: ImportOptions) -> ImportResult:
     result = assemble(drafts, ", ".join(map(str, paths)))
     result.notes += [f"left out {n} prompt(s) of task {task!r} that RouteLLM's evaluation drops as contaminated"
                      for task, n in dropped.items()]
+    return result
+
+
+# ---------------------------------------------------------------------- RouterDC-style JSON
+
+def _literal(value: Any) -> Any:
+    """A Python literal written as a string (LLMRouter's ``choices``), else the value itself."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return value
+    return value
+
+
+def _query_choices(query: dict[str, Any]) -> tuple[list[str] | None, list[str]]:
+    """A multiple-choice query's options and their labels (``['1', '2', ...]`` in some ARC rows)."""
+    if query.get("metric") != "em_mc":
+        return None, []
+    raw = _literal(query.get("choices"))
+    if isinstance(raw, dict):
+        texts, labels = raw.get("text"), raw.get("label") or raw.get("labels")
+    else:
+        texts, labels = raw, None
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str | int | float) for t in texts):
+        return None, []
+    choices = [str(t) for t in texts]
+    labels = [str(x) for x in labels] if isinstance(labels, list) and len(labels) == len(choices) else []
+    return choices, labels
+
+
+def _boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` in ``text`` (braces balanced)."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j].strip() or None
+    return None
+
+
+def _query_gold(query: dict[str, Any], choices: list[str] | None, labels: list[str]) -> Any:
+    """The gold answer where it is short: a letter, a number, a boxed result or a short text."""
+    gold = query.get("ground_truth")
+    if not isinstance(gold, str | int | float) or isinstance(gold, bool):
+        return None
+    text = str(gold).strip()
+    metric = query.get("metric")
+    if choices:
+        if text in labels:
+            return LETTERS[labels.index(text)]
+        return text if text in LETTERS[: len(choices)] else None
+    if metric == "GSM8K" and "####" in text:
+        return text.rsplit("####", 1)[1].strip().replace(",", "")
+    if metric == "MATH":
+        return text if re.fullmatch(r"-?[\d,]*\.?\d+", text) else _boxed(text)
+    return text if metric == "f1_score" and text else None
+
+
+def _routerdc_queries(files: list[Path]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Query text -> its first query record; and how many texts the files give two tasks."""
+    queries: dict[str, dict[str, Any]] = {}
+    two_tasks: set[str] = set()
+    for path in files:
+        for number, data in read_json_lines(path):
+            for name in ("query", "task_name"):
+                if not isinstance(data.get(name), str):
+                    raise MatrixError(f"{path}:{number}: field {name!r}: missing (a query file's lines have "
+                                      "'query' and 'task_name', as LLMRouter's default_query_*.jsonl)")
+            first = queries.setdefault(data["query"], data)
+            if first["task_name"] != data["task_name"]:
+                two_tasks.add(data["query"])
+    return queries, len(two_tasks)
+
+
+@importers.register("routerdc")
+def import_routerdc(paths: list[Path], options: ImportOptions) -> ImportResult:
+    score_files = [p for p in files_under(paths, "*.json") if p.suffix == ".json"]
+    if not score_files:
+        raise MatrixError(f"no RouterDC score files (*.json: a list of {{question, scores}}) among "
+                          f"{', '.join(map(str, paths))}")
+    queries, two_tasks = _routerdc_queries([p for p in files_under(paths, "*.jsonl") if p.suffix == ".jsonl"])
+    split: Split = options.split or "validation"
+    drafts: list[Draft] = []
+    by_text: dict[str, Draft] = {}
+    taken: set[str] = set()
+    repeats = differing = 0
+    for path in score_files:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MatrixError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not isinstance(data, list):
+            raise MatrixError(f"{path}: not a RouterDC score file (a JSON list of {{question, scores}})")
+        for k, item in enumerate(data):
+            where = f"{path}: item {k}"
+            if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+                raise MatrixError(f"{where}: field 'question': missing")
+            scores = item.get("scores")
+            if not isinstance(scores, dict) or not scores:
+                raise MatrixError(f"{where}: field 'scores': missing (a map of model to a 0..1 score)")
+            outcomes = {str(m): RecordedOutcome(correct=score(v, where, f"scores.{m}")) for m, v in scores.items()}
+            text = item["question"]
+            if text in by_text:
+                repeats += 1
+                first = by_text[text].outcomes
+                differing += any(m not in first or first[m].correct != o.correct for m, o in outcomes.items())
+                continue
+            query = queries.get(text, {})
+            task = str(query.get("task_name") or path.stem)
+            choices, labels = _query_choices(query)
+            draft = Draft(id=unique_id(f"{task}-{text_hash(text)}", taken), task=task, split=split, question=text,
+                          choices=choices, answer=_query_gold(query, choices, labels))
+            for model, outcome in outcomes.items():
+                add_outcome(draft, model, outcome, where)
+            by_text[text] = draft
+            drafts.append(draft)
+    result = assemble(drafts, ", ".join(map(str, paths)))
+    if repeats:
+        result.notes.append(f"left out {repeats} repeated question text(s), the first record kept "
+                            f"({differing} of them recorded other scores the second time)")
+    if two_tasks:
+        result.notes.append(f"{two_tasks} question text(s) appear under two tasks in the query files: "
+                            "the first file's task is kept")
     return result
 
 
