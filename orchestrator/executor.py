@@ -10,6 +10,11 @@ and alone may leave a job unfilled: one another process is generating.
 ``LocalExecutor`` runs the models of a ``LoadedPool`` in this process. A distributed
 executor (one actor per model) or a server's request batcher implements the same three
 methods; the stages do not change.
+
+Cancellation: a job carries the cancel flag of whoever wants it (``Job.cancel``; an executor
+attaches the calling thread's, ``current_cancel``). ``LocalExecutor`` never starts a job
+whose flag is set and hands the flags to the engine, which stops a running generation at
+its next token.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import Generation
+from agents.backends.base import current_cancel
 from agents.errors import SymoeError
 from agents.runtime import LoadedPool
 from orchestrator.records import Job
@@ -74,6 +80,12 @@ class LocalExecutor:
         pass
 
     def run(self, model: str, jobs: list[Job], done: BatchDone) -> None:
+        attach_cancel(jobs)
+        if all(job.cancel is not None and job.cancel.cancelled for job in jobs):  # nobody wants them: no load
+            for job in jobs:
+                job.generation = Generation.cancelled(model, job.cancel.reason)
+            done(jobs)
+            return
         try:
             backend = self.pool.get(model)
         except SymoeError as exc:  # a model that cannot load fails its jobs, not the run
@@ -87,14 +99,15 @@ class LocalExecutor:
         try:
             for job in streamed:  # a caller reads this one as it is produced: it runs alone
                 try:
-                    job.generation = backend.generate_streaming(job.request, job.on_text)  # type: ignore[arg-type]
+                    job.generation = backend.generate_streaming(job.request, job.on_text,  # type: ignore[arg-type]
+                                                                cancel=job.cancel)
                 except SymoeError as exc:
                     job.generation = Generation.failure(model, str(exc))
                 done([job])
             for lo in range(0, len(batched), size):
                 batch = batched[lo:lo + size]
                 try:
-                    generations = backend.generate([job.request for job in batch])
+                    generations = backend.generate([job.request for job in batch], [job.cancel for job in batch])
                 except SymoeError as exc:
                     generations = [Generation.failure(model, str(exc)) for _ in batch]
                 for job, generation in zip(batch, generations, strict=True):
@@ -103,3 +116,13 @@ class LocalExecutor:
         finally:
             if not self.keep_loaded:
                 self.pool.unload(model)
+
+
+def attach_cancel(jobs: list[Job]) -> None:
+    """Give each job without a cancel flag the calling thread's (``current_cancel``)."""
+    flag = current_cancel()
+    if flag is None:
+        return
+    for job in jobs:
+        if job.cancel is None:
+            job.cancel = flag

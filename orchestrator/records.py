@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -64,6 +64,9 @@ class Job(BaseModel):
     #: and, where it needed one, has it joined into ``generation``
     finished: bool = False
     on_text: Callable[[str], None] | None = Field(default=None, exclude=True, repr=False)
+    #: the cancel flag (``agents.backends.base.Cancel``) of whoever wants this job; executors
+    #: attach the calling thread's (``current_cancel``); never serialised
+    cancel: Any = Field(default=None, exclude=True, repr=False)
 
     @property
     def done(self) -> bool:

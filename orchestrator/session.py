@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agents.backends.base import Cancel, cancel_scope, current_cancel
 from agents.cache import GenerationCache
 from agents.errors import SymoeError
 from agents.progress import StageReport
@@ -57,6 +58,8 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: the share of free memory resident models may take (one rule for every face)
 MEMORY_SHARE = 0.6
+#: how long ``ask``'s work may take to stop once its deadline cancelled it
+STOP_GRACE_S = 5.0
 
 
 def default_cache_path(config: SymoeConfig) -> Path:
@@ -263,10 +266,13 @@ class Symoe:
         return ask_result(p, seconds, self.pipeline)
 
     def _within(self, deadline_s: float, answer: Callable[[], AskResult]) -> AskResult:
-        """``answer()`` on a daemon thread; past the deadline, one error naming the stage it was in."""
+        """``answer()`` on a thread under a cancel flag of its own; past the deadline the flag is
+        set (queued generations never start, running ones stop at their next token), the
+        thread is given ``STOP_GRACE_S`` to stop, and one error names the stage it was in."""
         box: list[AskResult | BaseException] = []
         stage = ["starting"]
         previous = self.pipeline.progress
+        flag = Cancel(parent=current_cancel())
 
         def note(name: str, done: int, total: int) -> None:
             stage[0] = name
@@ -274,16 +280,22 @@ class Symoe:
 
         def work() -> None:
             try:
-                box.append(answer())
+                with cancel_scope(flag):
+                    box.append(answer())
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 box.append(exc)
 
         self.pipeline.progress = note
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
-        worker.join(deadline_s)
-        self.pipeline.progress = previous
-        if not box:
+        try:
+            worker.join(deadline_s)
+            if worker.is_alive():
+                flag.cancel(f"the deadline of {deadline_s:g} s passed")
+                worker.join(STOP_GRACE_S)
+        finally:
+            self.pipeline.progress = previous
+        if worker.is_alive() or not box or isinstance(box[0], AskResult) and flag.cancelled:
             raise SymoeError(f"no answer within the deadline of {deadline_s:g} s (last stage: {stage[0]}); "
                              "a slow or hung expert? raise --deadline or check the experts with `symoe models list`")
         if isinstance(box[0], BaseException):

@@ -3,15 +3,25 @@
 Every engine (llama.cpp, transformers, vLLM, OpenAI-compatible servers) implements
 ``Backend``. Requests and results are typed records so the orchestrator never sees an
 engine's own objects.
+
+Cancellation: a ``Cancel`` flag travels with each request that someone may abandon (a
+server's request past its deadline or whose client left). ``generate(requests, cancels)``
+never starts a request whose flag is already set; engines that can stop mid-generation
+(llama.cpp, transformers, OpenAI-compatible servers, the fake) read ``cancel_of(request)``
+at every token and stop there, returning a ``Generation.cancelled`` that keeps the tokens
+spent. ``cancel_scope`` makes a flag the current thread's (``current_cancel``): executors
+attach it to the jobs that thread hands them.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,6 +30,78 @@ from agents.errors import SymoeError
 
 if TYPE_CHECKING:
     from agents.pool import ExpertSpec
+
+
+class Cancel:
+    """A cancel flag: set once (``cancel(reason)``), read by anyone (``cancelled``). A flag made
+    with a ``parent`` is set whenever the parent is; ``Cancel.all_of(flags)`` is set only when
+    every one of its flags is (work shared by several requests stops when none wants it)."""
+
+    def __init__(self, parent: Cancel | None = None) -> None:
+        self._event = threading.Event()
+        self._reason = ""
+        self.parent = parent
+        self._all: tuple[Cancel, ...] = ()
+
+    @classmethod
+    def all_of(cls, flags: Sequence[Cancel | None]) -> Cancel | None:
+        """Set when every flag is; None (never cancelled) when any sharer cannot be cancelled."""
+        if not flags or any(f is None for f in flags):
+            return None
+        if len(flags) == 1:
+            return flags[0]
+        shared = cls()
+        shared._all = tuple(f for f in flags if f is not None)
+        return shared
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._event.is_set():
+            self._reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if self._event.is_set():
+            return True
+        if self._all:
+            return all(f.cancelled for f in self._all)
+        return self.parent is not None and self.parent.cancelled
+
+    @property
+    def reason(self) -> str:
+        if self._event.is_set():
+            return self._reason
+        if self._all and self.cancelled:
+            return self._all[0].reason
+        return self.parent.reason if self.parent is not None and self.parent.cancelled else ""
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking as soon as the flag is set; True when it is."""
+        end = time.monotonic() + seconds
+        while not self.cancelled:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self._event.wait(min(left, 0.05))
+        return True
+
+
+_CURRENT: contextvars.ContextVar[Cancel | None] = contextvars.ContextVar("symoe_cancel", default=None)
+
+
+def current_cancel() -> Cancel | None:
+    """The cancel flag of the work this thread is doing (None: nobody will cancel it)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def cancel_scope(flag: Cancel | None) -> Iterator[Cancel | None]:
+    """Make ``flag`` this thread's current cancel flag for the block."""
+    token = _CURRENT.set(flag)
+    try:
+        yield flag
+    finally:
+        _CURRENT.reset(token)
 
 
 class BackendError(SymoeError):
@@ -114,6 +196,17 @@ class Generation(BaseModel):
     def failure(cls, model: str, error: str, seconds: float = 0.0) -> Generation:
         return cls(text="", model=model, error=error, usage=Usage(seconds=seconds))
 
+    @classmethod
+    def cancelled(cls, model: str, reason: str = "", usage: Usage | None = None, text: str = "") -> Generation:
+        """A generation stopped (or never started) because its caller cancelled it: not an
+        answer (``error`` is set, so it is never cached or read), with the tokens it spent."""
+        return cls(text=text, model=model, error=f"cancelled ({reason or 'cancelled'})", finish_reason="cancelled",
+                   usage=usage or Usage())
+
+    @property
+    def was_cancelled(self) -> bool:
+        return self.finish_reason == "cancelled"
+
 
 class Backend(abc.ABC):
     """Base class of all engines. Subclasses set ``name`` and implement the three hooks."""
@@ -132,6 +225,11 @@ class Backend(abc.ABC):
         self.load_seconds = 0.0
         # Engines are not thread-safe; the query graph may call one from several branches.
         self._lock = threading.RLock()
+        self._flags = threading.local()  # this call's cancel flag of each request (by id)
+        #: generations running now, and generations stopped (or never started) by a cancel
+        self.running = 0
+        self.cancelled = 0
+        self._count_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
@@ -162,35 +260,96 @@ class Backend(abc.ABC):
         """Drop whatever an engine keeps from the last request to answer the next one faster
         (llama.cpp's primed prompt), so the next request pays as a first one (latency benches)."""
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Generate for a batch; the result has one ``Generation`` per request, in order."""
+    def cancel_of(self, request: GenerationRequest) -> Cancel | None:
+        """The cancel flag the current call was given for ``request`` (engines read it per token)."""
+        return getattr(self._flags, "by_id", {}).get(id(request))
+
+    def _count(self, running: int = 0, cancelled: int = 0) -> None:
+        with self._count_lock:
+            self.running += running
+            self.cancelled += cancelled
+
+    def generate(self, requests: list[GenerationRequest],
+                 cancels: Sequence[Cancel | None] | None = None) -> list[Generation]:
+        """Generate for a batch; the result has one ``Generation`` per request, in order.
+        ``cancels`` (one flag or None per request): a request whose flag is set when its turn
+        comes is not started; engines that can stop one mid-generation do at its next token."""
         if not requests:
             return []
+        flags = list(cancels) if cancels is not None else [None] * len(requests)
         if not self._loaded:
             self.load()
         if self.thread_safe:
-            results = self._generate(requests)
+            results = self._generate_live(requests, flags)
         else:
             with self._lock:
-                results = self._generate(requests)
+                results = self._generate_live(requests, flags)
         if len(results) != len(requests):
             raise BackendError(
                 f"backend {self.name} returned {len(results)} results for {len(requests)} requests"
             )
         return results
 
-    def generate_streaming(self, request: GenerationRequest, on_text: Callable[[str], None]) -> Generation:
+    def _generate_live(self, requests: list[GenerationRequest], flags: list[Cancel | None]) -> list[Generation]:
+        """``_generate`` on the requests still wanted (checked now, when the engine is free)."""
+        live = [i for i, f in enumerate(flags) if f is None or not f.cancelled]
+        out: dict[int, Generation] = {}
+        for i, f in enumerate(flags):
+            if i not in live and f is not None:
+                out[i] = Generation.cancelled(self.spec.name, f.reason)
+        if len(out):
+            self._count(cancelled=len(out))
+        if live:
+            wanted = [requests[i] for i in live]
+            previous = getattr(self._flags, "by_id", None)
+            self._flags.by_id = {id(requests[i]): flags[i] for i in live if flags[i] is not None}
+            self._count(running=len(live))
+            try:
+                generations = self._generate(wanted)
+            finally:
+                self._count(running=-len(live))
+                self._flags.by_id = previous
+            if len(generations) != len(wanted):
+                raise BackendError(
+                    f"backend {self.name} returned {len(generations)} results for {len(wanted)} requests"
+                )
+            stopped = sum(g.was_cancelled for g in generations)
+            if stopped:
+                self._count(cancelled=stopped)
+            out.update(zip(live, generations, strict=True))
+        return [out[i] for i in range(len(requests))]
+
+    def generate_streaming(self, request: GenerationRequest, on_text: Callable[[str], None],
+                           cancel: Cancel | None = None) -> Generation:
         """Generate one request, calling ``on_text(piece)`` with the text as it is produced.
 
         Engines that can stream override ``_stream``; the default produces the whole text at
-        once (one piece), so every backend can serve a streaming caller.
+        once (one piece), so every backend can serve a streaming caller. ``cancel``: as in
+        ``generate``.
         """
         if not self._loaded:
             self.load()
         if self.thread_safe:
-            return self._stream(request, on_text)
+            return self._stream_live(request, on_text, cancel)
         with self._lock:
-            return self._stream(request, on_text)
+            return self._stream_live(request, on_text, cancel)
+
+    def _stream_live(self, request: GenerationRequest, on_text: Callable[[str], None],
+                     cancel: Cancel | None) -> Generation:
+        if cancel is not None and cancel.cancelled:
+            self._count(cancelled=1)
+            return Generation.cancelled(self.spec.name, cancel.reason)
+        previous = getattr(self._flags, "by_id", None)
+        self._flags.by_id = {id(request): cancel} if cancel is not None else {}
+        self._count(running=1)
+        try:
+            generation = self._stream(request, on_text)
+        finally:
+            self._count(running=-1)
+            self._flags.by_id = previous
+        if generation.was_cancelled:
+            self._count(cancelled=1)
+        return generation
 
     def _stream(self, request: GenerationRequest, on_text: Callable[[str], None]) -> Generation:
         generation = self._generate([request])[0]

@@ -6,24 +6,28 @@ request asking for log-probs gets one per word of the reply, each word ``params.
 log-probs above a scripted runner-up (another letter). ``params.delay_s`` makes each
 generation take that long (slept in steps of at most 50 ms, so a signal such as Ctrl-C is
 seen at once), so protocol tests (kill and resume, concurrent runs, Ctrl-C) can stop a run
-part-way on this backend as they would a real model's.
+part-way on this backend as they would a real model's. A request given a cancel flag stops
+at the next step once it is set (``Generation.cancelled``), as a real engine's token loop.
 """
 
 from __future__ import annotations
 
 import time
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
+from agents.backends.base import Backend, BackendError, Cancel, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 
 STEP_S = 0.05
 
 
-def pause(seconds: float) -> None:
-    """Sleep ``seconds`` in steps of at most ``STEP_S``."""
+def pause(seconds: float, cancel: Cancel | None = None) -> bool:
+    """Sleep ``seconds`` in steps of at most ``STEP_S``; False when ``cancel`` was set first."""
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
+        if cancel is not None and cancel.cancelled:
+            return False
         time.sleep(min(STEP_S, left))
+    return True
 
 
 @register_backend("fake")
@@ -46,7 +50,13 @@ class FakeBackend(Backend):
         out = []
         for request in requests:
             type(self).calls += 1
-            pause(delay)
+            cancel = self.cancel_of(request)
+            began = time.monotonic()
+            if not pause(delay, cancel):
+                assert cancel is not None
+                out.append(Generation.cancelled(self.spec.name, cancel.reason, Usage(
+                    prompt_tokens=len(request.messages[-1].content.split()), seconds=time.monotonic() - began)))
+                continue
             if self.spec.params.get("fail"):
                 out.append(Generation.failure(self.spec.name, "scripted failure"))
                 continue

@@ -1,4 +1,9 @@
-"""llama.cpp backend (llama-cpp-python): the CPU default for GGUF files."""
+"""llama.cpp backend (llama-cpp-python): the CPU default for GGUF files.
+
+A request given a cancel flag (``Backend.generate``'s ``cancels``) stops at the next token
+once the flag is set (a stopping criterion llama.cpp checks per token; a streamed one stops
+reading its chunks), and comes back as ``Generation.cancelled`` with the tokens it spent.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
+from agents.backends.base import Backend, BackendError, Cancel, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
@@ -85,10 +90,15 @@ class LlamaCppBackend(Backend):
         }
         if request.temperature == 0:
             params["top_k"] = 1
+        cancel = self.cancel_of(request)
+        if cancel is not None:
+            params["stopping_criteria"] = _stop_when(cancel)
         try:
             if request.logprobs:
                 return self._draft_with_logprobs(request, start)
             self._prime(request)
+            if cancel is not None and cancel.cancelled:  # cancelled while the prompt was read
+                return Generation.cancelled(self.spec.name, cancel.reason, Usage(seconds=time.perf_counter() - start))
             if self.spec.chat_template:
                 out = self._llm.create_chat_completion(
                     messages=[m.model_dump() for m in request.messages], **params
@@ -101,14 +111,12 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             return Generation.failure(self.spec.name, f"llama.cpp: {exc}", time.perf_counter() - start)
         usage = out.get("usage", {})
-        return Generation(
-            text=text.strip(),
-            model=self.spec.name,
-            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0),
-                        completion_tokens=usage.get("completion_tokens", 0),
-                        seconds=time.perf_counter() - start),
-            finish_reason=out["choices"][0].get("finish_reason"),
-        )
+        spent = Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0),
+                      seconds=time.perf_counter() - start)
+        if cancel is not None and cancel.cancelled:
+            return Generation.cancelled(self.spec.name, cancel.reason, spent, text.strip())
+        return Generation(text=text.strip(), model=self.spec.name, usage=spent,
+                          finish_reason=out["choices"][0].get("finish_reason"))
 
     def _stream(self, request: GenerationRequest, on_text: Callable[[str], None]) -> Generation:
         """Chat or completion with ``stream=True``: each new piece of text goes to ``on_text``."""
@@ -122,6 +130,9 @@ class LlamaCppBackend(Backend):
             params["top_k"] = 1
         pieces: list[str] = []
         finish = None
+        cancel = self.cancel_of(request)
+        if cancel is not None:
+            params["stopping_criteria"] = _stop_when(cancel)
         try:
             self._prime(request)
             if self.spec.chat_template:
@@ -131,6 +142,9 @@ class LlamaCppBackend(Backend):
                 params["stop"] = [*request.stop, *COMPLETION_STOPS]
                 chunks = self._llm.create_completion(completion_prompt(request.messages), **params)
             for chunk in chunks:
+                if cancel is not None and cancel.cancelled:
+                    chunks.close()  # the generator stops: no further token is evaluated
+                    break
                 choice = chunk["choices"][0]
                 piece = (choice.get("delta") or {}).get("content") if self.spec.chat_template else choice.get("text")
                 if piece:
@@ -145,6 +159,10 @@ class LlamaCppBackend(Backend):
         text = "".join(pieces)
         prompt_tokens = len(self._prompt_tokens(request))
         completion_tokens = len(self._llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+        if cancel is not None and cancel.cancelled:
+            return Generation.cancelled(self.spec.name, cancel.reason, Usage(
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                seconds=time.perf_counter() - start), text.strip())
         return Generation(text=text.strip(), model=self.spec.name, finish_reason=finish,
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                       seconds=time.perf_counter() - start))
@@ -218,7 +236,12 @@ class LlamaCppBackend(Backend):
         logprobs: list[TokenLogprob] = []
         finish = "length"
         text = ""
+        cancel = self.cancel_of(request)
         for _ in range(request.max_tokens):
+            if cancel is not None and cancel.cancelled:
+                return Generation.cancelled(self.spec.name, cancel.reason, Usage(
+                    prompt_tokens=len(tokens), completion_tokens=len(out_tokens),
+                    seconds=time.perf_counter() - start), text.strip())
             row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
             logits = np.ctypeslib.as_array(row, shape=(n_vocab,)).astype(np.float64)
             shifted = logits - logits.max()
@@ -246,3 +269,10 @@ class LlamaCppBackend(Backend):
                         seconds=time.perf_counter() - start),
             finish_reason=finish, token_logprobs=logprobs,
         )
+
+
+def _stop_when(cancel: Cancel) -> Any:
+    """llama.cpp's stopping criteria that end a generation at the first token after ``cancel`` is set."""
+    from llama_cpp import StoppingCriteriaList
+
+    return StoppingCriteriaList([lambda _tokens, _logits: cancel.cancelled])

@@ -3,13 +3,19 @@
     GET  /v1/models            every router and expert, as OpenAI ``Model`` objects
     POST /v1/chat/completions  routed chat (``stream: true`` for server-sent events)
     POST /v1/completions       routed completion of a prompt
-    GET  /health               ok, the loaded models, the cooled-down experts
-    GET  /metrics              Prometheus text: requests, latency, model batches, failures
+    GET  /health               ok, the loaded models, the cooled-down experts, running and queued requests
+    GET  /metrics              Prometheus text: requests, latency, model batches, failures, and the
+                               admission's counts (admitted, rejected, cancelled, degraded,
+                               timed out, unserved), requests running and queued
 
 Safe by default: it binds to loopback (``symoe serve``); with an API key every request needs
-``Authorization: Bearer <key>``; the body size, ``max_tokens``, the message count and the
-requests in flight are bounded by the ``server:`` config. Every error is a 4xx (or 5xx)
-JSON body in OpenAI's error shape, never a traceback; each request is logged in one line.
+``Authorization: Bearer <key>``; the body size, ``max_tokens``, the message count, the
+requests running and the requests waiting are bounded by the ``server:`` config (a full
+queue: 429 with ``Retry-After``, decided before any work or stream starts). A client that
+disconnects, streaming or not, cancels its request's work (``Service.answer``). Each
+request's work runs on a thread of its own that ends with it, so threads return to their
+count after a burst. Every error is a 4xx (or 5xx) JSON body in OpenAI's error shape, never
+a traceback; each request is logged in one line.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ import asyncio
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,16 +35,43 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agents.backends.base import Cancel
 from orchestrator.api import cut_at_stop
 from orchestrator.methods import MethodSpec
 from orchestrator.records import Query
 from orchestrator.server.schema import ApiError, ChatRequest, CompletionRequest
-from orchestrator.server.service import Outcome, Service
+from orchestrator.server.service import Outcome, Service, Ticket
 
 log = logging.getLogger("symoe.serve")
+
+#: the admission's events, as ``symoe_admission_total{event=...}``
+EVENTS = ("admitted", "rejected", "cancelled", "degraded", "timed_out", "unserved")
+
+
+class AdmissionCollector(Collector):
+    """The service's admission counts and its running and queued requests, read at each scrape."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Any:
+        counts = CounterMetricFamily("symoe_admission", "requests by what the admission did: admitted, "
+                                     "rejected (429), cancelled (the client left), degraded (a cheaper router), "
+                                     "timed_out (cut by the deadline), unserved (503: no expert)", labels=["event"])
+        for event in EVENTS:
+            counts.add_metric([event], self.service.counts.get(event, 0))
+        yield counts
+        admission = self.service.admission
+        yield GaugeMetricFamily("symoe_queue_depth", "requests waiting for a slot", value=len(admission.waiting))
+        yield GaugeMetricFamily("symoe_requests_running", "requests holding a slot (their work has not stopped)",
+                                value=admission.running)
+        yield GaugeMetricFamily("symoe_requests_running_max", "most requests that held a slot at once",
+                                value=admission.most_running)
 
 
 class Metrics:
@@ -72,6 +105,7 @@ class Metrics:
                 cooldowns.labels(expert).set(service.health.cooldowns.get(expert, 0))
 
         self.refresh = refresh
+        self.registry.register(AdmissionCollector(service))
 
     def text(self) -> bytes:
         self.refresh()
@@ -87,7 +121,40 @@ OUT_OF_RANGE = ("greater_than_equal", "greater_than", "less_than_equal", "less_t
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+
+def in_thread(call: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``call()`` on a thread of its own (it ends with the call: no pool keeps it), awaited."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            result, error = None, exc
+        loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, daemon=True, name="symoe-request").start()
+    return future
+
+
+async def watch_client(request: Request, cancel: Cancel) -> None:
+    """Set ``cancel`` when the client disconnects."""
+    while not cancel.cancelled:
+        if await request.is_disconnected():
+            cancel.cancel("the client disconnected")
+            return
+        await asyncio.sleep(0.1)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -177,68 +244,90 @@ def add_routes(app: FastAPI, service: Service, metrics: Metrics) -> None:
         return {"object": "list", "data": [m.model_dump() for m in service.models()]}
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "loaded": service.pool.loaded(), "cooled_down": service.health.cooling(),
-                "requests": service.requests}
+                "requests": service.requests, "running": service.admission.running,
+                "queued": len(service.admission.waiting)}
 
     @app.get("/metrics")
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    async def answered(query: Query, method: MethodSpec, seed: int | None) -> Outcome:
-        """The pipeline's answer, run off the event loop, counted in flight meanwhile."""
+    async def answered(request: Request, query: Query, method: MethodSpec, seed: int | None) -> Outcome:
+        """The pipeline's answer, run off the event loop, counted in flight meanwhile; the
+        admission decides first (429/503 at once); a client that leaves cancels the work."""
+        ticket = service.admit(method)
+        cancel = Cancel()
+        watcher = asyncio.create_task(watch_client(request, cancel))
         metrics.in_flight.inc()
         try:
-            return await asyncio.to_thread(service.answer, query, method, seed)
+            return await in_thread(lambda: service.answer(query, method, seed, cancel=cancel, ticket=ticket))
         finally:
             metrics.in_flight.dec()
+            watcher.cancel()
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Any:
+    async def chat(body: ChatRequest, request: Request) -> Any:
         method = service.method_for(body.model)
         query = service.chat_query(body)
         if body.stream:
-            return stream(service, metrics, body.model, lambda on_text: service.answer(query, method, body.seed,
-                                                                                        on_text), body.stop)
-        outcome = await answered(query, method, body.seed)
+            ticket = service.admit(method)  # a full queue is a 429, not an error inside a 200 stream
+            return stream(service, metrics, body.model, lambda on_text, cancel: service.answer(
+                query, method, body.seed, on_text, cancel=cancel, ticket=ticket), body.stop, ticket)
+        outcome = await answered(request, query, method, body.seed)
         return JSONResponse(service.chat_completion(body.model, outcome, body.stop).model_dump(exclude_none=True))
 
     @app.post("/v1/completions", response_model=None)
-    async def complete(body: CompletionRequest) -> Any:
+    async def complete(body: CompletionRequest, request: Request) -> Any:
         method = service.method_for(body.model)
         query = service.completion_query(body)
         if body.stream:
             raise ApiError(400, "stream is supported on /v1/chat/completions only", param="stream")
-        outcome = await answered(query, method, body.seed)
+        outcome = await answered(request, query, method, body.seed)
         return JSONResponse(service.completion(body.model, outcome, body.stop).model_dump(exclude_none=True))
 
 
-def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Callable[[str], None]], Outcome],
-           stop: str | list[str] | None = None) -> EventSourceResponse:
+def stream(service: Service, metrics: Metrics, model: str,
+           answer: Callable[[Callable[[str], None], Cancel], Outcome],
+           stop: str | list[str] | None = None, ticket: Ticket | None = None) -> EventSourceResponse:
     """Server-sent events: the answer's text as it is produced (up to the first stop sequence),
-    then a last chunk with the finish reason, usage and the ``symoe`` record, then ``[DONE]``."""
+    then a last chunk with the finish reason, usage and the ``symoe`` record, then ``[DONE]``.
+    A client that disconnects cancels the request's work (its generation stops at the next token)."""
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-    def produce() -> None:
-        metrics.in_flight.inc()
-        try:
-            outcome = answer(lambda piece: pieces.put(("text", piece)))
-            pieces.put(("done", outcome))
-        except ApiError as exc:
-            pieces.put(("error", exc))
-        except Exception as exc:  # noqa: BLE001 - the stream must end with an error event, not hang
-            log.error("internal error in a stream: %s: %s", type(exc).__name__, exc)
-            pieces.put(("error", ApiError(500, f"internal error ({type(exc).__name__})", type_="server_error")))
-        finally:
-            metrics.in_flight.dec()
+    cancel = Cancel()
 
     async def events() -> AsyncIterator[str]:
-        threading.Thread(target=produce, daemon=True).start()
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def put(kind: str, item: Any) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, (kind, item))
+
+        def produce() -> None:
+            metrics.in_flight.inc()
+            try:
+                put("done", answer(lambda piece: put("text", piece), cancel))
+            except ApiError as exc:
+                put("error", exc)
+            except Exception as exc:  # noqa: BLE001 - the stream must end with an error event, not hang
+                log.error("internal error in a stream: %s: %s", type(exc).__name__, exc)
+                put("error", ApiError(500, f"internal error ({type(exc).__name__})", type_="server_error"))
+            finally:
+                metrics.in_flight.dec()
+
+        started[0] = True
+        threading.Thread(target=produce, daemon=True, name="symoe-stream").start()
+        try:
+            async for event in relay(pieces):
+                yield event
+        finally:
+            cancel.cancel("the client disconnected")  # a no-op once the answer is complete
+
+    async def relay(pieces: asyncio.Queue[tuple[str, Any]]) -> AsyncIterator[str]:
         sent, stopped = "", False
         yield service.chunk(cid, model, None, first=True).model_dump_json(exclude_none=True)  # the role, as OpenAI
         while True:
-            kind, item = await asyncio.to_thread(pieces.get)
+            kind, item = await pieces.get()
             if kind == "text":
                 if stopped:
                     continue
@@ -261,4 +350,8 @@ def stream(service: Service, metrics: Metrics, model: str, answer: Callable[[Cal
                 break
         yield "[DONE]"
 
-    return EventSourceResponse(events(), ping=15)
+    started = [False]
+    body = events()
+    if ticket is not None:  # a stream that never starts (its client gone first) gives its place back
+        weakref.finalize(body, lambda: None if started[0] else service.admission.release(ticket))
+    return EventSourceResponse(body, ping=15)

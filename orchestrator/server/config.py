@@ -18,7 +18,22 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="largest request body")
     max_messages: int = Field(default=64, ge=1, le=4096)
     max_tokens: int = Field(default=2048, ge=1, le=8192, description="largest max_tokens a request may ask for")
-    max_in_flight: int = Field(default=64, ge=1, le=4096, description="requests answered at once; more get HTTP 429")
-    deadline_s: float = Field(default=300.0, gt=0.0, description="after this a request returns the best answer it has")
+    max_in_flight: int = Field(default=64, ge=1, le=4096,
+                               description="requests whose work runs at once; a slot is freed when the work stops")
+    max_queued: int = Field(default=64, ge=0, le=4096,
+                            description="requests that may wait for a slot; more get HTTP 429 with Retry-After")
+    queue_wait_s: float = Field(default=30.0, gt=0.0,
+                                description="longest wait for a slot (within the deadline); then HTTP 429")
+    deadline_s: float = Field(default=300.0, gt=0.0,
+                              description="after this (from arrival) a request's work is cancelled and it returns "
+                                          "the best answer its finished experts gave")
+    stop_grace_s: float = Field(default=1.0, gt=0.0, le=60.0,
+                                description="how long past the deadline the cut answer may take to be combined")
+    degrade_to: str | None = Field(default=None, description="a cheaper router (e.g. 'budget:0', or 'default' for "
+                                                             "the default expert alone) routed requests fall back to "
+                                                             "under load; none: never degrade")
+    degrade_when_queued: int = Field(default=1, ge=0,
+                                     description="degrade a routed request when this many wait for a slot as it is "
+                                                 "admitted (0: always, while degrade_to is set)")
     cooldown_failures: int = Field(default=3, ge=1, description="consecutive failures that cool an expert down")
     cooldown_s: float = Field(default=60.0, gt=0.0, description="how long a cooled-down expert is left out")

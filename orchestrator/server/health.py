@@ -29,8 +29,8 @@ class Health:
                 if gen.ok:
                     self._streak[model] = 0
                     continue
-                if gen.error and gen.error.startswith("cooled down"):
-                    continue
+                if gen.was_cancelled or gen.error and gen.error.startswith("cooled down"):
+                    continue  # its caller gave up, or it was never tried: not the model's failure
                 self.failed[model] = self.failed.get(model, 0) + 1
                 self._streak[model] = self._streak.get(model, 0) + 1
                 if self._streak[model] >= self.failures and not self._cooling(model):

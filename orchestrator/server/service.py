@@ -9,16 +9,27 @@ the aggregator), is answered by the one session object (``Symoe.ask_query``) on 
 thread under the request's deadline, and comes back as its ``AskResult``, which the
 responses turn into OpenAI objects with the record's ``symoe`` object: recruited experts and
 weights, skills, aggregator, retrieval decision, per-step usage and time.
+
+Bounded under overload (``Admission``): at most ``max_in_flight`` requests' work runs at once,
+and a slot is freed only when its work has stopped; up to ``max_queued`` more wait (at most
+``queue_wait_s``, within the deadline); past that a request gets 429 with ``Retry-After``.
+Every request's work runs under its own cancel flag: at the deadline, or when its client
+goes, the flag is set, queued jobs never start, running generations stop at their next
+token, and the pipeline's own combine and extract stages finish the answer from what the
+experts gave, with the usage actually spent (no expert answered: 504). With ``degrade_to``
+set, a request that had to queue is answered by that cheaper router and its record says so
+(``degraded``, ``degraded_why``). When no expert can serve (every one cooled down): 503.
+``counts`` are the admission's events for ``/metrics``.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from openai.types import Completion, CompletionChoice, CompletionUsage, Model
@@ -28,12 +39,11 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from agents.backends import ChatMessage
+from agents.backends.base import Cancel, cancel_scope
 from agents.errors import SymoeError
-from orchestrator.aggregate import majority
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import Executor
 from orchestrator.methods import MethodError, MethodSpec
-from orchestrator.pipeline import Plan, expert_answers
 from orchestrator.queries import check_fits, conversation_query, cut_at_stop
 from orchestrator.records import AskResult, Query
 from orchestrator.server.batching import BatchingExecutor
@@ -46,11 +56,97 @@ ROUTERS = ("symoe", "symoe:k2", "symoe:k3", "symoe:distinct", "symoe@never", "sy
            "moa", "majority", "random_k", "best_single")
 
 
-class Outcome:
-    """An answered request: the session's answer record, and whether the deadline cut it short."""
+#: how often a waiting request looks at its deadline and its client
+POLL_S = 0.05
 
-    def __init__(self, result: AskResult, deadline_exceeded: bool, seconds: float) -> None:
+
+class Ticket:
+    """One request's place: running (it holds a slot) or waiting in the queue."""
+
+    def __init__(self, running: bool, depth: int) -> None:
+        self.running = running
+        self.depth = depth  # requests waiting as it arrived, itself included (0: it got a slot at once)
+        self.released = False
+        self.arrived = time.monotonic()
+        self.started: float | None = self.arrived if running else None
+
+
+class Admission:
+    """``slots`` for running work and a queue of at most ``queued`` requests waiting for one,
+    first come first served. A slot is held until ``release``: when the request's work has
+    stopped, not when its answer was sent."""
+
+    def __init__(self, slots: int, queued: int) -> None:
+        self.slots, self.queued = slots, queued
+        self.running = 0
+        self.waiting: deque[Ticket] = deque()
+        self._cond = threading.Condition()
+        self._seconds = 0.0  # a running mean of how long work held a slot (for Retry-After)
+        self.most_running = 0
+
+    def enter(self) -> Ticket:
+        """A slot now, a place in the queue, or 429 with ``Retry-After`` when that is full too."""
+        with self._cond:
+            if self.running < self.slots and not self.waiting:
+                self.running += 1
+                self.most_running = max(self.most_running, self.running)
+                return Ticket(True, 0)
+            if len(self.waiting) >= self.queued:
+                raise ApiError(429, f"{self.running} requests are being answered and {len(self.waiting)} are "
+                                    "waiting; retry later", type_="rate_limit_error", code="too_many_requests",
+                               headers={"Retry-After": str(self.retry_after())})
+            ticket = Ticket(False, len(self.waiting) + 1)
+            self.waiting.append(ticket)
+            return ticket
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead, at the mean time work holds a slot."""
+        per = self._seconds or 1.0
+        return max(1, math.ceil(per * (1 + len(self.waiting)) / self.slots))
+
+    def wait(self, ticket: Ticket, until: float, cancel: Cancel) -> bool:
+        """Wait for a slot until ``until`` (monotonic) or ``cancel``; False (and out of the queue) if none came."""
+        with self._cond:
+            while not ticket.running:
+                left = until - time.monotonic()
+                if left <= 0 or cancel.cancelled:
+                    self._leave(ticket)
+                    return False
+                self._cond.wait(min(POLL_S, left))
+            return True
+
+    def release(self, ticket: Ticket) -> None:
+        """The request's work stopped (or never started): its slot or place goes to the next."""
+        with self._cond:
+            self._leave(ticket)
+
+    def _leave(self, ticket: Ticket) -> None:
+        if ticket.released:
+            return
+        ticket.released = True
+        if ticket.running:
+            self.running -= 1
+            if ticket.started is not None:
+                held = time.monotonic() - ticket.started
+                self._seconds = held if not self._seconds else 0.8 * self._seconds + 0.2 * held
+        elif ticket in self.waiting:
+            self.waiting.remove(ticket)
+        while self.running < self.slots and self.waiting:
+            nxt = self.waiting.popleft()
+            nxt.running, nxt.started = True, time.monotonic()
+            self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        self._cond.notify_all()
+
+
+class Outcome:
+    """An answered request: the session's answer record, whether the deadline cut it short,
+    and whether it was degraded to a cheaper router (and why)."""
+
+    def __init__(self, result: AskResult, deadline_exceeded: bool, seconds: float, degraded: str | None = None,
+                 queued_s: float = 0.0) -> None:
         self.result, self.deadline_exceeded, self.seconds = result, deadline_exceeded, seconds
+        self.degraded, self.queued_s = degraded, queued_s
 
     @property
     def text(self) -> str:
@@ -58,7 +154,7 @@ class Outcome:
 
 
 class Service:
-    """The session (models, batcher, cache, pipeline), the health tracker and the request bound a
+    """The session (models, batcher, cache, pipeline), the health tracker and the request bounds a
     server shares."""
 
     def __init__(self, config: SymoeConfig, api_key: str | None = None) -> None:
@@ -72,13 +168,16 @@ class Service:
             made.append(BatchingExecutor(executor, limits.batch_window_ms, health=self.health))
             return made[0]
 
-        self.symoe = Symoe(config, wrap_executor=batching,
-                           available=self.health.available({e: s.load_as for e, s in config.experts.items()}))
+        self.available = self.health.available({e: s.load_as for e, s in config.experts.items()})
+        self.symoe = Symoe(config, wrap_executor=batching, available=self.available)
         self.batcher = made[0]
         self.pool = self.symoe.pool
-        self.workers = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="symoe-request")
-        self.in_flight = threading.BoundedSemaphore(limits.max_in_flight)
+        self.admission = Admission(limits.max_in_flight, limits.max_queued)
+        self.degrade_to = self._degrade_target()
         self.requests = 0
+        #: admitted, rejected, cancelled (the client left), degraded, timed_out (cut by the deadline), unserved (503)
+        self.counts: Counter[str] = Counter()
+        self.working = 0  # requests whose work thread is running now
         self._count = threading.Lock()
         self.created = int(time.time())
         # load now what every routed request needs, so no request waits for it
@@ -89,9 +188,22 @@ class Service:
         except SymoeError as exc:  # single experts still serve; routed requests get this line
             self.profile_problem = str(exc)
 
+    def _degrade_target(self) -> MethodSpec | None:
+        target = self.config.server.degrade_to
+        if not target:
+            return None
+        name = f"single:{self.config.default_expert}" if target == "default" else target
+        try:
+            return MethodSpec.parse(name, self.config)
+        except SymoeError as exc:
+            raise SymoeError(f"server.degrade_to {target!r}: {exc}") from None
+
     def close(self) -> None:
-        self.workers.shutdown(wait=False, cancel_futures=True)
         self.symoe.close()
+
+    def note(self, event: str, n: int = 1) -> None:
+        with self._count:
+            self.counts[event] += n
 
     # -- models ---------------------------------------------------------------------------
     def models(self) -> list[Model]:
@@ -141,55 +253,115 @@ class Service:
             raise ApiError(400, f"max_tokens {max_tokens} is over this server's limit of {limit}",
                            param="max_tokens")
 
+    def admit(self, method: MethodSpec) -> Ticket:
+        """A slot or a place in the queue for a request to ``method``, before any work: 503 when
+        no expert can serve it, 429 (``Retry-After``) when the queue is full."""
+        healthy = self.available()
+        single = str(method).removeprefix("single:") if str(method).startswith("single:") else None
+        if not healthy or single is not None and single not in healthy:
+            self.note("unserved")
+            who = f"expert {single!r} is" if single else "every expert is"
+            raise ApiError(503, f"no expert can serve this request: {who} cooled down after failing "
+                                f"({self.health.cooling()}); retry later", type_="server_error",
+                           code="no_expert_available", headers={"Retry-After": str(math.ceil(max(
+                               [1.0, *self.health.cooling().values()])))})
+        try:
+            return self.admission.enter()
+        except ApiError:
+            self.note("rejected")
+            raise
+
     def answer(self, query: Query, method: MethodSpec, seed: int | None = None,
-               on_text: Callable[[str], None] | None = None) -> Outcome:
-        """Run the pipeline for one request; past the deadline, the best answer so far."""
-        if not self.in_flight.acquire(blocking=False):
-            raise ApiError(429, f"{self.config.server.max_in_flight} requests are being answered; retry shortly",
-                           type_="rate_limit_error", code="too_many_requests")
-        start = time.perf_counter()
+               on_text: Callable[[str], None] | None = None, *, cancel: Cancel | None = None,
+               ticket: Ticket | None = None) -> Outcome:
+        """Run the pipeline for one request under its deadline (counted from its arrival) and
+        ``cancel`` (set when the client goes); past the deadline its work is cancelled and the
+        answer is what the pipeline's stages make of the experts that finished."""
+        limits = self.config.server
+        ticket = ticket or self.admit(method)
+        flag = Cancel(parent=cancel)
+        deadline = ticket.arrived + limits.deadline_s
         with self._count:
             self.requests += 1
-        held: list[Plan] = []
-
-        def work() -> AskResult:
-            return self.symoe.ask_query(query, method, seed=seed, on_text=on_text, watch=held.append)
-
         try:
-            future = self.workers.submit(work)
-            try:
-                done = future.result(timeout=self.config.server.deadline_s)
-            except FutureTimeout:
-                return self._best_so_far(held, start)
-            if done.error:
-                raise ApiError(503, done.error, type_="server_error", code="experts_failed")
-            return Outcome(done, False, time.perf_counter() - start)
-        except SymoeError as exc:
-            raise ApiError(400 if isinstance(exc, MethodError) else 503, str(exc),
-                           type_="invalid_request_error" if isinstance(exc, MethodError) else "server_error") from None
-        finally:
-            self.in_flight.release()
+            if not self.admission.wait(ticket, min(deadline, ticket.arrived + limits.queue_wait_s), flag):
+                if flag.cancelled:
+                    self.note("cancelled")
+                    raise ApiError(499, "the client closed the request while it waited for a slot",
+                                   code="client_closed_request")
+                self.note("rejected")
+                waited = time.monotonic() - ticket.arrived
+                raise ApiError(429, f"no slot came free within {waited:.1f} s (server.queue_wait_s "
+                                    f"{limits.queue_wait_s:g}); retry later", type_="rate_limit_error",
+                               code="too_many_requests",
+                               headers={"Retry-After": str(self.admission.retry_after())})
+        except BaseException:
+            self.admission.release(ticket)
+            raise
+        self.note("admitted")
+        queued_s = (ticket.started or ticket.arrived) - ticket.arrived
+        degraded = None
+        if self.degrade_to is not None and ticket.depth >= limits.degrade_when_queued and \
+                str(method) != str(self.degrade_to) and not str(method).startswith("single:"):
+            degraded = (f"{ticket.depth} request(s) were waiting for a slot as it arrived "
+                        f"(server.degrade_when_queued {limits.degrade_when_queued}): answered by "
+                        f"{self.degrade_to} instead of {method}")
+            method = self.degrade_to
+            self.note("degraded")
+        box: list[AskResult | BaseException] = []
+        stopped = threading.Event()
 
-    def _best_so_far(self, held: list[Plan], start: float) -> Outcome:
-        if not held or not any(a.ok for a in held[0].answers) and not any(j.ok for j in held[0].answer_jobs):
-            raise ApiError(504, f"no expert answered within the deadline of {self.config.server.deadline_s:g} s",
+        def work() -> None:
+            try:
+                with cancel_scope(flag):
+                    box.append(self.symoe.ask_query(query, method, seed=seed, on_text=on_text))
+            except BaseException as exc:  # noqa: BLE001 - handed to the request's thread
+                box.append(exc)
+            finally:
+                with self._count:
+                    self.working -= 1
+                self.admission.release(ticket)  # the slot frees when the work has stopped
+                stopped.set()
+
+        with self._count:
+            self.working += 1
+        threading.Thread(target=work, daemon=True, name="symoe-work").start()
+        timed_out = False
+        while not stopped.wait(POLL_S):
+            if flag.cancelled:  # the client left: nobody reads an answer
+                self.note("cancelled")
+                stopped.wait(limits.stop_grace_s)
+                raise ApiError(499, "the client closed the request", code="client_closed_request")
+            if time.monotonic() >= deadline:
+                timed_out = True
+                self.note("timed_out")
+                flag.cancel(f"the deadline of {limits.deadline_s:g} s passed")
+                stopped.wait(limits.stop_grace_s)  # the stages combine what the experts gave, at once
+                break
+        seconds = time.monotonic() - ticket.arrived
+        if not box:
+            raise ApiError(504, f"no answer within the deadline of {limits.deadline_s:g} s; its work is being "
+                                "stopped", type_="server_error", code="deadline_exceeded")
+        done = box[0]
+        if isinstance(done, SymoeError):
+            raise ApiError(400 if isinstance(done, MethodError) else 503, str(done),
+                           type_="invalid_request_error" if isinstance(done, MethodError) else "server_error")
+        if isinstance(done, BaseException):
+            raise done
+        if timed_out and (done.error or not done.text.strip()):
+            raise ApiError(504, f"no expert answered within the deadline of {limits.deadline_s:g} s",
                            type_="server_error", code="deadline_exceeded")
-        p = held[0]
-        if not p.answers:  # the slots answered, combine had not run yet
-            p.answers = expert_answers(self.symoe.pipeline, [(p, s.expert, s.sample, s.temperature, job) for s, job
-                                                             in zip(p.assignment.slots, p.answer_jobs, strict=False)
-                                                             if job.ok])
-        best = majority(p.answers, p.assignment.weights)
-        p.text = best.text if best else ""
-        p.answer = best.answer if best else None
-        seconds = time.perf_counter() - start
-        return Outcome(self.symoe.result(p, seconds), True, seconds)
+        if done.error:
+            raise ApiError(503, done.error, type_="server_error", code="experts_failed")
+        return Outcome(done, timed_out, seconds, degraded, queued_s)
 
     # -- responses ------------------------------------------------------------------------
     def record(self, outcome: Outcome) -> dict[str, Any]:
         """The ``symoe`` object of a response: the answer record's, with the server's own state."""
         return {**outcome.result.record(), "cooled_down": self.health.cooling(),
-                "deadline_exceeded": outcome.deadline_exceeded, "seconds": round(outcome.seconds, 3)}
+                "deadline_exceeded": outcome.deadline_exceeded, "seconds": round(outcome.seconds, 3),
+                "queued_s": round(outcome.queued_s, 3), "degraded": outcome.degraded is not None,
+                "degraded_why": outcome.degraded}
 
     def usage(self, outcome: Outcome) -> CompletionUsage:
         u = outcome.result.usage
