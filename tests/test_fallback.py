@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from agents.pool import ExpertSpec
-from orchestrator.config import SymoeConfig
+from orchestrator.config import SymoeConfig, load_config
 from orchestrator.graph import run
 from orchestrator.methods import MethodSpec
 from orchestrator.pipeline import Pipeline, Plan
 from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample, SkillCount
+from orchestrator.provenance import pool_digest
 from orchestrator.records import Query
 
 FACT = "Which planet has the most moons known as of 2023?"
@@ -136,3 +137,22 @@ def test_ask_with_model_prints_one_error_line_naming_the_expert(symoe_cli, tmp_p
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and "expert 'prog' failed: program:" in lines[0] and "requests" in lines[0], proc.stderr
+
+
+def test_ask_says_on_stderr_that_another_expert_answered(symoe_cli, tmp_path: Path) -> None:
+    """best_single's program fails in the sandbox: the answer is printed, and a note says who
+    failed, why, and who answered instead."""
+    config = tmp_path / "pool.yaml"
+    config.write_text(yaml.safe_dump({
+        "replace_pool": True, "default_expert": "direct", "retrieval": {"mode": "never"},
+        "experts": {"direct": {"backend": "fake", "method": "direct", "params": {"answers": SAYS}},
+                    "prog": {"backend": "fake", "method": "program", "params": {"answers": {"baker": REFUSED}}}}}))
+    profile = tmp_path / "profile.json"
+    routed = make(tmp_path).profile.restricted(["prog", "direct"])
+    routed.pool = pool_digest(load_config(config))
+    profile.write_text(routed.model_dump_json())
+    proc = symoe_cli("ask", "--config", str(config), "--profile", str(profile), "--router", "best_single", WORD,
+                     env={"SYMOE_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "6"
+    assert "prog failed (program:" in proc.stderr and "direct answered instead" in proc.stderr, proc.stderr

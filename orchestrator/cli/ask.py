@@ -91,7 +91,17 @@ def show(result: AskResult, cfg: SymoeConfig, as_json: bool, explain: bool) -> N
         if result.retrieval and result.retrieval.retrieved:
             note += f"; retrieved {len(result.retrieval.passages)} passages"
         err.print(f"[dim]{note}[/dim]", highlight=False)
+    if result.fallback and not explain:
+        err.print(f"[dim]{escape(fallback_note(result))}[/dim]", highlight=False)
     print(result.answer)
+
+
+def fallback_note(result: AskResult) -> str:
+    """'qwen-1.5b-program failed (program: ...); qwen-1.5b-cot answered instead' (one line)."""
+    failed = [a for a in result.expert_answers if not a.ok]
+    why = " ".join((failed[0].error or "").split())[:160] if failed else ""
+    names = ", ".join(dict.fromkeys(a.expert for a in failed))
+    return f"{names} failed ({why}); {result.fallback} answered instead"
 
 
 def print_explanation(result: AskResult, cfg: SymoeConfig) -> None:
