@@ -172,6 +172,13 @@ class MultiSeq:
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
 
+    def _is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
+
+    def _clear(self, seq: int) -> None:
+        """Empty one sequence's KV stream (a slot handed to a new request)."""
+        self._lib.llama_memory_seq_rm(self.mem, seq, -1, -1)
+
     def _logits(self, i: int) -> np.ndarray:
         import llama_cpp
 
@@ -235,7 +242,7 @@ class MultiSeq:
                 token = int(llama_cpp.llama_sampler_sample(state.sampler, self.ctx, i))
             else:
                 token = int(np.argmax(self._logits(i)))
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            if self._is_eog(token):
                 finish(state, "stop")
                 return
             llm = self.llm
@@ -296,7 +303,7 @@ class MultiSeq:
                           logprobs=[] if request.logprobs else None)
             if request.temperature > 0 and not request.logprobs:
                 state.sampler = self._sampler(request)
-            llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            self._clear(seq)
             # the prompt alone, chunked as Llama.eval; logprobs: all of it, else all but the last token
             head = request.tokens if request.logprobs else request.tokens[:-1]
             last = 0
