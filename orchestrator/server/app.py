@@ -170,14 +170,53 @@ def create_app(service: Service) -> FastAPI:
 
 
 def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
-    """Every request: the API key, the body's size bound, then its count, latency and log line."""
+    """Every request: the API key, the body's size bound, then its count, latency and log line.
+    A plain ASGI middleware (not ``BaseHTTPMiddleware``): the routes see the client's own
+    ``receive``, so a disconnect reaches them (``watch_client``)."""
     limits = service.config.server
+    inner = app.build_middleware_stack
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        model = "-"
-        try:
+    def build() -> Any:
+        downstream = inner()
+
+        async def guard(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+            if scope["type"] != "http":
+                await downstream(scope, receive, send)
+                return
+            start = time.perf_counter()
+            request = Request(scope)
+            model, status = "-", [500]
+
+            async def sending(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = int(message["status"])
+                await send(message)
+
+            try:
+                body = await checked_body(request, receive)
+                if request.method == "POST":
+                    try:
+                        model = str(json.loads(body).get("model", "-"))[:80]
+                    except (ValueError, AttributeError):
+                        model = "-"
+                replayed = [False]
+
+                async def replay() -> dict[str, Any]:
+                    if not replayed[0]:
+                        replayed[0] = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()  # what follows is the client's: a disconnect
+
+                await downstream(scope, replay, sending)
+            except ApiError as exc:
+                await error_response(exc)(scope, receive, sending)
+            seconds = time.perf_counter() - start
+            metrics.requests.labels(scope["path"], model, str(status[0])).inc()
+            metrics.latency.labels(scope["path"]).observe(seconds)
+            log.info("%s %s model=%s %d %.3fs", request.method, scope["path"], model, status[0], seconds)
+
+        async def checked_body(request: Request, receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
             if service.api_key and request.url.path not in ("/health",):
                 given = request.headers.get("authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {service.api_key}".encode()):
@@ -186,23 +225,21 @@ def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
                 raise ApiError(413, f"the request body is over {limits.max_body_bytes} bytes", code="too_large")
-            if request.method == "POST":
-                body = await request.body()
+            body = b""
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                body += message.get("body", b"")
+                more = bool(message.get("more_body"))
                 if len(body) > limits.max_body_bytes:
                     raise ApiError(413, f"the request body is over {limits.max_body_bytes} bytes", code="too_large")
-                try:
-                    model = str(json.loads(body).get("model", "-"))[:80]
-                except (ValueError, AttributeError):
-                    model = "-"
-            response = await call_next(request)
-        except ApiError as exc:
-            response = error_response(exc)
-        status = response.status_code
-        seconds = time.perf_counter() - start
-        metrics.requests.labels(request.url.path, model, str(status)).inc()
-        metrics.latency.labels(request.url.path).observe(seconds)
-        log.info("%s %s model=%s %d %.3fs", request.method, request.url.path, model, status, seconds)
-        return response
+            return body
+
+        return guard
+
+    app.build_middleware_stack = build  # type: ignore[method-assign]
 
 
 def add_error_handlers(app: FastAPI) -> None:
