@@ -294,3 +294,20 @@ def test_no_expert_to_serve_is_a_503(tmp_path: Path) -> None:
         assert "retry-after" in reply.headers and metric(running, "unserved") == 1
         with pytest.raises(openai.InternalServerError):
             client(running).chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_an_openai_expert_request_is_closed_when_cancelled() -> None:
+    from test_backend_openai import ScriptedServer, chat_reply, spec
+
+    with ScriptedServer([(200, {}, chat_reply("late"))], delay=5.0) as server:
+        backend = create_backend(spec(server.url))
+        backend.load()
+        flag = Cancel()
+        threading.Timer(0.4, flag.cancel, args=("gone",)).start()
+        start = time.monotonic()
+        gens = backend.generate([request(), request("capital of France")], [flag, flag])
+        assert time.monotonic() - start < 1.5
+        assert all(g.was_cancelled and "gone" in (g.error or "") for g in gens)
+        assert len(server.posts()) == 2  # both were sent, and both connections closed before the answer
+        backend.unload()
+        assert not any(t.name.startswith("openai-") and t.is_alive() for t in threading.enumerate())

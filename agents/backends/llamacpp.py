@@ -1,8 +1,9 @@
 """llama.cpp backend (llama-cpp-python): the CPU default for GGUF files.
 
-A request given a cancel flag (``Backend.generate``'s ``cancels``) stops at the next token
-once the flag is set (a stopping criterion llama.cpp checks per token; a streamed one stops
-reading its chunks), and comes back as ``Generation.cancelled`` with the tokens it spent.
+A request given a cancel flag (``Backend.generate``'s ``cancels``) stops at its next token
+once the flag is set: a logits processor llama.cpp runs per token then leaves only the
+end-of-generation token (a streamed request also stops reading its chunks); the prompt's
+evaluation is not cut. It comes back as ``Generation.cancelled`` with the tokens it spent.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class LlamaCppBackend(Backend):
             params["top_k"] = 1
         cancel = self.cancel_of(request)
         if cancel is not None:
-            params["stopping_criteria"] = _stop_when(cancel)
+            params["logits_processor"] = self._stop_when(cancel)
         try:
             if request.logprobs:
                 return self._draft_with_logprobs(request, start)
@@ -132,7 +133,7 @@ class LlamaCppBackend(Backend):
         finish = None
         cancel = self.cancel_of(request)
         if cancel is not None:
-            params["stopping_criteria"] = _stop_when(cancel)
+            params["logits_processor"] = self._stop_when(cancel)
         try:
             self._prime(request)
             if self.spec.chat_template:
@@ -166,6 +167,21 @@ class LlamaCppBackend(Backend):
         return Generation(text=text.strip(), model=self.spec.name, finish_reason=finish,
                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                       seconds=time.perf_counter() - start))
+
+    def _stop_when(self, cancel: Cancel) -> Any:
+        """A logits processor that, once ``cancel`` is set, leaves only the end-of-generation
+        token: the generation ends at its next token (chat and completion paths alike)."""
+        from llama_cpp import LogitsProcessorList
+
+        eos = self._llm.token_eos()
+
+        def end(_tokens: Any, scores: Any) -> Any:
+            if cancel.cancelled:
+                scores[:] = -np.inf
+                scores[eos] = 0.0
+            return scores
+
+        return LogitsProcessorList([end])
 
     def forget_state(self) -> None:
         with self._lock:
@@ -270,9 +286,3 @@ class LlamaCppBackend(Backend):
             finish_reason=finish, token_logprobs=logprobs,
         )
 
-
-def _stop_when(cancel: Cancel) -> Any:
-    """llama.cpp's stopping criteria that end a generation at the first token after ``cancel`` is set."""
-    from llama_cpp import StoppingCriteriaList
-
-    return StoppingCriteriaList([lambda _tokens, _logits: cancel.cancelled])

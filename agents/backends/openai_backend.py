@@ -17,6 +17,11 @@ The expert's spec says where and what:
   (the reachability check at load, default 5), ``extra_body`` (a mapping merged into every
   request body, e.g. ``{top_k: 1}`` for vLLM).
 
+A request given a cancel flag (``Backend.generate``'s ``cancels``) goes out on an asyncio
+client on the backend's own I/O thread; when the flag is set the request's task is
+cancelled, which closes its HTTP connection (the server sees the client go and can stop
+generating), and a retry's wait ends at once. It comes back as ``Generation.cancelled``.
+
 ``load`` checks the server answers ``GET /models`` and raises ``BackendError`` with one line
 when it does not. A request that still fails after its retries comes back as a
 ``Generation`` with ``error`` set, so one failing expert degrades an answer instead of
@@ -25,6 +30,9 @@ losing the query.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import email.utils
 import logging
 import os
@@ -37,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from agents.backends.base import Backend, BackendError, Generation, GenerationRequest, TokenLogprob, Usage
+from agents.backends.base import Backend, BackendError, Cancel, Generation, GenerationRequest, TokenLogprob, Usage
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
@@ -61,6 +69,10 @@ class _Retryable(Exception):
 
 class _Failed(Exception):
     """A request failed for good (a 4xx other than 429, or a malformed answer)."""
+
+
+class _Cancelled(Exception):
+    """The caller cancelled the request: its connection was closed, it is not retried."""
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -117,6 +129,8 @@ class OpenAIBackend(Backend):
     def __init__(self, spec: ExpertSpec) -> None:
         super().__init__(spec)
         self._client: httpx.Client | None = None
+        self._io: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None  # for cancellable requests
+        self._async_client: httpx.AsyncClient | None = None
         self._concurrency = 4
         self._refuses_logprobs = False  # set when the server answered 400/422 to a request with log-probs
         self._stats_lock = threading.Lock()
@@ -220,12 +234,55 @@ class OpenAIBackend(Backend):
         if self._client is not None:
             self._client.close()
         self._client = None
+        if self._io is not None:
+            loop, thread = self._io
+            if self._async_client is not None:
+                with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                    asyncio.run_coroutine_threadsafe(self._async_client.aclose(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+        self._io, self._async_client = None, None
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The I/O thread's event loop (started at the first cancellable request)."""
+        with self._stats_lock:
+            if self._io is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, daemon=True, name=f"openai-{self.spec.name}-io")
+                thread.start()
+                self._io = (loop, thread)
+            return self._io[0]
+
+    async def _async_send(self, method: str, path: str, body: dict[str, Any] | None,
+                          timeout: float | None) -> httpx.Response:
+        if self._async_client is None:
+            assert self._client is not None
+            self._async_client = httpx.AsyncClient(
+                base_url=str(self._client.base_url), headers=self._headers(), timeout=self._client.timeout,
+                limits=httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency))
+        kwargs: dict[str, Any] = {"timeout": httpx.Timeout(timeout)} if timeout is not None else {}
+        return await self._async_client.request(method, path, json=body, **kwargs)
+
+    def _send_cancellable(self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None,
+                          cancel: Cancel) -> httpx.Response:
+        """One attempt on the I/O thread; cancelled (its connection closed) as soon as ``cancel`` is set."""
+        if cancel.cancelled:
+            raise _Cancelled(cancel.reason)
+        running = asyncio.run_coroutine_threadsafe(self._async_send(method, path, body, timeout), self._loop())
+        while True:
+            try:
+                return running.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                if cancel.cancelled:
+                    running.cancel()  # the task is cancelled: httpx closes the connection
+                    raise _Cancelled(cancel.reason) from None
 
     # -- HTTP with retries ------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None,
-              timeout: float | None = None) -> httpx.Response:
-        """One attempt; raises ``_Retryable`` or ``_Failed``, returns a 2xx response."""
+              timeout: float | None = None, cancel: Cancel | None = None) -> httpx.Response:
+        """One attempt; raises ``_Retryable``, ``_Failed`` or ``_Cancelled``, returns a 2xx response."""
         assert self._client is not None
         with self._stats_lock:
             self.attempts += 1
@@ -233,7 +290,10 @@ class OpenAIBackend(Backend):
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout)
         try:
-            response = self._client.request(method, path, json=body, **kwargs)
+            if cancel is not None:
+                response = self._send_cancellable(method, path, body, timeout, cancel)
+            else:
+                response = self._client.request(method, path, json=body, **kwargs)
         except httpx.TransportError as exc:  # connection refused, reset, timeouts
             raise _Retryable(_describe(exc)) from None
         if response.status_code == 429 or response.status_code >= 500:
@@ -243,8 +303,9 @@ class OpenAIBackend(Backend):
             raise _Failed(f"HTTP {response.status_code}: {_server_message(response)}")
         return response
 
-    def _with_retries(self, attempt: Callable[[], httpx.Response]) -> httpx.Response:
-        """Run ``attempt`` up to ``1 + max_retries`` times with backoff; re-raise the last failure."""
+    def _with_retries(self, attempt: Callable[[], httpx.Response], cancel: Cancel | None = None) -> httpx.Response:
+        """Run ``attempt`` up to ``1 + max_retries`` times with backoff; re-raise the last failure
+        (a wait ends at once, ``_Cancelled``, when ``cancel`` is set)."""
         retries = max(0, self.spec.max_retries)
         base = self._param("backoff_s", 0.5)
         cap = self._param("backoff_max_s", 30.0)
@@ -267,7 +328,10 @@ class OpenAIBackend(Backend):
                 if waited >= SLOW_S or delay >= SLOW_S:  # a quick refusal is not worth a note; a hang is
                     log.warning("waiting for %s (expert %s): %s after %.0f s; retry %d of %d in %.1f s",
                                 self.base_url, self.spec.name, exc, waited, n + 1, retries, delay)
-                time.sleep(delay)
+                if cancel is None:
+                    time.sleep(delay)
+                elif cancel.wait(delay):
+                    raise _Cancelled(cancel.reason) from None
         raise AssertionError("unreachable")
 
     # -- generation ----------------------------------------------------------------------------
@@ -301,20 +365,21 @@ class OpenAIBackend(Backend):
         return path, body
 
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        flags = [self.cancel_of(r) for r in requests]  # read here: the pool's threads do not see this call's
         if len(requests) == 1:
-            return [self._one(requests[0])]
+            return [self._one(requests[0], flags[0])]
         workers = min(self._concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"openai-{self.spec.name}") as pool:
-            return list(pool.map(self._one, requests))
+            return list(pool.map(self._one, requests, flags))
 
-    def _one(self, request: GenerationRequest) -> Generation:
+    def _one(self, request: GenerationRequest, cancel: Cancel | None = None) -> Generation:
         start = time.perf_counter()
         if request.logprobs and self._refuses_logprobs:
             request = request.model_copy(update={"logprobs": None})
         path, body = self._body(request)
         try:
             try:
-                response = self._with_retries(lambda: self._send("POST", path, body))
+                response = self._with_retries(lambda: self._send("POST", path, body, cancel=cancel), cancel)
             except _Failed as exc:
                 if not request.logprobs or not str(exc).startswith(("HTTP 400", "HTTP 422")):
                     raise
@@ -322,8 +387,10 @@ class OpenAIBackend(Backend):
                 # is asked without them, from now on
                 self._refuses_logprobs = True
                 path, body = self._body(request.model_copy(update={"logprobs": None}))
-                response = self._with_retries(lambda: self._send("POST", path, body))
+                response = self._with_retries(lambda: self._send("POST", path, body, cancel=cancel), cancel)
             return self._parse(response.json(), start)
+        except _Cancelled as exc:
+            return Generation.cancelled(self.spec.name, str(exc), Usage(seconds=time.perf_counter() - start))
         except (_Retryable, _Failed) as exc:
             error = f"{self.base_url}{path}: {exc}"
             if "HTTP 404" in str(exc) and self.server_models and self.model_name not in self.server_models:

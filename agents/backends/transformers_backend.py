@@ -6,6 +6,10 @@ instead of tens of seconds). Weights run in bfloat16 where the hardware computes
 (a GPU, or a CPU with AVX512-BF16/AMX: about 4x the float32 matmul rate on this project's
 machines), else float32; ``params: {dtype: float32}`` overrides. Each batch holds prompts of
 similar length (sorted before chunking) so little compute goes to padding.
+
+Cancellation: a stopping criterion checks each row's cancel flag (``Backend.cancel_of``)
+after every token; a cancelled row stops there (the batch ends when every row has) and
+comes back as ``Generation.cancelled`` with the tokens it spent.
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class TransformersBackend(Backend):
         stops = first.stop if self.spec.chat_template else [*first.stop, *COMPLETION_STOPS]
         if stops:
             kwargs.update(stop_strings=stops, tokenizer=self._tok)
+        flags = [self.cancel_of(r) for r in requests]
+        if any(f is not None for f in flags):
+            kwargs["stopping_criteria"] = _cancelled_rows(flags)
         with torch.inference_mode():
             out = self._model.generate(**enc, **kwargs)
         seconds = time.perf_counter() - start
@@ -118,12 +125,31 @@ class TransformersBackend(Backend):
             stops = request.stop if self.spec.chat_template else [*request.stop, *COMPLETION_STOPS]
             for stop in stops:
                 text = text.split(stop, 1)[0]
+            flag = flags[row]
+            if flag is not None and flag.cancelled:
+                results.append(Generation.cancelled(self.spec.name, flag.reason, Usage(
+                    prompt_tokens=int(enc["attention_mask"][row].sum()), completion_tokens=len(completion),
+                    seconds=seconds / len(requests)), text.strip()))
+                continue
             results.append(Generation(
                 text=text.strip(), model=self.spec.name,
                 usage=Usage(prompt_tokens=int(enc["attention_mask"][row].sum()),
                             completion_tokens=len(completion), seconds=seconds / len(requests)),
             ))
         return results
+
+
+def _cancelled_rows(flags: list[Any]) -> Any:
+    """A stopping criterion: a row stops once its cancel flag is set (checked after each token)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.tensor([f is not None and f.cancelled for f in flags], dtype=torch.bool,
+                                device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])
 
 
 def default_dtype() -> str:

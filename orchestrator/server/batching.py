@@ -23,6 +23,7 @@ not failures of the model).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -33,6 +34,8 @@ from agents.backends.base import Cancel
 from orchestrator.executor import BatchDone, Executor, attach_cancel
 from orchestrator.records import Job
 from orchestrator.server.health import Health
+
+log = logging.getLogger("symoe.serve")
 
 #: how often a waiting request looks at its cancel flags
 POLL_S = 0.05
@@ -136,8 +139,10 @@ class BatchingExecutor:
                 if not group and not self._queues.get(model):
                     del self._runners[model]
                     return
-            if group:
+            try:
                 self._run_group(model, group)
+            except Exception as exc:  # noqa: BLE001 - its callers got failures; the runner serves on
+                log.error("the batch for %s failed: %s: %s", model, type(exc).__name__, exc)
 
     def _run_group(self, model: str, group: list[_Pending]) -> None:
         # one proxy job per distinct request: identical jobs of several callers run once

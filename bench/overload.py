@@ -1,0 +1,274 @@
+"""Overload and fault bench of ``symoe serve`` (issue 26): bounded in count and time, loopback only.
+
+    python bench/overload.py [--burst 24] [--sustain-s 60] [--rate 1.0] [--disconnects 6] [--out DIR]
+
+Starts ``symoe serve`` (a subprocess on a free loopback port, the real default pool) with
+``server: {max_in_flight: 4, max_queued: 8, queue_wait_s: 10, deadline_s: 15, degrade_to:
+default}`` and drives it with the official ``openai`` client:
+
+- **burst**: ``--burst`` concurrent routed (``symoe``) short word problems at once;
+- **sustained**: open-loop arrivals at ``--rate`` requests per second for ``--sustain-s``
+  seconds (above what 4 slots on this machine can answer), each a fresh word problem;
+- **disconnect**: ``--disconnects`` streaming requests to the default expert for a long
+  answer, each closed by its client after the first content chunk.
+
+Per phase it prints the status codes, p50/p99 latency, how many answers were degraded or
+cut by the deadline, the most requests the server ran at once (``/metrics``), the server's
+CPU-seconds in the 2 s and the 2-10 s after the last response (``/proc/PID/stat``), its RSS,
+threads and open file descriptors before and after (after: 10 s after the last response),
+and the latency of one request sent after the load against the same kind of request sent
+before it (a fresh word problem each, so the generation cache answers neither). An expert
+killed mid-request is not run: the default pool's experts run inside the server's process
+(llama.cpp), so killing one kills the server; ``tests/test_server_real.py`` covers an
+``openai`` expert whose server is gone (cooled down, not waited for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """server:
+  max_in_flight: 4
+  max_queued: 8
+  queue_wait_s: 10
+  deadline_s: 15
+  degrade_to: default
+  degrade_when_queued: 1
+"""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def problem(rng: random.Random) -> str:
+    a, b = rng.randint(12, 95), rng.randint(3, 19)
+    return f"A shop sells pencils at {a} cents each. How many cents do {b} pencils cost?"
+
+
+class Server:
+    def __init__(self, folder: Path) -> None:
+        config = folder / "overload.yaml"
+        config.write_text(CONFIG)
+        self.port = free_port()
+        self.log = folder / "serve.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(self.port),
+                                          "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"symoe serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.proc.kill()
+        raise SystemExit("symoe serve not ready after 600 s")
+
+    def client(self, timeout: float = 120) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, timeout=timeout)
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+    def state(self) -> dict[str, float]:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+                      if ":" in line)
+        return {"rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 1), "threads": int(status["Threads"]),
+                "fds": len(os.listdir(f"/proc/{self.proc.pid}/fd"))}
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(("symoe_admission_total", "symoe_requests_running", "symoe_queue_depth")):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def ask(server: Server, question: str, model: str = "symoe") -> dict[str, Any]:
+    """One chat request: status, seconds, and from the record whether it was degraded or cut."""
+    start = time.monotonic()
+    try:
+        reply = server.client().chat.completions.create(model=model, max_tokens=128, messages=[
+            {"role": "user", "content": question}])
+    except openai.APIStatusError as exc:
+        return {"status": exc.status_code, "s": time.monotonic() - start,
+                "retry_after": exc.response.headers.get("retry-after")}
+    except openai.APIConnectionError:
+        return {"status": "conn", "s": time.monotonic() - start}
+    record = (reply.model_extra or {}).get("symoe", {})
+    return {"status": 200, "s": time.monotonic() - start, "degraded": bool(record.get("degraded")),
+            "cut": bool(record.get("deadline_exceeded")), "tokens": reply.usage.total_tokens if reply.usage else 0}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def after_load(server: Server, started: dict[str, float], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU in the 2 s and 2-10 s after the last response; the state 10 s after."""
+    c0 = server.cpu_s()
+    time.sleep(2)
+    c2 = server.cpu_s()
+    time.sleep(8)
+    c10 = server.cpu_s()
+    codes: dict[str, int] = {}
+    for r in results:
+        codes[str(r["status"])] = codes.get(str(r["status"]), 0) + 1
+    seconds = [r["s"] for r in results]
+    metrics = server.metrics()
+    return {"requests": len(results), "codes": codes, "p50_s": round(statistics.median(seconds), 2),
+            "p99_s": round(percentile(seconds, 0.99), 2), "max_s": round(max(seconds), 2),
+            "degraded": sum(bool(r.get("degraded")) for r in results),
+            "cut_by_deadline": sum(bool(r.get("cut")) for r in results),
+            "over_deadline_plus_1s": sum(r["s"] > 16.0 for r in results),
+            "cpu_s_0_2": round(c2 - c0, 2), "cpu_s_2_10": round(c10 - c2, 2),
+            "most_running": metrics.get("symoe_requests_running_max"),
+            "before": started, "after": server.state()}
+
+
+def burst(server: Server, n: int, rng: random.Random) -> dict[str, Any]:
+    started = server.state()
+    questions = [problem(rng) for _ in range(n)]
+    results: list[dict[str, Any]] = [{} for _ in range(n)]
+    gate = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        gate.wait()
+        results[i] = ask(server, questions[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return after_load(server, started, results)
+
+
+def sustained(server: Server, seconds: float, rate: float, rng: random.Random) -> dict[str, Any]:
+    started = server.state()
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def one(question: str) -> None:
+        r = ask(server, question)
+        with lock:
+            results.append(r)
+
+    threads = []
+    begin = time.monotonic()
+    n = int(seconds * rate)
+    for i in range(n):
+        time.sleep(max(0.0, begin + i / rate - time.monotonic()))
+        t = threading.Thread(target=one, args=(problem(rng),))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    return after_load(server, started, results)
+
+
+def disconnects(server: Server, n: int) -> dict[str, Any]:
+    """Streams to the default expert, each closed after its first content chunk, one after another."""
+    started = server.state()
+    results = []
+    for i in range(n):
+        start = time.monotonic()
+        stream = server.client().chat.completions.create(model="qwen-coder-1.5b", stream=True, max_tokens=400,
+                                                         messages=[{"role": "user", "content":
+                                                                    f"Write a long story about lighthouse {i}."}])
+        first = None
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = time.monotonic() - start
+                break
+        stream.close()
+        left = time.monotonic()
+        idle_after = None
+        while time.monotonic() - left < 10:
+            if httpx.get(server.url + "/health", timeout=5).json().get("running") == 0:
+                idle_after = time.monotonic() - left
+                break
+            time.sleep(0.05)
+        results.append({"status": 200, "s": first or 0.0, "slot_free_after_s": idle_after})
+    out = after_load(server, started, results)
+    out["slot_free_after_close_s"] = [None if r["slot_free_after_s"] is None else round(r["slot_free_after_s"], 2)
+                                      for r in results]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--burst", type=int, default=24)
+    parser.add_argument("--sustain-s", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=1.0, help="requests per second in the sustained phase")
+    parser.add_argument("--disconnects", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=26)
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    folder = Path(tempfile.mkdtemp(prefix="symoe-overload-"))
+    began = time.monotonic()
+    server = Server(folder)
+    print(f"server ready in {time.monotonic() - began:.0f} s (pid {server.proc.pid}, log {server.log})", flush=True)
+    report: dict[str, Any] = {"config": CONFIG}
+    try:
+        ask(server, problem(rng))  # loads the models the routed requests use
+        report["before"] = ask(server, problem(rng))
+        print(f"one request before the load: {json.dumps(report['before'])}", flush=True)
+        for name, run in (("burst", lambda: burst(server, args.burst, rng)),
+                          ("sustained", lambda: sustained(server, args.sustain_s, args.rate, rng)),
+                          ("disconnect", lambda: disconnects(server, args.disconnects))):
+            t = time.monotonic()
+            report[name] = run()
+            print(f"{name} ({time.monotonic() - t:.0f} s): {json.dumps(report[name])}", flush=True)
+        report["after"] = ask(server, problem(rng))
+        print(f"one request after the load: {json.dumps(report['after'])}", flush=True)
+        report["after_vs_before"] = round(report["after"]["s"] / report["before"]["s"], 2)
+        report["metrics"] = server.metrics()
+        print(f"after/before latency: {report['after_vs_before']}; metrics: {json.dumps(report['metrics'])}")
+    finally:
+        server.stop()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
