@@ -14,7 +14,9 @@ are the median over rounds (the machine may be shared: the load average is recor
 - today b8: ``backend.generate(requests)``: the backend runs them one after another;
 - bulk bN: ``generate_many(backend, requests, n_seq=N)``: at most N sequences decoded together.
 
-tokens/s = completion tokens / wall seconds of the whole set (prompts included). The answers
+tokens/s = completion tokens / wall seconds of the whole set (prompts included); decode tokens/s
+leaves the prompts out (bulk: measured; today: its wall less bulk b1's prompt seconds of the
+same round, the same prompts evaluated in the same chunks). The answers
 of each mode are compared with today b1's: identical texts, else the first differing token,
 and whether the answer the method extracts is the same.
 """
@@ -91,7 +93,7 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     llm = backend._llm
     t0 = time.perf_counter()
-    engine_for(llm, max(batches))  # the extra context: once per loaded model
+    engine = engine_for(llm, max(batches))  # the extra context: once per loaded model
     context_s = time.perf_counter() - t0
     warm = requests[0].model_copy(update={"max_tokens": 2})
     backend.generate([warm])
@@ -107,16 +109,29 @@ def main() -> None:
     for round_ in range(args.repeats):
         for mode, fn in modes.items():
             load_before = os.getloadavg()[0]
+            prompt_s, step_s = engine.prompt_seconds, engine.step_seconds
             start = time.perf_counter()
             gens = fn()
             wall = time.perf_counter() - start
             tokens = sum(g.usage.completion_tokens for g in gens)
-            runs[mode].append({"wall_s": round(wall, 2), "completion_tokens": tokens,
-                               "tokens_per_s": round(tokens / wall, 2), "load1": load_before,
-                               "failed": sum(not g.ok for g in gens), "texts": [g.text for g in gens]})
+            run = {"wall_s": round(wall, 2), "completion_tokens": tokens,
+                   "tokens_per_s": round(tokens / wall, 2), "load1": load_before,
+                   "failed": sum(not g.ok for g in gens), "texts": [g.text for g in gens]}
+            if mode.startswith("bulk"):
+                run["prompt_s"] = round(engine.prompt_seconds - prompt_s, 2)
+                run["decode_s"] = round(engine.step_seconds - step_s, 2)
+            runs[mode].append(run)
             loads.append(load_before)
             print(f"round {round_ + 1} {mode}: {tokens} tokens in {wall:.1f} s = {tokens / wall:.1f} tok/s "
-                  f"(load {load_before:.1f})", flush=True)
+                  f"(load {load_before:.1f}{'; prompts ' + str(run['prompt_s']) + ' s' if 'prompt_s' in run else ''})",
+                  flush=True)
+        # decode alone: bulk modes measure it; today's path evaluates the same prompts in the same
+        # chunks, so its decode time is its wall less bulk b1's prompt seconds of this round
+        prompts_b1 = runs["bulk b1"][-1]["prompt_s"] if "bulk b1" in runs else None
+        for rs in runs.values():
+            r = rs[-1]
+            decode = r.get("decode_s", r["wall_s"] - prompts_b1 if prompts_b1 is not None else None)
+            r["decode_tokens_per_s"] = round(r["completion_tokens"] / decode, 2) if decode and decode > 0 else None
 
     reference = runs["today b1"][0]["texts"]
     fmt_of = [q.format for q in queries]
@@ -129,6 +144,8 @@ def main() -> None:
             "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rs),
             "wall_s_median": statistics.median(r["wall_s"] for r in rs),
             "tokens_per_s": [r["tokens_per_s"] for r in rs],
+            "decode_tokens_per_s_median": statistics.median(
+                [r["decode_tokens_per_s"] for r in rs if r["decode_tokens_per_s"]] or [0]),
             "completion_tokens": rs[0]["completion_tokens"],
             "same_over_rounds": all(r["texts"] == texts for r in rs),
             "identical_texts": sum(a == b for a, b in zip(texts, reference, strict=True)),
@@ -142,13 +159,16 @@ def main() -> None:
           f"({args.tasks}), max_tokens <= {args.max_tokens}, greedy; {args.repeats} rounds, median; "
           f"load average 1-min over the runs {min(loads):.1f}-{max(loads):.1f}; model load {load_s:.1f} s, "
           f"multi-sequence context {context_s:.2f} s")
-    print("| path | batch | tokens | wall s (median) | tokens/s (median) | x today b1 | identical texts "
+    base_d = summary["today b1"]["decode_tokens_per_s_median"] or 1
+    print("| path | batch | tokens | wall s | tokens/s | x today b1 | decode tokens/s | x today b1 | identical texts "
           "| same answers |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, s in summary.items():
         path, batch = mode.split(" b")
         print(f"| {path} | {batch} | {s['completion_tokens']} | {s['wall_s_median']} | {s['tokens_per_s_median']} | "
-              f"{s['tokens_per_s_median'] / base:.2f} | {s['identical_texts']}/{n} | {s['same_answers']}/{n} |")
+              f"{s['tokens_per_s_median'] / base:.2f} | {s['decode_tokens_per_s_median']} | "
+              f"{s['decode_tokens_per_s_median'] / base_d:.2f} | {s['identical_texts']}/{n} | "
+              f"{s['same_answers']}/{n} |")
     for mode, s in summary.items():
         for d in s["differences"]:
             print(f"{mode}: question {d['question']} differs at token {d['token']} (of {d['tokens']}): "

@@ -35,7 +35,7 @@ class Scripted(MultiSeq):
         self.nxt = nxt
         self.calls: list[list[tuple[int, int, int, bool]]] = []
         self.cleared: list[int] = []
-        self.steps = 0
+        self.steps, self.prompt_seconds, self.step_seconds = 0, 0.0, 0.0
         self._closed = False
 
     def _decode(self, items: Any) -> None:
@@ -160,8 +160,9 @@ def test_real_batch_equals_each_alone(backend: Any) -> None:
     requests = [GenerationRequest.user("What is 12 + 30? Answer with the number.", max_tokens=12),
                 GenerationRequest.user("Name a primary colour.", max_tokens=6),
                 GenerationRequest.user("Count from one to ten in words, separated by commas.", max_tokens=40,
-                                       stop=["six"])]
-    together = generate_many(backend, requests, n_seq=3)
+                                       stop=["Six"]),
+                GenerationRequest.user("Count from one to ten in words, separated by commas.", max_tokens=5)]
+    together = generate_many(backend, requests, n_seq=3)  # four requests on three slots
     alone = [generate_many(backend, [r], n_seq=1)[0] for r in requests]
     today = backend.generate(requests)
     assert all(g.ok for g in together)
@@ -169,5 +170,6 @@ def test_real_batch_equals_each_alone(backend: Any) -> None:
     assert [g.text for g in together] == [g.text for g in today]
     assert [g.usage.completion_tokens for g in together] == [g.usage.completion_tokens for g in today]
     assert together[1].usage.completion_tokens <= 6
-    counting = together[2]
-    assert counting.finish_reason == "stop" and "six" not in counting.text and "five" in counting.text
+    counting, cut = together[2], together[3]
+    assert counting.finish_reason == "stop" and "Six" not in counting.text and "Five" in counting.text
+    assert cut.finish_reason == "length" and cut.usage.completion_tokens == 5 and "Five" not in cut.text

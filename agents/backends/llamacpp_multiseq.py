@@ -143,6 +143,9 @@ class MultiSeq:
         self._batch = llama_cpp.llama_batch_init(max(self.n_batch, self.n_seq), 0, 1)
         self._closed = False
         self.steps = 0  # llama_decode calls of decode steps (not prompt evaluation)
+        #: seconds spent evaluating prompts and in decode steps (benches read them)
+        self.prompt_seconds = 0.0
+        self.step_seconds = 0.0
 
     # ------------------------------------------------------------------ lifetime
 
@@ -307,10 +310,12 @@ class MultiSeq:
             # the prompt alone, chunked as Llama.eval; logprobs: all of it, else all but the last token
             head = request.tokens if request.logprobs else request.tokens[:-1]
             last = 0
+            t0 = time.perf_counter()
             for j in range(0, len(head), self.n_batch):
                 chunk = head[j: j + self.n_batch]
                 self._decode([(t, j + k, seq, k == len(chunk) - 1) for k, t in enumerate(chunk)])
                 last = len(chunk) - 1
+            self.prompt_seconds += time.perf_counter() - t0
             state.n_past = len(head)
             live.append(state)
             if request.logprobs:
@@ -327,11 +332,13 @@ class MultiSeq:
             if not live:
                 continue
             stepping = list(live)
+            t0 = time.perf_counter()
             self._decode([(s.next_token, s.n_past, s.seq, True) for s in stepping])
             self.steps += 1
             for i, state in enumerate(stepping):
                 state.n_past += 1
                 take(state, i)
+            self.step_seconds += time.perf_counter() - t0
         return [r if r is not None else SeqResult(error="not generated") for r in results]
 
 
