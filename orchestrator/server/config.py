@@ -27,7 +27,7 @@ class ServerConfig(BaseModel):
     deadline_s: float = Field(default=300.0, gt=0.0,
                               description="after this (from arrival) a request's work is cancelled and it returns "
                                           "the best answer its finished experts gave")
-    stop_grace_s: float = Field(default=1.0, gt=0.0, le=60.0,
+    stop_grace_s: float = Field(default=0.5, gt=0.0, le=60.0,
                                 description="how long past the deadline the cut answer may take to be combined")
     degrade_to: str | None = Field(default=None, description="a cheaper router (e.g. 'budget:0', or 'default' for "
                                                              "the default expert alone) routed requests fall back to "
