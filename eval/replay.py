@@ -48,7 +48,7 @@ from orchestrator.session import Symoe
 
 #: routers a replay runs when none are named: every single expert, the baselines, the routers
 DEFAULT_REPLAY_ROUTERS = ("single,best_single,task_best,random_k[recruit.k=1],majority,clusters,clusters:k3,"
-                          "symoe:k1,cascade,budget,learned:knn,learned:logreg,learned:mlp,learned:mf")
+                          "symoe:k1,cascade,budget,learned:knn,learned:knn-task,learned:logreg,learned:mlp,learned:mf")
 NO_RECORD = "replay: nothing recorded for this request (a synthesis or an annotation needs a live model)"
 
 
@@ -331,7 +331,7 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
 
 #: routers a profile may default to (``Profile.router``): the deciding ones, not single experts
 PROFILE_ROUTERS = ("best_single,task_best,clusters,clusters:k3,majority,symoe:k1,cascade,budget,"
-                   "learned:knn,learned:logreg,learned:mlp,learned:mf")
+                   "learned:knn,learned:knn-task,learned:logreg,learned:mlp,learned:mf")
 
 
 def pool_with_recorded(config: SymoeConfig, matrix: Matrix) -> SymoeConfig:

@@ -11,6 +11,9 @@ accuracy against a per-expert cost. They are a registry, as methods are
 * ``knn``: the mean outcome of the question's k nearest validation questions (faiss
   ``IndexFlatIP`` on L2-normalised embeddings, i.e. cosine), shrunk toward each expert's
   overall accuracy by ``prior`` pseudo-questions (so ties go to the best expert overall);
+* ``knn-task``: ``knn`` shrunk toward each expert's accuracy on the question's task (``prior``
+  pseudo-neighbours of the task's record): the task's best expert unless the neighbours say
+  clearly otherwise;
 * ``logreg``: one scikit-learn ``LogisticRegression`` per expert (a fractional ``correct``
   is a weighted pair of examples, 1 and 0);
 * ``mlp``: one scikit-learn ``MLPClassifier`` over every expert at once (multi-label);
@@ -20,8 +23,8 @@ accuracy against a per-expert cost. They are a registry, as methods are
 
 ``logreg``, ``mlp`` and ``mf`` use the question's task when it is known (a one-hot feature
 beside the embedding; ``uses_task`` says so; a task unseen in training adds nothing); ``knn``
-ignores it. The ``learned:NAME`` router (``orchestrator.methods``) fits one on the profile's
-graded questions and routes each query to its best-scored expert.
+ignores it (``knn-task`` reads it). The ``learned:NAME`` router (``orchestrator.methods``)
+fits one on the profile's graded questions and routes each query to its best-scored expert.
 """
 
 from __future__ import annotations
@@ -203,6 +206,40 @@ class KnnRouter(LearnedRouter):
         sums = np.einsum("nk,nke->ne", found.astype(np.float64), self._y[np.maximum(neighbours, 0)])
         counts = found.sum(axis=1, keepdims=True)
         return (sums + self.prior_weight * self.prior[None, :]) / (counts + self.prior_weight)
+
+
+@routers.register_named
+class TaskKnnRouter(KnnRouter):
+    """``knn`` shrunk toward the question's task: each expert's accuracy on the question's task
+    in training (itself shrunk toward its overall accuracy by ``task_prior`` questions) stands
+    for ``prior`` pseudo-neighbours, so the task's best expert answers unless the k nearest
+    questions say clearly otherwise (a task unseen in training: overall accuracy)."""
+
+    name = "knn-task"
+    uses_task = True
+
+    def __init__(self, seed: int = 0, k: int = 20, prior: float = 20.0, task_prior: float = 5.0) -> None:
+        super().__init__(seed, k=k, prior=prior)
+        self.task_prior = task_prior
+        self._by_task: dict[str, np.ndarray] = {}
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
+        super()._fit(x, y, tasks)
+        assert self.prior is not None
+        names = np.array(tasks)
+        for t in dict.fromkeys(tasks):
+            rows = y[names == t]
+            self._by_task[t] = (rows.sum(axis=0) + self.task_prior * self.prior) / (len(rows) + self.task_prior)
+
+    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
+        assert self._y is not None and self.prior is not None
+        k = min(self.k, len(self._y))
+        _, neighbours = self._index.search(normalise(x), k)
+        found = neighbours >= 0
+        sums = np.einsum("nk,nke->ne", found.astype(np.float64), self._y[np.maximum(neighbours, 0)])
+        counts = found.sum(axis=1, keepdims=True)
+        base = np.stack([self._by_task.get(t, self.prior) for t in (tasks or [""] * len(x))])
+        return (sums + self.prior_weight * base) / (counts + self.prior_weight)
 
 
 def _constant_or_none(column: np.ndarray) -> float | None:
