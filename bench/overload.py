@@ -1,10 +1,10 @@
 """Overload and fault bench of ``symoe serve`` (issue 26): bounded in count and time, loopback only.
 
-    python bench/overload.py [--burst 24] [--sustain-s 60] [--rate 1.0] [--disconnects 6] [--out DIR]
+    python bench/overload.py [--burst 24] [--sustain-s 60] [--rate 1.0] [--disconnects 6] [--degrade-to R] [--out F]
 
 Starts ``symoe serve`` (a subprocess on a free loopback port, the real default pool) with
 ``server: {max_in_flight: 4, max_queued: 8, queue_wait_s: 10, deadline_s: 15, degrade_to:
-default}`` and drives it with the official ``openai`` client:
+default}`` (``--degrade-to`` names another router) and drives it with the official ``openai`` client:
 
 - **burst**: ``--burst`` concurrent routed (``symoe``) short word problems at once;
 - **sustained**: open-loop arrivals at ``--rate`` requests per second for ``--sustain-s``
@@ -17,7 +17,9 @@ cut by the deadline, the most requests the server ran at once (``/metrics``), th
 CPU-seconds in the 2 s and the 2-10 s after the last response (``/proc/PID/stat``), its RSS,
 threads and open file descriptors before and after (after: 10 s after the last response),
 and the latency of one request sent after the load against the same kind of request sent
-before it (a fresh word problem each, so the generation cache answers neither). An expert
+before it: routed, to the default expert, and a one-line sum to the smallest expert (a
+probe that answers within the deadline on a busy machine); each question is fresh, so the
+generation cache answers none of them. An expert
 killed mid-request is not run: the default pool's experts run inside the server's process
 (llama.cpp), so killing one kills the server; ``tests/test_server_real.py`` covers an
 ``openai`` expert whose server is gone (cooled down, not waited for).
@@ -48,10 +50,13 @@ CONFIG = """server:
   max_queued: 8
   queue_wait_s: 10
   deadline_s: 15
-  degrade_to: default
+  degrade_to: {degrade_to}
   degrade_when_queued: 1
 """
 TICK = os.sysconf("SC_CLK_TCK")
+DEFAULT = "qwen-coder-1.5b"  # the default pool's default expert (what degraded requests get)
+PROBE = "smollm2-135m"  # the smallest expert: a probe that answers within the deadline even on a busy machine
+EVENTS = ("admitted", "rejected", "cancelled", "degraded", "timed_out", "unserved")
 
 
 def free_port() -> int:
@@ -60,15 +65,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def probe(rng: random.Random) -> str:
+    return f"What is {rng.randint(2, 9)} + {rng.randint(2, 9)}?"
+
+
 def problem(rng: random.Random) -> str:
     a, b = rng.randint(12, 95), rng.randint(3, 19)
     return f"A shop sells pencils at {a} cents each. How many cents do {b} pencils cost?"
 
 
 class Server:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, degrade_to: str) -> None:
         config = folder / "overload.yaml"
-        config.write_text(CONFIG)
+        self.config = CONFIG.format(degrade_to=degrade_to)
+        config.write_text(self.config)
         self.port = free_port()
         self.log = folder / "serve.log"
         with open(self.log, "wb") as out:
@@ -118,11 +128,14 @@ class Server:
             self.proc.kill()
 
 
-def ask(server: Server, question: str, model: str = "symoe") -> dict[str, Any]:
-    """One chat request: status, seconds, and from the record whether it was degraded or cut."""
+def ask(server: Server, question: str, model: str = "symoe", max_tokens: int = 128,
+        client: openai.OpenAI | None = None) -> dict[str, Any]:
+    """One chat request: status, seconds (from the send; ``client`` made beforehand, so its
+    set-up is not counted), and from the record whether it was degraded or cut."""
+    client = client or server.client()
     start = time.monotonic()
     try:
-        reply = server.client().chat.completions.create(model=model, max_tokens=128, messages=[
+        reply = client.chat.completions.create(model=model, max_tokens=max_tokens, messages=[
             {"role": "user", "content": question}])
     except openai.APIStatusError as exc:
         return {"status": exc.status_code, "s": time.monotonic() - start,
@@ -141,8 +154,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def after_load(server: Server, started: dict[str, float], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """CPU in the 2 s and 2-10 s after the last response; the state 10 s after."""
+def counts(server: Server) -> dict[str, float]:
+    metrics = server.metrics()
+    return {e: metrics.get(f'symoe_admission_total{{event="{e}"}}', 0.0) for e in EVENTS}
+
+
+def after_load(server: Server, started: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU in the 2 s and 2-10 s after the last response; the state 10 s after; the admission's
+    counts over the phase (``started["counts"]`` at its start)."""
     c0 = server.cpu_s()
     time.sleep(2)
     c2 = server.cpu_s()
@@ -153,9 +172,12 @@ def after_load(server: Server, started: dict[str, float], results: list[dict[str
         codes[str(r["status"])] = codes.get(str(r["status"]), 0) + 1
     seconds = [r["s"] for r in results]
     metrics = server.metrics()
-    return {"requests": len(results), "codes": codes, "p50_s": round(statistics.median(seconds), 2),
+    before_counts = started.pop("counts")
+    phase_counts = {e: int(n - before_counts[e]) for e, n in counts(server).items()}
+    return {"admission": phase_counts, "requests": len(results), "codes": codes,
+            "p50_s": round(statistics.median(seconds), 2),
             "p99_s": round(percentile(seconds, 0.99), 2), "max_s": round(max(seconds), 2),
-            "degraded": sum(bool(r.get("degraded")) for r in results),
+            "degraded_200": sum(bool(r.get("degraded")) for r in results),
             "cut_by_deadline": sum(bool(r.get("cut")) for r in results),
             "over_deadline_plus_1s": sum(r["s"] > 16.0 for r in results),
             "cpu_s_0_2": round(c2 - c0, 2), "cpu_s_2_10": round(c10 - c2, 2),
@@ -164,14 +186,15 @@ def after_load(server: Server, started: dict[str, float], results: list[dict[str
 
 
 def burst(server: Server, n: int, rng: random.Random) -> dict[str, Any]:
-    started = server.state()
+    started: dict[str, Any] = {**server.state(), "counts": counts(server)}
     questions = [problem(rng) for _ in range(n)]
     results: list[dict[str, Any]] = [{} for _ in range(n)]
+    clients = [server.client() for _ in range(n)]
     gate = threading.Barrier(n)
 
     def one(i: int) -> None:
         gate.wait()
-        results[i] = ask(server, questions[i])
+        results[i] = ask(server, questions[i], client=clients[i])
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
@@ -182,21 +205,22 @@ def burst(server: Server, n: int, rng: random.Random) -> dict[str, Any]:
 
 
 def sustained(server: Server, seconds: float, rate: float, rng: random.Random) -> dict[str, Any]:
-    started = server.state()
+    started: dict[str, Any] = {**server.state(), "counts": counts(server)}
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def one(question: str) -> None:
-        r = ask(server, question)
+    def one(question: str, client: openai.OpenAI) -> None:
+        r = ask(server, question, client=client)
         with lock:
             results.append(r)
 
     threads = []
-    begin = time.monotonic()
     n = int(seconds * rate)
+    clients = [server.client() for _ in range(n)]
+    begin = time.monotonic()
     for i in range(n):
         time.sleep(max(0.0, begin + i / rate - time.monotonic()))
-        t = threading.Thread(target=one, args=(problem(rng),))
+        t = threading.Thread(target=one, args=(problem(rng), clients[i]))
         t.start()
         threads.append(t)
     for t in threads:
@@ -206,11 +230,11 @@ def sustained(server: Server, seconds: float, rate: float, rng: random.Random) -
 
 def disconnects(server: Server, n: int) -> dict[str, Any]:
     """Streams to the default expert, each closed after its first content chunk, one after another."""
-    started = server.state()
+    started: dict[str, Any] = {**server.state(), "counts": counts(server)}
     results = []
     for i in range(n):
         start = time.monotonic()
-        stream = server.client().chat.completions.create(model="qwen-coder-1.5b", stream=True, max_tokens=400,
+        stream = server.client().chat.completions.create(model=DEFAULT, stream=True, max_tokens=400,
                                                          messages=[{"role": "user", "content":
                                                                     f"Write a long story about lighthouse {i}."}])
         first = None
@@ -240,18 +264,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="requests per second in the sustained phase")
     parser.add_argument("--disconnects", type=int, default=6)
     parser.add_argument("--seed", type=int, default=26)
+    parser.add_argument("--degrade-to", default="default",
+                        help="server.degrade_to: 'default' (the default expert) or a router, e.g. single:smollm2-135m")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="symoe-overload-"))
     began = time.monotonic()
-    server = Server(folder)
+    server = Server(folder, args.degrade_to)
     print(f"server ready in {time.monotonic() - began:.0f} s (pid {server.proc.pid}, log {server.log})", flush=True)
-    report: dict[str, Any] = {"config": CONFIG}
+    report: dict[str, Any] = {"config": server.config, "args": vars(args) | {"out": str(args.out)}}
     try:
         ask(server, problem(rng))  # loads the models the routed requests use
+        ask(server, problem(rng), DEFAULT)
+        ask(server, probe(rng), PROBE, 16)
         report["before"] = ask(server, problem(rng))
-        print(f"one request before the load: {json.dumps(report['before'])}", flush=True)
+        report["before_single"] = ask(server, problem(rng), DEFAULT)
+        report["before_probe"] = ask(server, probe(rng), PROBE, 16)
+        print(f"one request before the load: routed {json.dumps(report['before'])}, "
+              f"default expert {json.dumps(report['before_single'])}, "
+              f"{PROBE} {json.dumps(report['before_probe'])}", flush=True)
         for name, run in (("burst", lambda: burst(server, args.burst, rng)),
                           ("sustained", lambda: sustained(server, args.sustain_s, args.rate, rng)),
                           ("disconnect", lambda: disconnects(server, args.disconnects))):
@@ -259,10 +291,18 @@ def main() -> None:
             report[name] = run()
             print(f"{name} ({time.monotonic() - t:.0f} s): {json.dumps(report[name])}", flush=True)
         report["after"] = ask(server, problem(rng))
-        print(f"one request after the load: {json.dumps(report['after'])}", flush=True)
+        report["after_single"] = ask(server, problem(rng), DEFAULT)
+        report["after_probe"] = ask(server, probe(rng), PROBE, 16)
+        print(f"one request after the load: routed {json.dumps(report['after'])}, "
+              f"default expert {json.dumps(report['after_single'])}, "
+              f"{PROBE} {json.dumps(report['after_probe'])}", flush=True)
         report["after_vs_before"] = round(report["after"]["s"] / report["before"]["s"], 2)
+        report["after_vs_before_single"] = round(report["after_single"]["s"] / report["before_single"]["s"], 2)
+        report["after_vs_before_probe"] = round(report["after_probe"]["s"] / report["before_probe"]["s"], 2)
         report["metrics"] = server.metrics()
-        print(f"after/before latency: {report['after_vs_before']}; metrics: {json.dumps(report['metrics'])}")
+        print(f"after/before latency: routed {report['after_vs_before']}, default expert "
+              f"{report['after_vs_before_single']}, {PROBE} {report['after_vs_before_probe']}; "
+              f"metrics: {json.dumps(report['metrics'])}")
     finally:
         server.stop()
     if args.out:

@@ -328,16 +328,19 @@ class Service:
         threading.Thread(target=work, daemon=True, name="symoe-work").start()
         timed_out = False
         while not stopped.wait(POLL_S):
-            if flag.cancelled:  # the client left: nobody reads an answer
-                self.note("cancelled")
-                stopped.wait(limits.stop_grace_s)
-                raise ApiError(499, "the client closed the request", code="client_closed_request")
+            if flag.cancelled:
+                break
             if time.monotonic() >= deadline:
                 timed_out = True
-                self.note("timed_out")
                 flag.cancel(f"the deadline of {limits.deadline_s:g} s passed")
-                stopped.wait(limits.stop_grace_s)  # the stages combine what the experts gave, at once
                 break
+        if flag.cancelled and not timed_out:  # the client left (its work may have stopped at once): nobody reads
+            self.note("cancelled")
+            stopped.wait(limits.stop_grace_s)
+            raise ApiError(499, "the client closed the request", code="client_closed_request")
+        if timed_out:
+            self.note("timed_out")
+            stopped.wait(limits.stop_grace_s)  # the stages combine what the experts gave, at once
         seconds = time.monotonic() - ticket.arrived
         if not box:
             raise ApiError(504, f"no answer within the deadline of {limits.deadline_s:g} s; its work is being "
