@@ -66,11 +66,11 @@ def free_port() -> int:
 
 
 def probe(rng: random.Random) -> str:
-    return f"What is {rng.randint(2, 9)} + {rng.randint(2, 9)}?"
+    return f"What is {rng.randint(100, 999)} + {rng.randint(100, 999)}?"
 
 
 def problem(rng: random.Random) -> str:
-    a, b = rng.randint(12, 95), rng.randint(3, 19)
+    a, b = rng.randint(12, 995), rng.randint(3, 99)
     return f"A shop sells pencils at {a} cents each. How many cents do {b} pencils cost?"
 
 
@@ -263,12 +263,13 @@ def main() -> None:
     parser.add_argument("--sustain-s", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=1.0, help="requests per second in the sustained phase")
     parser.add_argument("--disconnects", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=26)
+    parser.add_argument("--seed", type=int, default=None, help="questions' seed (default: the time, so the "
+                                                              "generation cache holds none of them)")
     parser.add_argument("--degrade-to", default="default",
                         help="server.degrade_to: 'default' (the default expert) or a router, e.g. single:smollm2-135m")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.seed is not None else time.time_ns())
     folder = Path(tempfile.mkdtemp(prefix="symoe-overload-"))
     began = time.monotonic()
     server = Server(folder, args.degrade_to)
