@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--batches", default="1,4,8", help="bulk path batch sizes")
+    parser.add_argument("--today", default="1,8", help="today's path batch sizes (1, 8 or both)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the figures here")
@@ -99,9 +100,10 @@ def main() -> None:
     backend.generate([warm])
     generate_many(backend, [warm], n_seq=max(batches))
 
+    today = {"today b1": lambda: [g for r in requests for g in backend.generate([r])],
+             "today b8": lambda: backend.generate(requests)}
     modes: dict[str, Any] = {
-        "today b1": lambda: [g for r in requests for g in backend.generate([r])],
-        "today b8": lambda: backend.generate(requests),
+        **{f"today b{n}": today[f"today b{n}"] for n in args.today.split(",") if n},
         **{f"bulk b{n}": (lambda n=n: generate_many(backend, requests, n_seq=n)) for n in batches},
     }
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}

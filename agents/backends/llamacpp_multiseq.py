@@ -121,7 +121,8 @@ class MultiSeq:
     def __init__(self, llm: Any, n_seq: int, n_ctx_seq: int | None = None) -> None:
         import llama_cpp
 
-        self.llm = llm
+        # a proxy: the engine (kept per Llama in a WeakKeyDictionary) must not keep its Llama alive
+        self.llm = weakref.proxy(llm)
         self.n_seq = max(1, int(n_seq))
         #: a sequence's context, as the Llama's own (prompt + new tokens must fit it)
         self.n_ctx_seq = int(n_ctx_seq or llm.n_ctx())
