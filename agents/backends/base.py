@@ -276,7 +276,7 @@ class Backend(abc.ABC):
         comes is not started; engines that can stop one mid-generation do at its next token."""
         if not requests:
             return []
-        flags = list(cancels) if cancels is not None else [None] * len(requests)
+        flags: list[Cancel | None] = list(cancels) if cancels is not None else [None] * len(requests)
         if not self._loaded:
             self.load()
         if self.thread_safe:

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,6 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from agents.backends.base import Cancel
 from orchestrator.api import cut_at_stop
@@ -179,8 +180,7 @@ def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
     def build() -> Any:
         downstream = inner()
 
-        async def guard(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        async def guard(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await downstream(scope, receive, send)
                 return
@@ -188,7 +188,7 @@ def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
             request = Request(scope)
             model, status = "-", [500]
 
-            async def sending(message: dict[str, Any]) -> None:
+            async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status[0] = int(message["status"])
                 await send(message)
@@ -202,7 +202,7 @@ def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
                         model = "-"
                 replayed = [False]
 
-                async def replay() -> dict[str, Any]:
+                async def replay() -> Message:
                     if not replayed[0]:
                         replayed[0] = True
                         return {"type": "http.request", "body": body, "more_body": False}
@@ -216,7 +216,7 @@ def add_guard(app: FastAPI, service: Service, metrics: Metrics) -> None:
             metrics.latency.labels(scope["path"]).observe(seconds)
             log.info("%s %s model=%s %d %.3fs", request.method, scope["path"], model, status[0], seconds)
 
-        async def checked_body(request: Request, receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+        async def checked_body(request: Request, receive: Receive) -> bytes:
             if service.api_key and request.url.path not in ("/health",):
                 given = request.headers.get("authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {service.api_key}".encode()):
