@@ -16,7 +16,8 @@ that cannot answer it. A plan whose every expert failed falls back (``_fall_back
 methods that ``falls_back``) to its method's next candidate, then to the default expert;
 the record says so (``ExpertAnswer.fallback``, ``Plan.fallback``).
 
-A query's few texts are embedded (and the retrieval index searched) on a thread of their own
+A query's few texts are embedded (and the retrieval index searched, and an annotation's
+keywords matched to skills) on a thread of their own
 that runs torch on one core (``embed_few``): a dozen tokens gain nothing from a second core,
 and while another process or a generation holds it, torch's threads waiting on each other
 made one question's embedding 400 ms instead of 10.
@@ -485,7 +486,8 @@ def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[
     execute(ctx, [j for js in jobs.values() for j in js], "annotate")
     for q in queries:
         replies = [j.generation.text if j.ok and j.generation else None for j in jobs[q.id]]
-        out[q.id] = (annotation_from(q.question, replies, ctx.matcher, ctx.config.skills, ctx.annotator), jobs[q.id])
+        to_skills = partial(annotation_from, q.question, replies, ctx.matcher, ctx.config.skills, ctx.annotator)
+        out[q.id] = (embed_few(to_skills, 1), jobs[q.id])  # its keywords embedded on one core
     return out
 
 
