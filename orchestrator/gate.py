@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agents.backends import Generation
 from agents.errors import SymoeError
-from orchestrator.profiles import Profile
+from orchestrator.config import SymoeConfig
+from orchestrator.profiles import Profile, load_profile
+from orchestrator.provenance import pool_digest
 from orchestrator.records import GateFeatures
 from retrieval.records import Hit
 
@@ -120,6 +122,22 @@ def gate_mismatch(gate: GateModel, where: Path | None, pool: dict[str, str], pro
     if gate.profile is not None and profile is not None and profile.exists() and file_digest(profile) != gate.profile:
         return f"retrieval gate {name} was calibrated with another profile than {profile}; {fix}"
     return None
+
+
+def gate_warning(config: SymoeConfig, profile_path: Path | None = None) -> str | None:
+    """One line when the gate this config's routers would use (``retrieval.mode: auto``) was
+    calibrated for another pool or profile (``profile_path``: a profile given instead of the
+    config's); None when it matches or is not used."""
+    if config.retrieval.mode != "auto":
+        return None
+    where = gate_path(config.retrieval.gate, config.home)
+    try:
+        gate = load_gate(config.retrieval.gate, config.home)
+        _, profile = load_profile(config, profile_path)
+    except SymoeError:  # an unreadable gate or no usable profile: asking says so itself
+        return None
+    pool = {n: d for n, d in pool_digest(config).items() if n in config.routing_pool}
+    return gate_mismatch(gate, where, pool, profile)
 
 
 def load_gate(path: Path | None, home: Path | None = None) -> GateModel:

@@ -151,3 +151,24 @@ def test_gate_retrieves_for_corpus_questions_and_not_for_arithmetic(squad_index)
     assert never.retrieval is not None and not never.retrieval.retrieved
     assert found >= 2, f"the gold paragraph was among the passages for {found}/3 questions"
     assert right >= 2, f"{right}/3 SQuAD questions answered from the retrieved passages"
+
+
+def test_an_ask_the_gate_did_not_decide_says_nothing_of_it(tmp_path: Path, symoe_cli) -> None:
+    """A named expert retrieves nothing, so a gate calibrated for another pool goes unmentioned
+    (a routed ask on the default pool prints the one line; ``gate_mismatch`` is tested above)."""
+    gate = tmp_path / "gate.json"
+    save_gate(GateModel(pool={"someone-else": "llamacpp:0000000000000000"}, threshold=10.0), gate)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"replace_pool: true\ndefault_expert: a\nretrieval: {{mode: auto, gate: {gate}}}\n"
+                      "experts:\n  a: {backend: fake, params: {default: 'Answer: 4'}}\n")
+    proc = symoe_cli("ask", "--model", "a", "What is 2 + 2?", "-c", str(config), env={"SYMOE_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "4" and "retrieval gate" not in proc.stderr
+
+
+@pytest.mark.real
+def test_a_routed_ask_on_the_default_pool_says_its_gate_was_calibrated_for_another_pool(symoe_cli) -> None:
+    proc = symoe_cli("ask", "--router", "clusters", "Which river flows through Paris?")
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if line.startswith("warning: retrieval gate")]
+    assert len(said) == 1 and "calibrated for another pool" in said[0] and "symoe profile gate" in said[0]

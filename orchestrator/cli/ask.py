@@ -12,6 +12,7 @@ from rich.table import Table
 from agents.errors import SymoeError
 from orchestrator.cli.common import ConfigOpt, check_range, config_from, deprecated_option, err, out, read_question
 from orchestrator.config import MAX_K, MAX_SEED, SymoeConfig
+from orchestrator.gate import gate_warning
 from orchestrator.queries import MAX_TOKENS, make_query
 from orchestrator.records import RETRIEVAL_MODES, AskResult
 from orchestrator.session import Symoe
@@ -58,6 +59,9 @@ def ask(
                            format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
                            quality=quality)
     show(result, cfg, as_json, explain)
+    stale = gate_warning(cfg, profile) if result.retrieval and result.retrieval.mode == "auto" else None
+    if stale:  # the gate decided this answer's retrieval
+        err.print(f"warning: {stale}", markup=False, highlight=False, soft_wrap=True)
 
 
 def check_options(skills: str | None, retrieval: str | None, k: int | None, answer_format: str | None,

@@ -11,6 +11,7 @@ import uvicorn
 
 from agents.errors import SymoeError
 from orchestrator.cli.common import ConfigOpt, config_from, err
+from orchestrator.gate import gate_warning
 from orchestrator.server.app import create_app
 from orchestrator.server.service import Service
 
@@ -49,6 +50,9 @@ def serve_command(
     if service.profile_problem:
         err.print(f"warning: routed strategies are unavailable: {service.profile_problem}", markup=False,
                   highlight=False)
+    stale = gate_warning(cfg)
+    if stale:
+        err.print(f"warning: {stale}", markup=False, highlight=False, soft_wrap=True)
     err.print(f"symoe serve: http://{cfg.server.host}:{cfg.server.port}/v1 ({len(service.models())} models; "
               f"{'key required' if service.api_key else 'no key'})", markup=False, highlight=False)
     try:
