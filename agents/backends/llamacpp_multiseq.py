@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from agents.backends.base import Generation, GenerationRequest, TokenLogprob, Usage
+from agents.prompts import COMPLETION_STOPS
 
 #: llama-cpp-python's sampler defaults that the backend leaves as they are
 TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
@@ -386,8 +387,6 @@ def generate_tokens(llm: Any, requests: Sequence[SeqRequest], n_seq: int = 8) ->
 def seq_request(backend: Any, request: GenerationRequest,
                 cancelled: Callable[[], bool] | None = None) -> SeqRequest:
     """A backend request as a sequence: the prompt tokens and stops the backend would use."""
-    from agents.prompts import COMPLETION_STOPS
-
     stops = list(request.stop) if backend.spec.chat_template else [*request.stop, *COMPLETION_STOPS]
     return SeqRequest(tokens=backend._prompt_tokens(request), max_tokens=request.max_tokens, stop=stops,
                       temperature=request.temperature, top_p=request.top_p,
