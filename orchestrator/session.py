@@ -113,8 +113,9 @@ class Symoe:
             self.executor = wrap_executor(self.executor)
         self.cache = GenerationCache(cache_path or default_cache_path(self.config)) if use_cache else None
         loaded = profile if isinstance(profile, Profile) else None
+        path = None if isinstance(profile, Profile) else profile
         self.pipeline = Pipeline(self.config, pool=self.pool, executor=self.executor, cache=self.cache,
-                                 profile=loaded, profile_path=None if loaded else profile, progress=progress,
+                                 profile=loaded, profile_path=path, progress=progress,
                                  available=available)
         self._loads: list[str] | None = None
 

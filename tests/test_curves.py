@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from conftest import one_error_line
+from test_replay import TOPICS, WORDS
 
 from eval.curves import aiq, apgr, cpt, curves, pgr_curve, upper_hull
 from eval.matrix import Matrix, MatrixRow, RecordedOutcome, write_matrix
 from eval.replay import replay
 from orchestrator.config import SymoeConfig
-from test_replay import TOPICS, WORDS
 
 
 def test_the_hull_drops_points_under_it_and_never_falls() -> None:
