@@ -305,9 +305,8 @@ class Symoe:
 
 
 def _jobs(p: Plan) -> list[Job]:
-    """The generations that made the answer: the experts', the fallback's, the aggregator's."""
-    return [*p.answer_jobs, *([p.fallback_job] if p.fallback_job else []),
-            *([p.synthesis_job] if p.synthesis_job else [])]
+    """The generations that made the answer: the experts', every fallback's, the aggregator's."""
+    return [*p.answer_jobs, *p.fallback_jobs, *([p.synthesis_job] if p.synthesis_job else [])]
 
 
 def ask_result(p: Plan, seconds: float, ctx: Pipeline) -> AskResult:
