@@ -199,13 +199,18 @@ class KnnRouter(LearnedRouter):
         self._y = y
 
     def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
-        assert self._y is not None and self.prior is not None
+        assert self._y is not None
         k = min(self.k, len(self._y))
         _, neighbours = self._index.search(normalise(x), k)
         found = neighbours >= 0
         sums = np.einsum("nk,nke->ne", found.astype(np.float64), self._y[np.maximum(neighbours, 0)])
         counts = found.sum(axis=1, keepdims=True)
-        return (sums + self.prior_weight * self.prior[None, :]) / (counts + self.prior_weight)
+        return (sums + self.prior_weight * self._base(len(x), tasks)) / (counts + self.prior_weight)
+
+    def _base(self, n: int, tasks: Sequence[str] | None) -> np.ndarray:
+        """What the neighbours are shrunk toward: each expert's overall accuracy."""
+        assert self.prior is not None
+        return np.broadcast_to(self.prior[None, :], (n, len(self.prior)))
 
 
 @routers.register_named
@@ -231,15 +236,10 @@ class TaskKnnRouter(KnnRouter):
             rows = y[names == t]
             self._by_task[t] = (rows.sum(axis=0) + self.task_prior * self.prior) / (len(rows) + self.task_prior)
 
-    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
-        assert self._y is not None and self.prior is not None
-        k = min(self.k, len(self._y))
-        _, neighbours = self._index.search(normalise(x), k)
-        found = neighbours >= 0
-        sums = np.einsum("nk,nke->ne", found.astype(np.float64), self._y[np.maximum(neighbours, 0)])
-        counts = found.sum(axis=1, keepdims=True)
-        base = np.stack([self._by_task.get(t, self.prior) for t in (tasks or [""] * len(x))])
-        return (sums + self.prior_weight * base) / (counts + self.prior_weight)
+    def _base(self, n: int, tasks: Sequence[str] | None) -> np.ndarray:
+        """Each expert's accuracy on the question's task (overall for a task unseen in training)."""
+        assert self.prior is not None
+        return np.stack([self._by_task.get(t, self.prior) for t in (tasks or [""] * n)])
 
 
 def _constant_or_none(column: np.ndarray) -> float | None:
