@@ -257,6 +257,16 @@ def disconnects(server: Server, n: int) -> dict[str, Any]:
     return out
 
 
+def one_of_each(server: Server, rng: random.Random, report: dict[str, Any], when: str) -> None:
+    """One routed request, one to the default expert and one probe, timed, into ``report``."""
+    report[when] = ask(server, problem(rng))
+    report[f"{when}_single"] = ask(server, problem(rng), DEFAULT)
+    report[f"{when}_probe"] = ask(server, probe(rng), PROBE, 16)
+    print(f"one request {when} the load: routed {json.dumps(report[when])}, "
+          f"default expert {json.dumps(report[f'{when}_single'])}, "
+          f"{PROBE} {json.dumps(report[f'{when}_probe'])}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--burst", type=int, default=24)
@@ -279,24 +289,14 @@ def main() -> None:
         ask(server, problem(rng))  # loads the models the routed requests use
         ask(server, problem(rng), DEFAULT)
         ask(server, probe(rng), PROBE, 16)
-        report["before"] = ask(server, problem(rng))
-        report["before_single"] = ask(server, problem(rng), DEFAULT)
-        report["before_probe"] = ask(server, probe(rng), PROBE, 16)
-        print(f"one request before the load: routed {json.dumps(report['before'])}, "
-              f"default expert {json.dumps(report['before_single'])}, "
-              f"{PROBE} {json.dumps(report['before_probe'])}", flush=True)
+        one_of_each(server, rng, report, "before")
         for name, run in (("burst", lambda: burst(server, args.burst, rng)),
                           ("sustained", lambda: sustained(server, args.sustain_s, args.rate, rng)),
                           ("disconnect", lambda: disconnects(server, args.disconnects))):
             t = time.monotonic()
             report[name] = run()
             print(f"{name} ({time.monotonic() - t:.0f} s): {json.dumps(report[name])}", flush=True)
-        report["after"] = ask(server, problem(rng))
-        report["after_single"] = ask(server, problem(rng), DEFAULT)
-        report["after_probe"] = ask(server, probe(rng), PROBE, 16)
-        print(f"one request after the load: routed {json.dumps(report['after'])}, "
-              f"default expert {json.dumps(report['after_single'])}, "
-              f"{PROBE} {json.dumps(report['after_probe'])}", flush=True)
+        one_of_each(server, rng, report, "after")
         report["after_vs_before"] = round(report["after"]["s"] / report["before"]["s"], 2)
         report["after_vs_before_single"] = round(report["after_single"]["s"] / report["before_single"]["s"], 2)
         report["after_vs_before_probe"] = round(report["after_probe"]["s"] / report["before_probe"]["s"], 2)
