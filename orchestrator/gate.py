@@ -142,18 +142,17 @@ def gate_warning(config: SymoeConfig, profile_path: Path | None = None) -> str |
 
 def load_gate(path: Path | None, home: Path | None = None) -> GateModel:
     """The gate at ``path``, else ``<home>/gate.json``, else the shipped default, else uncalibrated."""
-    user = home / "gate.json" if home else None
-    for candidate in [p for p in (path, user, default_gate_path()) if p is not None]:
-        if candidate.exists():
-            try:
-                return GateModel.model_validate(json.loads(candidate.read_text()))
-            except (OSError, ValueError, ValidationError) as exc:
-                reason = str(exc).splitlines()[0][:120]
-                raise SymoeError(f"retrieval gate {candidate} is unreadable ({reason}); recalibrate it with "
-                                 f"`symoe profile gate -o {candidate}` or delete it") from None
-        if candidate == path:
-            raise SymoeError(f"no retrieval gate at {path}; calibrate one with `symoe profile gate -o {path}`")
-    return GateModel()
+    where = gate_path(path, home)
+    if where is None:
+        return GateModel()
+    if not where.exists():  # only a named path can be missing
+        raise SymoeError(f"no retrieval gate at {path}; calibrate one with `symoe profile gate -o {path}`")
+    try:
+        return GateModel.model_validate(json.loads(where.read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        reason = str(exc).splitlines()[0][:120]
+        raise SymoeError(f"retrieval gate {where} is unreadable ({reason}); recalibrate it with "
+                         f"`symoe profile gate -o {where}` or delete it") from None
 
 
 def save_gate(model: GateModel, path: Path) -> None:
