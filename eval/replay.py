@@ -40,7 +40,7 @@ from eval.runner import RunStats, SampleResult
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, ExecutorConfig
-from orchestrator.expert_methods import UNRECORDED, expert_method
+from orchestrator.expert_methods import UNRECORDED, formats_of
 from orchestrator.methods import expand_methods
 from orchestrator.profiles import Profile
 from orchestrator.records import AskResult, Job, Query
@@ -96,7 +96,7 @@ def recorded_expert(name: str, live: ExpertSpec | None = None) -> ExpertSpec:
     """An expert known only from a matrix (``backend: recorded``): replayable, not askable. One
     the config also runs live (``live``) keeps the answer formats its method can produce, so
     routers choose among the same experts as live."""
-    formats = live.formats or sorted(expert_method(live.method).formats) if live is not None else None
+    formats = sorted(formats_of(live)) if live is not None else None
     return ExpertSpec(name=name, backend="recorded", method="recorded", description="recorded in the matrix",
                       formats=formats)
 

@@ -138,11 +138,15 @@ def expert_method(name: str) -> ExpertMethod:
     return expert_methods.get(name)()
 
 
+def formats_of(expert: ExpertSpec) -> frozenset[str]:
+    """The answer formats an expert can produce: its own ``formats`` where set (a recorded
+    expert keeps its live one's), else its method's (``ExpertMethod.formats``)."""
+    return frozenset(expert.formats) if expert.formats is not None else expert_methods.get(expert.method).formats
+
+
 def answers_in(expert: ExpertSpec, fmt: str) -> bool:
-    """Whether this expert can produce an answer in ``fmt`` (the one rule every router obeys):
-    its own ``formats`` where set (a recorded expert keeps its live one's), else its method's
-    (``ExpertMethod.formats``)."""
-    return fmt in (expert.formats if expert.formats is not None else expert_methods.get(expert.method).formats)
+    """Whether this expert can produce an answer in ``fmt`` (the one rule every router obeys)."""
+    return fmt in formats_of(expert)
 
 
 @expert_methods.register("standard")
