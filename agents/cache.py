@@ -50,13 +50,21 @@ DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ")
 LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
+#: engine parameters that schedule work without choosing what is generated: left out of the key.
+#: ``bulk`` (llama.cpp sequences decoded together) can flip a greedy near-tie by float rounding,
+#: as a server's own batching does; a bulk-built matrix and a later ``symoe eval`` of the same
+#: questions must share their generations (bench/results/multiseq/README.md)
+SCHEDULING_PARAMS = frozenset({"bulk"})
+
+
 def expert_identity(spec: ExpertSpec) -> str:
     """What makes a model's generation what it is: its entry, engine, weights (the file's
-    sha256 where known), chat template and every engine parameter (a dtype, a batch size: a
-    float32 and a bfloat16 run never share rows). An entry without parameters keeps the key it
-    always had."""
-    ident = spec.source.sha256 if spec.source else str(spec.model or spec.path or spec.params)
-    params = "|" + json.dumps(spec.params, sort_keys=True, default=str) if spec.params else ""
+    sha256 where known), chat template and every engine parameter but the scheduling ones (a
+    dtype, a batch size: a float32 and a bfloat16 run never share rows). An entry without
+    parameters keeps the key it always had."""
+    kept = {k: v for k, v in spec.params.items() if k not in SCHEDULING_PARAMS}
+    ident = spec.source.sha256 if spec.source else str(spec.model or spec.path or kept)
+    params = "|" + json.dumps(kept, sort_keys=True, default=str) if kept else ""
     # the model's entry, not the expert's: experts sharing one model share its generations
     return f"{spec.load_as}|{spec.backend}|{ident}|{spec.chat_template}{params}"
 

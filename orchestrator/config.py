@@ -252,6 +252,16 @@ class SymoeConfig(BaseSettings):
                 f"unknown expert {name!r}; the pool has: {', '.join(self.experts)}"
             ) from None
 
+    def with_bulk(self, n: int) -> SymoeConfig:
+        """This config with every llama.cpp model decoding ``n`` sequences together
+        (``params.bulk``; bulk work: ``matrix build``, ``profile build``). A config that
+        already sets an entry's ``bulk`` keeps it; 1 leaves the config as it is."""
+        if n <= 1:
+            return self
+        experts = {name: spec.model_copy(update={"params": {"bulk": n, **spec.params}})
+                   if spec.backend == "llamacpp" else spec for name, spec in self.experts.items()}
+        return self.model_copy(update={"experts": experts})
+
     def public_dict(self) -> dict[str, Any]:
         """The effective config as plain JSON-able data (for output records)."""
         return self.model_dump(mode="json")

@@ -173,3 +173,29 @@ def test_real_batch_equals_each_alone(backend: Any) -> None:
     counting, cut = together[2], together[3]
     assert counting.finish_reason == "stop" and "Six" not in counting.text and "Five" in counting.text
     assert cut.finish_reason == "length" and cut.usage.completion_tokens == 5 and "Five" not in cut.text
+    # the backend's own bulk path (``params.bulk``, what ``matrix build --bulk 3`` sets): the same texts
+    backend.spec.params["bulk"] = 3
+    try:
+        assert backend.preferred_batch == 12
+        bulk = backend.generate(requests)
+    finally:
+        del backend.spec.params["bulk"]
+    assert [g.text for g in bulk] == [g.text for g in today]
+    assert [g.usage.completion_tokens for g in bulk] == [g.usage.completion_tokens for g in today]
+
+
+def test_bulk_schedules_without_changing_the_generation_key() -> None:
+    """``--bulk`` turns on every llama.cpp model's bulk path and leaves the cache key as it was:
+    a bulk-built matrix and a later one-at-a-time ``symoe eval`` share their generations."""
+    from agents.cache import expert_identity
+    from orchestrator.config import SymoeConfig
+
+    cfg = SymoeConfig()
+    bulk = cfg.with_bulk(8)
+    assert cfg.with_bulk(1) is cfg
+    for name, spec in bulk.experts.items():
+        assert spec.params.get("bulk") == (8 if spec.backend == "llamacpp" else None)
+        assert "bulk" not in cfg.experts[name].params  # the original config is untouched
+        assert expert_identity(spec) == expert_identity(cfg.experts[name])
+    other = cfg.experts["qwen-coder-0.5b"].model_copy(update={"params": {"n_threads": 1}})
+    assert expert_identity(other) != expert_identity(cfg.experts["qwen-coder-0.5b"])  # engine params still count

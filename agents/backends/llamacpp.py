@@ -1,5 +1,11 @@
 """llama.cpp backend (llama-cpp-python): the CPU default for GGUF files.
 
+With ``params: {bulk: N}`` (N > 1) a batch of requests is decoded N sequences at a time on a
+second context over the same weights (``agents.backends.llamacpp_multiseq``): ~1.7x the
+tokens/s at N = 8 on the idle 2-core machine, but batched float rounding can flip a greedy
+near-tie, so ``symoe ask`` keeps one sequence at a time and bulk work (``symoe matrix build``,
+``symoe profile build``) turns it on (bench/results/multiseq/README.md).
+
 A request given a cancel flag (``Backend.generate``'s ``cancels``) stops at its next token
 once the flag is set: a logits processor llama.cpp runs per token then leaves only the
 end-of-generation token (a streamed request also stops reading its chunks); the prompt's
@@ -17,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from agents.backends.base import Backend, BackendError, Cancel, Generation, GenerationRequest, TokenLogprob, Usage
+from agents.backends.llamacpp_multiseq import generate_many, release
 from agents.backends.registry import register_backend
 from agents.prompts import COMPLETION_STOPS, completion_prompt
 
@@ -40,7 +47,17 @@ def _silence_llama_log() -> None:
 
 @register_backend("llamacpp")
 class LlamaCppBackend(Backend):
-    """Runs a GGUF model in-process; a batch is generated request by request."""
+    """Runs a GGUF model in-process; a batch is generated request by request, or ``bulk`` at a time."""
+
+    @property
+    def bulk(self) -> int:
+        """Sequences decoded together (``params.bulk``; 1: one request after another)."""
+        return max(1, int(self.spec.params.get("bulk", 1)))  # type: ignore[call-overload]
+
+    @property
+    def preferred_batch(self) -> int:
+        """In bulk, several batches' worth per call: a sequence that ends early hands its slot on."""
+        return max(super().preferred_batch, 4 * self.bulk if self.bulk > 1 else 1)
 
     def _load(self) -> None:
         try:
@@ -74,10 +91,15 @@ class LlamaCppBackend(Backend):
         self._primed = None
         llm = getattr(self, "_llm", None)
         if llm is not None:
+            release(llm)
             llm.close()
         self._llm = None
 
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        if self.bulk > 1 and len(requests) > 1:
+            flags = [self.cancel_of(r) for r in requests]
+            return generate_many(self, requests, [None if f is None else (lambda f=f: f.cancelled) for f in flags],
+                                 n_seq=self.bulk)
         return [self._one(request) for request in requests]
 
     def _one(self, request: GenerationRequest) -> Generation:

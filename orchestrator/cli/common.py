@@ -103,6 +103,11 @@ RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Ray cl
                                                    "(default: start a local one)")]
 
 
+BulkOpt = Annotated[int, typer.Option(
+    "--bulk", help="llama.cpp sequences decoded together, 1-64 (1: one after another, as `symoe ask` does; 8: "
+                   "~1.7x the tokens/s on 2 cores, a text can differ by float rounding at a near-tie)")]
+
+
 def with_executor(cfg: SymoeConfig, executor: str | None, ray_address: str | None) -> SymoeConfig:
     """The config with ``--executor`` / ``--ray-address`` applied (checked: one line if wrong)."""
     if executor is not None and executor not in ("local", "ray"):

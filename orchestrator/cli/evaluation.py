@@ -19,6 +19,7 @@ from eval.replay import default_routers, replay
 from eval.report import markdown_table, write_reports
 from eval.runner import EvalArgs, evaluate, methods_without_answers, questions_for, summarise
 from orchestrator.cli.common import (
+    BulkOpt,
     ConfigOpt,
     ExecutorOpt,
     RayAddressOpt,
@@ -115,6 +116,7 @@ def eval_command(
              "(any unit all experts share)")] = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    bulk: BulkOpt = 1,
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate symoe and the baselines on benchmark tasks (resumable: re-run to continue), or
@@ -131,7 +133,8 @@ def eval_command(
     check_range("--limit", limit, 1, MAX_LIMIT)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--memory-budget-gb", memory_budget_gb, MIN_BUDGET_GB, MAX_BUDGET_GB, " (GB)")
-    cfg = with_executor(config_from(config).model_copy(update={"seed": seed}), executor, ray_address)
+    check_range("--bulk", bulk, 1, 64)
+    cfg = with_executor(config_from(config).model_copy(update={"seed": seed}), executor, ray_address).with_bulk(bulk)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")

@@ -19,7 +19,7 @@ from eval.matrix import Matrix, read_matrix, write_matrix
 from eval.matrix_build import build_matrix
 from eval.matrix_importers import import_matrix, importers
 from orchestrator.cli.cache import export_from
-from orchestrator.cli.common import ConfigOpt, check_range, config_from, err, one_line, out, stage_bars
+from orchestrator.cli.common import BulkOpt, ConfigOpt, check_range, config_from, err, one_line, out, stage_bars
 from orchestrator.config import MAX_SEED
 from orchestrator.session import default_cache_path
 
@@ -67,6 +67,7 @@ def matrix_build(
     seed: Annotated[int, typer.Option(help="seed for data and sampling")] = 0,
     skills: Annotated[bool, typer.Option(help="label each question's skills with the annotator (an LLM call per "
                                               "question, cached), as profile build does")] = True,
+    bulk: BulkOpt = 8,
     config: ConfigOpt = None,
 ) -> None:
     """Generate every routed expert's answers for a matrix, in resumable pieces (the cache keeps them)."""
@@ -74,13 +75,14 @@ def matrix_build(
     check_range("--chunk", chunk, 1, 1000)
     check_range("--time-budget", time_budget, 0.1, 10_000.0, " (minutes)")
     check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--bulk", bulk, 1, 64)
     split_list = [s.strip() for s in splits.split(",") if s.strip()]
     if not split_list or any(s not in ("validation", "test") for s in split_list):
         raise SymoeError(f"--splits {splits!r}: give validation, test or validation,test")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
-    cfg = config_from(config).model_copy(update={"seed": seed})
+    cfg = config_from(config).model_copy(update={"seed": seed}).with_bulk(bulk)
     started = time.time()
     with stage_bars(err) as report:
         matrix, done = build_matrix(cfg, task_list, split_list, limit=limit, seed=seed, chunk=chunk,

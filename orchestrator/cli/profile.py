@@ -20,6 +20,7 @@ from eval.replay import PROFILE_ROUTERS, profile_by_replay
 from eval.report import markdown_table, pyplot, save_figure
 from eval.runner import summarise
 from orchestrator.cli.common import (
+    BulkOpt,
     ConfigOpt,
     ExecutorOpt,
     RayAddressOpt,
@@ -28,6 +29,7 @@ from orchestrator.cli.common import (
     err,
     out,
     stage_bars,
+    with_executor,
 )
 from orchestrator.config import MAX_SEED, SymoeConfig
 from orchestrator.gate import save_gate
@@ -62,6 +64,7 @@ def build(
         help="with --from-matrix: the routers the replay chooses the profile's router from")] = PROFILE_ROUTERS,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    bulk: BulkOpt = 8,
     config: ConfigOpt = None,
 ) -> None:
     """Profile every expert on labelled validation questions (resumable: re-run to continue),
@@ -75,10 +78,11 @@ def build(
     check_range("--limit", limit, 1)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--aggregator-items", aggregator_items, 0, 10_000)
+    check_range("--bulk", bulk, 1, 64)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
-    cfg = config_from(config)
+    cfg = with_executor(config_from(config), executor, ray_address).with_bulk(bulk)
     target = output or cfg.home / "profiles" / "profile.json"
     spec = BuildSpec(tasks=task_list, per_subject=per_subject, limit=limit, seed=seed,
                      aggregator_items=aggregator_items, matrix=target.with_name(target.stem + ".matrix.jsonl.gz"))
