@@ -1,6 +1,6 @@
 """Building a pool's outcome matrix by generating, in resumable pieces under a time budget.
 
-    tasks' questions (validation and test, tasks interleaved) -> chunks of a few questions
+    tasks' questions (validation and test, tasks and splits interleaved) -> chunks of a few questions
     -> each question's skills (the annotator, as profile build labels them; optional)
     -> ``Symoe.ask_many`` under ``single:EXPERT`` for every routed expert (the session's cache)
     -> each answer scored as ``symoe eval`` scores it -> one matrix row per question
@@ -40,10 +40,11 @@ class BuildReport(BaseModel):
 
 
 def interleaved(questions: list[Question]) -> list[Question]:
-    """Questions round-robin over their tasks, so a partial build covers every task."""
-    by_task: dict[str, list[Question]] = {}
+    """Questions round-robin over their tasks and splits, so a partial build covers every task
+    in both splits (validation to fit routers on, test to evaluate them)."""
+    by_task: dict[tuple[str, str], list[Question]] = {}
     for q in questions:
-        by_task.setdefault(q.task, []).append(q)
+        by_task.setdefault((q.task, split_of(q)), []).append(q)
     out: list[Question] = []
     queues = list(by_task.values())
     while any(queues):

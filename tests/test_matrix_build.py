@@ -58,10 +58,13 @@ def test_a_budget_stops_between_chunks_and_the_next_run_resumes_from_the_cache(t
     assert [r for r in again.rows if r.id in first.ids] == first.rows
 
 
-def test_interleaving_round_robins_over_tasks() -> None:
+def test_interleaving_round_robins_over_tasks_and_splits() -> None:
     from eval.datasets import Question
-    qs = [Question(id=f"{t}{i}", question="q", answer="1", task=t) for t in "ab" for i in range(3)]
+    qs = [Question(id=f"{t}{i}", question="q", answer="1", task=t, split="validation") for t in "ab" for i in range(3)]
     assert [q.id for q in interleaved(qs)] == ["a0", "b0", "a1", "b1", "a2", "b2"]
+    both = [Question(id=f"{t}{s[0]}{i}", question="q", answer="1", task=t, split=s)
+            for s in ("validation", "test") for t in "ab" for i in range(2)]
+    assert [q.id for q in interleaved(both)] == ["av0", "bv0", "at0", "bt0", "av1", "bv1", "at1", "bt1"]
 
 
 def test_each_row_carries_the_skills_the_annotator_names_unless_told_not_to(tmp_path: Path) -> None:
