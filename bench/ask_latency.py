@@ -21,8 +21,8 @@ right answers (graded against the gold answers, informational), mean seconds per
 and where the time went (annotate, gate, experts, aggregate, fallback: the steps of the
 answer's record).
 
-Cold part (``--cold N``): ``symoe ask --explain`` as a new process (start, imports, load,
-answer) on a multiple-choice question, N times per router (the first may still find the
+Cold part (``--cold N``): ``symoe ask --explain --no-cache`` as a new process (start, imports,
+load, answer: every generation made now) on a multiple-choice question, N times per router (the first may still find the
 page cache cold): the process's wall seconds; their split into start, imports and session
 setup (the process less the ask's own wall, ``--explain``'s total), what the ask spent
 outside its steps (loading the models, the embedder, the profile, the index), and
@@ -194,7 +194,8 @@ def cold_part(args: argparse.Namespace, asked: list[Asked]) -> list[dict[str, ob
     runs = []
     for router in args.cold_routers:
         for attempt in range(args.cold):
-            cmd = [str(exe), "ask", "--explain", *([] if router == "default" else ["--router", router]), text]
+            cmd = [str(exe), "ask", "--explain", "--no-cache", *([] if router == "default" else ["--router", router]),
+                   text]
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                                   env={**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"})

@@ -212,3 +212,17 @@ def test_missing_config_file(symoe_cli: Cli, tmp_path: Path) -> None:
 def test_bad_environment_variable(symoe_cli: Cli) -> None:
     line = _one_error_line(symoe_cli("config", "show", env={"SYMOE_RECRUIT__K": "many"}))
     assert "recruit.k" in line
+
+
+def test_ask_no_cache_generates_now_and_keeps_nothing(symoe_cli: Cli, tmp_path: Path) -> None:
+    """``--no-cache``: the answer is made now and the generation cache is neither read nor written."""
+    config = tmp_path / "c.yaml"
+    config.write_text("replace_pool: true\ndefault_expert: a\n"
+                      "experts:\n  a: {backend: fake, params: {default: 'Answer: 4'}}\n")
+    cache = tmp_path / "cache" / "generations.sqlite"
+    env = {"SYMOE_HOME": str(tmp_path)}
+    proc = symoe_cli("ask", "--model", "a", "--no-cache", "What is 2 + 2?", "-c", str(config), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "4" and not cache.exists()
+    proc = symoe_cli("ask", "--model", "a", "What is 2 + 2?", "-c", str(config), env=env)
+    assert proc.returncode == 0 and cache.exists()  # the default keeps it

@@ -44,6 +44,8 @@ def ask(
                         ] = 900.0,
     skills: Annotated[str | None, typer.Option(help="where skills come from: llm, neighbours or hybrid "
                                                "(default: config skills.source)")] = None,
+    cache: Annotated[bool, typer.Option(help="read and keep generations in the generation cache (--no-cache: "
+                                             "every expert generates now, nothing is kept)")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Answer a question: route it to the best-suited experts (or one, with --model)."""
@@ -54,7 +56,7 @@ def ask(
         cfg = cfg.model_copy(update={"skills": cfg.skills.model_copy(update={"source": skills})})
     text = read_question(question)
     make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
-    with Symoe(cfg, profile=profile) as symoe:
+    with Symoe(cfg, profile=profile, use_cache=cache) as symoe:
         result = symoe.ask(text, router=router, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
                            format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
                            quality=quality)
