@@ -19,8 +19,9 @@ What each sequence gets mirrors ``agents.backends.llamacpp.LlamaCppBackend`` req
 request, so a sequence's result is what the backend returns for it alone wherever the logits
 agree. They do at batch 1 and, on this CPU, at 3 sequences per step; at 8, llama.cpp's batched
 matmul kernels round differently and a near-tie can flip a greedy token (3 of 8 texts differed
-on the 1.5B). On the shared 2-core machine a batch-8 step also cost more than 8 single steps,
-so this path is not (yet) faster there: bench/results/multiseq/README.md.
+on the 1.5B, 7 of 8 answers the same). On the idle 2-core machine batch 8 gives 1.7x the
+tokens/s (on a loaded one it lost): bench/results/multiseq/README.md. The backend uses it for
+``params.bulk`` > 1 (``matrix build`` and ``profile build`` default to 8).
 
 - without ``logprobs``, as ``_prime`` + ``create_completion``: the prompt less its last token
   is evaluated first, the last token is decoded with the first step; greedy (argmax, first
