@@ -44,3 +44,68 @@ def test_a_stream_closed_after_its_first_chunk_stops_its_generation_within_a_sec
         while running.service.admission.running and time.monotonic() - closed < 5:
             time.sleep(0.01)
         assert running.service.admission.running == 0 and running.service.counts["cancelled"] == 1
+
+
+def test_an_expert_killed_mid_request_degrades_the_answer_and_the_server_stays_healthy(tmp_path: Path) -> None:
+    """The expert ``remote`` is smollm2-135m served by a second ``symoe serve`` (another process);
+    SIGKILL it while it generates for two requests: both are answered by ``degrade_to`` within
+    the deadline plus 1 s, the record names the failed expert and why, a request afterwards
+    is served as before, and the server's threads come back to their count."""
+    import signal
+    import threading
+
+    import yaml
+    from test_server_real import start
+
+    (tmp_path / "remote").mkdir()
+    remote, remote_url, _ = start(tmp_path / "remote")
+    deadline_s = 60.0
+    try:
+        (tmp_path / "main.yaml").write_text(yaml.safe_dump({
+            "experts": {"remote": {"backend": "openai", "base_url": remote_url + "/v1", "model": EXPERT,
+                                   "routed": False, "max_retries": 0, "timeout_s": 60}},
+            "server": {"deadline_s": deadline_s, "degrade_to": f"single:{EXPERT}"}}))
+        config = load_config(tmp_path / "main.yaml")
+        with Running(Service(config)) as running:
+            def ask(question: str, max_tokens: int = 32) -> tuple[httpx.Response, float]:
+                began = time.monotonic()
+                reply = httpx.post(running.url + "/v1/chat/completions", timeout=600, json={
+                    "model": "remote", "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": question}]})
+                return reply, time.monotonic() - began
+
+            warm, _ = ask(f"What is 2 + {time.time_ns() % 1000}?")  # loads the remote's model, starts the I/O thread
+            assert warm.status_code == 200 and warm.json()["symoe"]["experts"] == ["remote"], warm.text
+            threads_before = threading.active_count()
+            replies: list[tuple[httpx.Response, float]] = []
+            workers = [threading.Thread(target=lambda i=i: replies.append(ask(
+                f"Write a very long story about lighthouse keeper {i} ({time.time_ns()}).", 1000)))
+                for i in range(2)]
+            for w in workers:
+                w.start()
+            waited = time.monotonic()
+            while httpx.get(remote_url + "/health", timeout=5).json()["running"] < 1:
+                assert time.monotonic() - waited < 60, "the remote never started generating"
+                time.sleep(0.05)
+            time.sleep(1.0)  # mid-generation
+            remote.send_signal(signal.SIGKILL)
+            remote.wait(10)
+            for w in workers:
+                w.join(deadline_s + 30)
+            assert len(replies) == 2
+            for reply, took in replies:
+                assert reply.status_code == 200, reply.text
+                record = reply.json()["symoe"]
+                assert record["degraded"] and record["failed_experts"] == ["remote"], record
+                assert record["experts"] == [EXPERT] and "single:remote failed" in record["degraded_why"]
+                assert took < deadline_s + 1
+            assert running.service.counts["fell_back"] == 2
+            after, _ = ask(f"What is 3 + {time.time_ns() % 1000}?")  # the expert is gone: the fallback answers
+            assert after.status_code == 200 and after.json()["symoe"]["degraded"], after.text
+            time.sleep(1.0)
+            assert threading.active_count() <= threads_before
+            assert running.service.admission.running == 0
+    finally:
+        if remote.poll() is None:
+            remote.kill()
+            remote.wait(10)

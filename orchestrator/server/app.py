@@ -3,7 +3,8 @@
     GET  /v1/models            every router and expert, as OpenAI ``Model`` objects
     POST /v1/chat/completions  routed chat (``stream: true`` for server-sent events)
     POST /v1/completions       routed completion of a prompt
-    GET  /health               ok, the loaded models, the cooled-down experts, running and queued requests
+    GET  /health               ok, the loaded models, the cooled-down experts, running and queued requests,
+                               the degrade target
     GET  /metrics              Prometheus text: requests, latency, model batches, failures, and the
                                admission's counts (admitted, rejected, cancelled, degraded,
                                timed out, unserved), requests running and queued
@@ -51,7 +52,7 @@ from orchestrator.server.service import Outcome, Service, Ticket
 log = logging.getLogger("symoe.serve")
 
 #: the admission's events, as ``symoe_admission_total{event=...}``
-EVENTS = ("admitted", "rejected", "cancelled", "degraded", "timed_out", "unserved")
+EVENTS = ("admitted", "rejected", "cancelled", "degraded", "fell_back", "timed_out", "unserved")
 
 
 class AdmissionCollector(Collector):
@@ -63,6 +64,7 @@ class AdmissionCollector(Collector):
     def collect(self) -> Any:
         counts = CounterMetricFamily("symoe_admission", "requests by what the admission did: admitted, "
                                      "rejected (429), cancelled (the client left), degraded (a cheaper router), "
+                                     "fell_back (answered by degrade_to after its router failed), "
                                      "timed_out (cut by the deadline), unserved (503: no expert)", labels=["event"])
         for event in EVENTS:
             counts.add_metric([event], self.service.counts.get(event, 0))
@@ -284,7 +286,8 @@ def add_routes(app: FastAPI, service: Service, metrics: Metrics) -> None:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "loaded": service.pool.loaded(), "cooled_down": service.health.cooling(),
                 "requests": service.requests, "running": service.admission.running,
-                "queued": len(service.admission.waiting)}
+                "queued": len(service.admission.waiting),
+                "degrade_to": None if service.degrade_to is None else str(service.degrade_to)}
 
     @app.get("/metrics")
     async def prometheus() -> Response:

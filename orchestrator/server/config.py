@@ -29,9 +29,19 @@ class ServerConfig(BaseModel):
                                           "the best answer its finished experts gave")
     stop_grace_s: float = Field(default=0.5, gt=0.0, le=60.0,
                                 description="how long past the deadline the cut answer may take to be combined")
-    degrade_to: str | None = Field(default=None, description="a cheaper router (e.g. 'budget:0', or 'default' for "
-                                                             "the default expert alone) routed requests fall back to "
-                                                             "under load; none: never degrade")
+    degrade_to: str | None = Field(default=None, description="a cheaper router routed requests fall back to under "
+                                                             "load, and any request when its router failed: 'cheapest' "
+                                                             "(the profile's fastest expert alone), 'default' (the "
+                                                             "default expert alone) or a router such as "
+                                                             "'single:qwen-0.5b-direct' or 'budget:0'; none: never")
+    admit_by_deadline: bool = Field(default=True,
+                                    description="with work already admitted, forecast when a request would finish "
+                                                "(the learnt work-seconds of its router and of the work running and "
+                                                "waiting) and degrade it, or answer 429 at once, when it would finish "
+                                                "after admit_within of its deadline or push an admitted request past "
+                                                "its own")
+    admit_within: float = Field(default=0.9, gt=0.0, le=1.0,
+                                description="the fraction of deadline_s a forecast must fit in (the rest is margin)")
     degrade_when_queued: int = Field(default=1, ge=0,
                                      description="degrade a routed request when this many wait for a slot as it is "
                                                  "admitted (0: always, while degrade_to is set)")

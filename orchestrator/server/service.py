@@ -61,41 +61,112 @@ POLL_S = 0.05
 
 
 class Ticket:
-    """One request's place: running (it holds a slot) or waiting in the queue."""
+    """One request's place: running (it holds a slot) or waiting in the queue. ``key`` is the
+    router its work runs (what the admission learns service times by), ``due`` its deadline
+    (monotonic); ``work`` the work-seconds it is expected to take (None: not known yet)."""
 
-    def __init__(self, running: bool, depth: int) -> None:
+    def __init__(self, running: bool, depth: int, key: str = "", work: float | None = None,
+                 due: float = math.inf) -> None:
         self.running = running
         self.depth = depth  # requests waiting as it arrived, itself included (0: it got a slot at once)
         self.released = False
         self.arrived = time.monotonic()
         self.started: float | None = self.arrived if running else None
+        self.key, self.work, self.due = key, work, due
+        self.begun = 0.0  # the admission's work clock when it got its slot
+        self.method: MethodSpec | None = None  # the router it is answered by when admission chose (degraded)
+        self.degraded: str | None = None  # why it was degraded at the door
+        self.outcome: str | None = None  # "done" or "cut" (by the deadline) once its work stopped; None: not learnt
 
 
 class Admission:
     """``slots`` for running work and a queue of at most ``queued`` requests waiting for one,
     first come first served. A slot is held until ``release``: when the request's work has
-    stopped, not when its answer was sent."""
+    stopped, not when its answer was sent.
 
-    def __init__(self, slots: int, queued: int) -> None:
+    It also knows how long work takes. The machine is shared by the requests running on it
+    (processor sharing: n requests each progress at 1/n of their speed alone), so it keeps a
+    *work clock* that advances at 1/n per second while n requests run; a request's work is
+    the clock's advance between its start and its stop: the seconds it would have taken
+    alone. ``learned`` keeps an exponentially weighted mean of that per router (a request cut
+    by its deadline only raises it: its work was at least that), seeded by ``priors`` (the
+    profile's seconds per question for single experts). ``forecast`` says when a new request
+    would finish under processor sharing, given what is running and waiting (each sharer
+    delays it by the lesser of its remaining work and its own), and which admitted request
+    it would push past its deadline."""
+
+    def __init__(self, slots: int, queued: int, priors: dict[str, float] | None = None,
+                 weight: float = 0.3) -> None:
         self.slots, self.queued = slots, queued
         self.running = 0
         self.waiting: deque[Ticket] = deque()
-        self._cond = threading.Condition()
+        self.active: list[Ticket] = []  # tickets holding a slot
+        self._cond = threading.Condition()  # an RLock: the service decides and enters under it
+        self.lock = self._cond
         self._seconds = 0.0  # a running mean of how long work held a slot (for Retry-After)
         self.most_running = 0
+        self.weight = weight
+        self.learned: dict[str, float] = {}
+        self.priors = dict(priors or {})
+        self._clock, self._at = 0.0, time.monotonic()
 
-    def enter(self) -> Ticket:
+    # -- the work clock and what it learns ----------------------------------------------------
+    def _tick(self) -> float:
+        now = time.monotonic()
+        self._clock += (now - self._at) / max(1, self.running)
+        self._at = now
+        return self._clock
+
+    def expected(self, key: str) -> float | None:
+        """Work-seconds a request to ``key`` takes alone: learned, else the prior, else None."""
+        with self._cond:
+            return self.learned.get(key, self.priors.get(key))
+
+    def learn(self, key: str, work: float, cut: bool) -> None:
+        with self._cond:
+            old = self.learned.get(key)
+            if old is None:
+                self.learned[key] = work
+            else:
+                mean = (1 - self.weight) * old + self.weight * work
+                self.learned[key] = max(old, mean) if cut else mean
+
+    def forecast(self, work: float) -> tuple[float, list[Ticket]]:
+        """Seconds from now until a new request of ``work`` work-seconds would finish, and the
+        admitted requests it would make late (each predicted on time now, past its ``due``
+        with it)."""
+        with self._cond:
+            clock, now = self._tick(), time.monotonic()
+            left: list[tuple[Ticket, float]] = []
+            for t in self.active:
+                own = t.work if t.work is not None else work
+                left.append((t, max(own - (clock - t.begun), 0.1 * own)))
+            left += [(t, t.work if t.work is not None else work) for t in self.waiting]
+            finish = work + sum(min(rem, work) for _, rem in left)
+            late = []
+            for t, rem in left:
+                alone = sum(min(r, rem) for _, r in left)  # its finish under sharing, as things are
+                if now + alone <= t.due < now + alone + min(work, rem):
+                    late.append(t)
+            return finish, late
+
+    # -- slots ----------------------------------------------------------------------------------
+    def enter(self, key: str = "", work: float | None = None, due: float = math.inf) -> Ticket:
         """A slot now, a place in the queue, or 429 with ``Retry-After`` when that is full too."""
         with self._cond:
             if self.running < self.slots and not self.waiting:
+                self._tick()
                 self.running += 1
                 self.most_running = max(self.most_running, self.running)
-                return Ticket(True, 0)
+                ticket = Ticket(True, 0, key, work, due)
+                ticket.begun = self._clock
+                self.active.append(ticket)
+                return ticket
             if len(self.waiting) >= self.queued:
                 raise ApiError(429, f"{self.running} requests are being answered and {len(self.waiting)} are "
                                     "waiting; retry later", type_="rate_limit_error", code="too_many_requests",
                                headers={"Retry-After": str(self.retry_after())})
-            ticket = Ticket(False, len(self.waiting) + 1)
+            ticket = Ticket(False, len(self.waiting) + 1, key, work, due)
             self.waiting.append(ticket)
             return ticket
 
@@ -116,7 +187,8 @@ class Admission:
             return True
 
     def release(self, ticket: Ticket) -> None:
-        """The request's work stopped (or never started): its slot or place goes to the next."""
+        """The request's work stopped (or never started): its slot or place goes to the next;
+        its work is learnt when ``ticket.outcome`` says how it ended."""
         with self._cond:
             self._leave(ticket)
 
@@ -124,29 +196,37 @@ class Admission:
         if ticket.released:
             return
         ticket.released = True
+        clock = self._tick()
         if ticket.running:
             self.running -= 1
+            if ticket in self.active:
+                self.active.remove(ticket)
             if ticket.started is not None:
                 held = time.monotonic() - ticket.started
                 self._seconds = held if not self._seconds else 0.8 * self._seconds + 0.2 * held
+            if ticket.outcome is not None and ticket.key:
+                self.learn(ticket.key, clock - ticket.begun, ticket.outcome == "cut")
         elif ticket in self.waiting:
             self.waiting.remove(ticket)
         while self.running < self.slots and self.waiting:
             nxt = self.waiting.popleft()
-            nxt.running, nxt.started = True, time.monotonic()
+            nxt.running, nxt.started, nxt.begun = True, time.monotonic(), clock
             self.running += 1
+            self.active.append(nxt)
         self.most_running = max(self.most_running, self.running)
         self._cond.notify_all()
 
 
 class Outcome:
     """An answered request: the session's answer record, whether the deadline cut it short,
-    and whether it was degraded to a cheaper router (and why)."""
+    whether it was degraded to a cheaper router (and why), and the answers that failed
+    before it (a failed router's record, whose usage was spent too)."""
 
     def __init__(self, result: AskResult, deadline_exceeded: bool, seconds: float, degraded: str | None = None,
-                 queued_s: float = 0.0) -> None:
+                 queued_s: float = 0.0, failed: list[AskResult] | None = None) -> None:
         self.result, self.deadline_exceeded, self.seconds = result, deadline_exceeded, seconds
         self.degraded, self.queued_s = degraded, queued_s
+        self.failed = failed or []
 
     @property
     def text(self) -> str:
@@ -173,7 +253,6 @@ class Service:
         self.batcher = made[0]
         self.pool = self.symoe.pool
         self.admission = Admission(limits.max_in_flight, limits.max_queued)
-        self.degrade_to = self._degrade_target()
         self.requests = 0
         #: admitted, rejected, cancelled (the client left), degraded, timed_out (cut by the deadline), unserved (503)
         self.counts: Counter[str] = Counter()
@@ -187,16 +266,37 @@ class Service:
             _ = self.symoe.pipeline.profile
         except SymoeError as exc:  # single experts still serve; routed requests get this line
             self.profile_problem = str(exc)
+        self.degrade_to = self._degrade_target()
+        self.admission.priors = self._priors()
 
     def _degrade_target(self) -> MethodSpec | None:
+        """``server.degrade_to``: ``default`` (the default expert alone), ``cheapest`` (the routed
+        expert with the fewest seconds per question in the profile), or any router."""
         target = self.config.server.degrade_to
         if not target:
             return None
+        if target == "cheapest":
+            if self.profile_problem is not None:
+                raise SymoeError(f"server.degrade_to 'cheapest' reads the profile: {self.profile_problem}")
+            measured = self.symoe.pipeline.profile.experts.items()
+            costs = {n: e.seconds_per_question or e.tokens_per_question
+                     for n, e in measured if n in self.config.experts and e.questions}
+            if not costs:
+                raise SymoeError("server.degrade_to 'cheapest': the profile measured no expert")
+            target = "single:" + min(costs, key=lambda n: (costs[n], n))
         name = f"single:{self.config.default_expert}" if target == "default" else target
         try:
             return MethodSpec.parse(name, self.config)
         except SymoeError as exc:
             raise SymoeError(f"server.degrade_to {target!r}: {exc}") from None
+
+    def _priors(self) -> dict[str, float]:
+        """What a single expert takes alone before the server has seen it answer: the profile's
+        seconds per question (none without a profile)."""
+        if self.profile_problem is not None:
+            return {}
+        return {f"single:{n}": e.seconds_per_question for n, e in self.symoe.pipeline.profile.experts.items()
+                if e.seconds_per_question > 0}
 
     def close(self) -> None:
         self.symoe.close()
@@ -253,30 +353,91 @@ class Service:
             raise ApiError(400, f"max_tokens {max_tokens} is over this server's limit of {limit}",
                            param="max_tokens")
 
-    def admit(self, method: MethodSpec) -> Ticket:
-        """A slot or a place in the queue for a request to ``method``, before any work: 503 when
-        no expert can serve it, 429 (``Retry-After``) when the queue is full."""
+    def degradable(self, method: MethodSpec) -> bool:
+        """Whether a request to ``method`` may be answered by ``degrade_to`` under load: a
+        router other than the target; a request naming one expert gets that expert or a 429."""
+        return self.degrade_to is not None and str(method) != str(self.degrade_to) and \
+            not str(method).startswith("single:")
+
+    def can_serve(self, method: MethodSpec) -> bool:
         healthy = self.available()
         single = str(method).removeprefix("single:") if str(method).startswith("single:") else None
-        if not healthy or single is not None and single not in healthy:
-            self.note("unserved")
-            who = f"expert {single!r} is" if single else "every expert is"
-            raise ApiError(503, f"no expert can serve this request: {who} cooled down after failing "
-                                f"({self.health.cooling()}); retry later", type_="server_error",
-                           code="no_expert_available", headers={"Retry-After": str(math.ceil(max(
-                               [1.0, *self.health.cooling().values()])))})
-        try:
-            return self.admission.enter()
-        except ApiError:
-            self.note("rejected")
-            raise
+        return bool(healthy) and (single is None or single in healthy)
+
+    def admit(self, method: MethodSpec) -> Ticket:
+        """A slot or a place in the queue for a request to ``method``, decided at once, before
+        any work:
+
+        - no expert can serve it (cooled down after failing): ``degrade_to`` when that can, else 503;
+        - with work already admitted (``server.admit_by_deadline``), the admission forecasts when
+          it would finish (``Admission.forecast``): if after ``admit_within`` of its deadline, or if
+          it would push an admitted request past its own, a routed request goes to ``degrade_to``
+          when that one fits, and otherwise it gets 429 with ``Retry-After`` (its answer would
+          come late: better now than a 504 after the deadline);
+        - a full queue: 429 with ``Retry-After``.
+        A router whose work is not known yet (no request to it has finished) is admitted: the
+        first one teaches the admission its time."""
+        limits = self.config.server
+        why: str | None = None
+        target = method
+        if not self.can_serve(method):
+            if self.degrade_to is not None and str(method) != str(self.degrade_to) and self.can_serve(self.degrade_to):
+                target = self.degrade_to
+                why = f"{method} cannot serve now (cooled down after failing: {self.health.cooling()})"
+            else:
+                self.note("unserved")
+                single = str(method).removeprefix("single:") if str(method).startswith("single:") else None
+                who = f"expert {single!r} is" if single else "every expert is"
+                raise ApiError(503, f"no expert can serve this request: {who} cooled down after failing "
+                                    f"({self.health.cooling()}); retry later", type_="server_error",
+                               code="no_expert_available", headers={"Retry-After": str(math.ceil(max(
+                                   [1.0, *self.health.cooling().values()])))})
+        due = time.monotonic() + limits.deadline_s * limits.admit_within
+        with self.admission.lock:
+            if limits.admit_by_deadline and (self.admission.running or self.admission.waiting):
+                target, why = self._fits(target, why, due)
+            work = self.admission.expected(str(target))
+            try:
+                ticket = self.admission.enter(str(target), work, due)
+            except ApiError:
+                self.note("rejected")
+                raise
+        if target is not method:
+            ticket.method, ticket.degraded = target, f"{why}: answered by {target} instead of {method}"
+        return ticket
+
+    def _fits(self, method: MethodSpec, why: str | None, due: float) -> tuple[MethodSpec, str | None]:
+        """``method`` if its forecast fits, else ``degrade_to`` if that one's does, else a 429."""
+        limits = self.config.server
+        left = due - time.monotonic()
+        ahead = self.admission.running + len(self.admission.waiting)
+        work = self.admission.expected(str(method))
+        if work is None:
+            return method, why
+        finish, late = self.admission.forecast(work)
+        if finish <= left and not late:
+            return method, why
+        said = (f"{ahead} request(s) running or waiting; {method} forecast to finish in {finish:.1f} s" +
+                (f", which would push {len(late)} admitted request(s) past their deadline" if late else
+                 f", past {limits.admit_within:g} of its deadline of {limits.deadline_s:g} s"))
+        if self.degradable(method) and self.degrade_to is not None:
+            cheap = self.admission.expected(str(self.degrade_to))
+            d_finish, d_late = self.admission.forecast(cheap) if cheap is not None else (0.0, [])
+            if d_finish <= left and not d_late:
+                return self.degrade_to, said
+        self.note("rejected")
+        retry = max(1, math.ceil(finish - left))
+        raise ApiError(429, f"not admitted: {said}; retry in {retry} s", type_="rate_limit_error",
+                       code="too_many_requests", headers={"Retry-After": str(retry)})
 
     def answer(self, query: Query, method: MethodSpec, seed: int | None = None,
                on_text: Callable[[str], None] | None = None, *, cancel: Cancel | None = None,
                ticket: Ticket | None = None) -> Outcome:
         """Run the pipeline for one request under its deadline (counted from its arrival) and
         ``cancel`` (set when the client goes); past the deadline its work is cancelled and the
-        answer is what the pipeline's stages make of the experts that finished."""
+        answer is what the pipeline's stages make of the experts that finished. When no expert
+        of its router answered (one failed, its server gone) and time is left, ``degrade_to``
+        answers it instead, and the record says so."""
         limits = self.config.server
         ticket = ticket or self.admit(method)
         flag = Cancel(parent=cancel)
@@ -300,21 +461,40 @@ class Service:
             raise
         self.note("admitted")
         queued_s = (ticket.started or ticket.arrived) - ticket.arrived
-        degraded = None
-        if self.degrade_to is not None and ticket.depth >= limits.degrade_when_queued and \
-                str(method) != str(self.degrade_to) and not str(method).startswith("single:"):
+        degraded = ticket.degraded
+        if ticket.method is not None:
+            method = ticket.method
+        elif self.degradable(method) and ticket.depth >= limits.degrade_when_queued:
+            assert self.degrade_to is not None
             degraded = (f"{ticket.depth} request(s) were waiting for a slot as it arrived "
                         f"(server.degrade_when_queued {limits.degrade_when_queued}): answered by "
                         f"{self.degrade_to} instead of {method}")
             method = self.degrade_to
+            with self.admission.lock:
+                ticket.key, ticket.work = str(method), self.admission.expected(str(method))
+        if degraded:
             self.note("degraded")
-        box: list[AskResult | BaseException] = []
+        box: list[tuple[AskResult, list[AskResult], str | None] | BaseException] = []
         stopped = threading.Event()
+        cut = threading.Event()  # set just before the deadline cancels the work
 
         def work() -> None:
             try:
                 with cancel_scope(flag):
-                    box.append(self.symoe.ask_query(query, method, seed=seed, on_text=on_text))
+                    result = self.symoe.ask_query(query, method, seed=seed, on_text=on_text)
+                    failed: list[AskResult] = []
+                    why = None
+                    fallback = self.degrade_to
+                    if result.error and not flag.cancelled and fallback is not None and \
+                            str(method) != str(fallback) and self.can_serve(fallback):
+                        failed, why = [result], (f"{method} failed ({result.error.splitlines()[0][:200]}): "
+                                                 f"answered by {fallback} instead")
+                        ticket.outcome = None  # two routers' work: nothing to learn
+                        result = self.symoe.ask_query(query, fallback, seed=seed, on_text=on_text)
+                    else:  # learnt: a finished answer's work, or a cut one's (at least that); not a failure's
+                        ticket.outcome = "cut" if cut.is_set() else None if flag.cancelled or result.error \
+                            else "done"
+                    box.append((result, failed, why))
             except BaseException as exc:  # noqa: BLE001 - handed to the request's thread
                 box.append(exc)
             finally:
@@ -332,6 +512,7 @@ class Service:
                 break
             if time.monotonic() >= deadline:
                 timed_out = True
+                cut.set()
                 flag.cancel(f"the deadline of {limits.deadline_s:g} s passed")
                 break
         if flag.cancelled and not timed_out:  # the client left (its work may have stopped at once): nobody reads
@@ -345,18 +526,24 @@ class Service:
         if not box:
             raise ApiError(504, f"no answer within the deadline of {limits.deadline_s:g} s; its work is being "
                                 "stopped", type_="server_error", code="deadline_exceeded")
-        done = box[0]
-        if isinstance(done, SymoeError):
-            raise ApiError(400 if isinstance(done, MethodError) else 503, str(done),
-                           type_="invalid_request_error" if isinstance(done, MethodError) else "server_error")
-        if isinstance(done, BaseException):
-            raise done
+        got = box[0]
+        if isinstance(got, SymoeError):
+            raise ApiError(400 if isinstance(got, MethodError) else 503, str(got),
+                           type_="invalid_request_error" if isinstance(got, MethodError) else "server_error")
+        if isinstance(got, BaseException):
+            raise got
+        done, failed, fell_back = got
+        if fell_back:
+            if not degraded:
+                self.note("degraded")
+            degraded = f"{degraded}; then {fell_back}" if degraded else fell_back
+            self.note("fell_back")
         if timed_out and (done.error or not done.text.strip()):
             raise ApiError(504, f"no expert answered within the deadline of {limits.deadline_s:g} s",
                            type_="server_error", code="deadline_exceeded")
         if done.error:
             raise ApiError(503, done.error, type_="server_error", code="experts_failed")
-        return Outcome(done, timed_out, seconds, degraded, queued_s)
+        return Outcome(done, timed_out, seconds, degraded, queued_s, failed)
 
     # -- responses ------------------------------------------------------------------------
     def record(self, outcome: Outcome) -> dict[str, Any]:
@@ -364,10 +551,14 @@ class Service:
         return {**outcome.result.record(), "cooled_down": self.health.cooling(),
                 "deadline_exceeded": outcome.deadline_exceeded, "seconds": round(outcome.seconds, 3),
                 "queued_s": round(outcome.queued_s, 3), "degraded": outcome.degraded is not None,
-                "degraded_why": outcome.degraded}
+                "degraded_why": outcome.degraded,
+                "failed_experts": sorted({*outcome.result.record()["failed_experts"],  # type: ignore[misc]
+                                          *(e for f in outcome.failed for e in f.record()["failed_experts"])})}
 
     def usage(self, outcome: Outcome) -> CompletionUsage:
         u = outcome.result.usage
+        for failed in outcome.failed:  # a failed router's tokens were spent too
+            u = u + failed.usage
         return CompletionUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                                total_tokens=u.total_tokens)
 
