@@ -161,10 +161,15 @@ class Usage(BaseModel):
 
     @classmethod
     def total(cls, usages: list[Usage]) -> Usage:
-        out = cls()
+        """The sum of ``usages``, each field summed once (the same figures as adding them up
+        with ``+``, without a record per addition); one usage is its own total (it is frozen)."""
+        if len(usages) == 1 and type(usages[0]) is cls:
+            return usages[0]
+        seconds = 0.0
         for u in usages:
-            out = out + u
-        return out
+            seconds += u.seconds
+        return cls(prompt_tokens=sum(u.prompt_tokens for u in usages),
+                   completion_tokens=sum(u.completion_tokens for u in usages), seconds=seconds)
 
 
 class Generation(BaseModel):
