@@ -49,22 +49,24 @@ class RoutingOption(BaseModel):
     first: str | None = None
     accept_margin: float | None = None
 
-    def sure(self, example: ProfiledExample) -> bool:
+    def sure(self, example: ProfiledExample, memo: AnswerMemo | None = None) -> bool:
         """Whether the first expert's recorded answer would have stood here, by the live
         cascade's rule (``aggregate.accepted``: answered, and that sure of its letter)."""
         return (self.first is not None and self.accept_margin is not None
-                and accepted([recorded_answer(example, self.first)], self.accept_margin))
+                and accepted([recorded_answer(example, self.first, memo)], self.accept_margin))
 
-    def replay(self, example: ProfiledExample, weights: dict[str, float]) -> tuple[int, bool]:
+    def replay(self, example: ProfiledExample, weights: dict[str, float],
+               memo: AnswerMemo | None = None) -> tuple[int, bool]:
         """What this option cost on a graded example and whether it was right, from the
-        experts' recorded answers (a first-round expert that the rest include is paid once)."""
-        if self.sure(example):
+        experts' recorded answers (a first-round expert that the rest include is paid once);
+        ``memo`` keeps each recorded answer read for the next option."""
+        if self.sure(example, memo):
             assert self.first is not None
             return example.cost(self.first), example.correct.get(self.first, False)
         cost = sum(example.cost(e) for e in self.experts if e in example.correct)
         if self.first is not None and self.first not in self.experts:
             cost += example.cost(self.first)
-        return cost, vote_correct(example, self.experts, weights)
+        return cost, vote_correct(example, self.experts, weights, memo)
 
 
 class ClusterScore(BaseModel):
@@ -95,17 +97,29 @@ class ClusterScore(BaseModel):
                                            -o.tokens, -len(o.experts)))
 
 
-def recorded_answer(example: ProfiledExample, expert: str) -> ExpertAnswer:
+#: recorded answers already read, by (``id`` of the example, expert): a cluster build reads
+#: each one for every option and cluster, and builds it once
+AnswerMemo = dict[tuple[int, str], ExpertAnswer]
+
+
+def recorded_answer(example: ProfiledExample, expert: str, memo: AnswerMemo | None = None) -> ExpertAnswer:
     """An expert's answer to a graded example as the live rules read one: the answer it stated
-    when profiled (None: none, or it failed) and its letter's margin."""
+    when profiled (None: none, or it failed) and its letter's margin (kept in ``memo``, when
+    given, for the next reading; the rules never change an answer record)."""
+    if memo is not None:
+        found = memo.get((id(example), expert))
+        if found is None:
+            found = memo[id(example), expert] = recorded_answer(example, expert)
+        return found
     return ExpertAnswer(expert=expert, generation=Generation(text=example.answers.get(expert) or "", model=expert),
                         answer=example.answers.get(expert), margin=example.margins.get(expert))
 
 
-def vote_correct(example: ProfiledExample, experts: list[str], weights: dict[str, float]) -> bool:
+def vote_correct(example: ProfiledExample, experts: list[str], weights: dict[str, float],
+                 memo: AnswerMemo | None = None) -> bool:
     """Whether these experts' vote on a graded example was right: the pipeline's own majority
     rule (``aggregate.majority``) on their recorded answers."""
-    best = majority([recorded_answer(example, e) for e in experts if e in example.correct], weights)
+    best = majority([recorded_answer(example, e, memo) for e in experts if e in example.correct], weights)
     return best is not None and example.correct[best.expert]
 
 
@@ -145,6 +159,7 @@ class ClusterRouter:
         overall = {e: _mean([x.correct[e] for x in graded if e in x.correct]) for e in experts}
         first = _sure_first(graded, experts, overall) if sure_first else None
         replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]] = {}  # an option's replay, shared by clusters
+        memo: AnswerMemo = {}  # each recorded answer built once, for every option that reads it
         self.scores = []
         for c in range(len(self.centroids)):
             members = [x for x, label in zip(graded, labels, strict=True) if label == c]
@@ -154,7 +169,7 @@ class ClusterRouter:
                 accuracy[e] = _shrunk(right, overall[e], config.prior)
                 tokens[e] = round(_mean([x.tokens.get(e, 0) for x in members if e in x.correct]), 1)
             score = ClusterScore(cluster=c, size=len(members), accuracy=accuracy, tokens=tokens)
-            score.options = _options(score, members, graded, experts, teams, config.prior, first, replays)
+            score.options = _options(score, members, graded, experts, teams, config.prior, first, replays, memo)
             self.scores.append(score)
         scale = max((o.tokens for s in self.scores for o in s.options), default=1.0)
         for s in self.scores:
@@ -185,7 +200,8 @@ def _sure_first(graded: list[ProfiledExample], experts: list[str],
 
 def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[ProfiledExample],
              experts: list[str], teams: int, prior: float, first: tuple[str, float] | None,
-             replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]]) -> list[RoutingOption]:
+             replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]],
+             memo: AnswerMemo | None = None) -> list[RoutingOption]:
     """Each expert alone, then the vote of the cluster's top 3, 5, ... (while ``teams`` allows
     and the examples recorded answers to replay); with ``first``, each of them sure-first too."""
     options = [RoutingOption(experts=[e], accuracy=score.accuracy[e],
@@ -196,25 +212,27 @@ def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[P
         return options
     for size in range(3, min(teams, len(ranked)) + 1, 2):
         options.append(_replayed(RoutingOption(experts=ranked[:size], accuracy=0.0, tokens=0.0), score,
-                                 members, graded, prior, replays))
+                                 members, graded, prior, replays, memo))
     if first is not None:
         expert, threshold = first
         options += [_replayed(RoutingOption(experts=o.experts, accuracy=0.0, tokens=0.0, first=expert,
-                                            accept_margin=threshold), score, members, graded, prior, replays)
+                                            accept_margin=threshold), score, members, graded, prior, replays,
+                                  memo)
                     for o in list(options) if o.experts != [expert]]
     return options
 
 
 def _replayed(option: RoutingOption, score: ClusterScore, members: list[ProfiledExample],
               graded: list[ProfiledExample], prior: float,
-              replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]]) -> RoutingOption:
+              replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]],
+              memo: AnswerMemo | None = None) -> RoutingOption:
     """The option with its accuracy (on the cluster, shrunk towards all questions) and mean
     cost replayed on the recorded answers. A replay is kept in ``replays`` for the other
     clusters: one expert's does not depend on the cluster, a vote's depends on its weights."""
     weights = tuple((e, score.accuracy[e]) for e in option.experts) if len(option.experts) > 1 else ()
     key = (tuple(option.experts), option.first, option.accept_margin, weights)
     if key not in replays:
-        replays[key] = {id(x): option.replay(x, score.accuracy) for x in graded}  # members are among them
+        replays[key] = {id(x): option.replay(x, score.accuracy, memo) for x in graded}  # members are among them
     replayed = replays[key]
     overall = _mean([right for _, right in replayed.values()])
     replays = [replayed[id(x)] for x in members]
