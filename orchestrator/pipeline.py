@@ -71,6 +71,7 @@ from orchestrator.records import (
     Job,
     Query,
     RetrievalDecision,
+    Slot,
     StepUsage,
 )
 from retrieval.index import default_index_dir, open_index
@@ -414,9 +415,14 @@ def execute(ctx: Pipeline, jobs: list[Job], stage: str) -> None:
     the cache, stores each finished batch at once, and leaves the jobs another live process
     has claimed, handed again here after the other models until they are read."""
     groups: dict[str, list[Job]] = {}
+    keys: dict[tuple[str, int], str] = {}  # jobs sharing one request object (``answer``) hash it once
     for job in jobs:
         if job.generation is None:
-            same = groups.setdefault(ctx.job_key(job), [])
+            at = (job.model, id(job.request))
+            key = keys.get(at)
+            if key is None:
+                key = keys[at] = ctx.job_key(job)
+            same = groups.setdefault(key, [])
             # a job someone reads as it is produced runs for its group: it goes first
             same.insert(0 if job.on_text is not None else len(same), job)
     todo = [same[0] for same in groups.values()]
@@ -602,11 +608,24 @@ def _decide(ctx: Pipeline, p: Plan, found: list[Hit], draft: Job | None) -> Retr
 def answer(ctx: Pipeline, plans: list[Plan], stage: str = "experts") -> None:
     """Every slot's job, executed together (grouped by model); an escalated cascade's slot
     that its first round already asked reuses that job (asked and counted once)."""
+    requests: dict[tuple[object, ...], GenerationRequest] = {}
+
+    def request(p: Plan, s: Slot) -> GenerationRequest:
+        """The slot's request; the same one (expert method, query, format, passages, sampling) that
+        other plans ask, e.g. under other routers, is built once and shared (requests are never
+        changed in place)."""
+        context = p.context
+        key = (ctx.spec(s.expert).method, id(p.query), p.format, context, s.temperature, s.seed)
+        made = requests.get(key)
+        if made is None:
+            made = requests[key] = _with_history(
+                ctx.method(s.expert).request(p.query, p.format, context, s.temperature, s.seed), p.query)
+        return made
+
     for p in plans:
         asked = p.cascade.asked() if p.cascade else {}
-        p.answer_jobs = [asked.get(slot_key(s)) or Job(model=s.expert, request=_with_history(
-            ctx.method(s.expert).request(p.query, p.format, p.context, s.temperature, s.seed), p.query),
-            query_id=p.query.id) for s in p.assignment.slots]
+        p.answer_jobs = [asked.get(slot_key(s)) or Job(model=s.expert, request=request(p, s), query_id=p.query.id)
+                         for s in p.assignment.slots]
         if p.on_text is not None and len(p.answer_jobs) == 1 and not asked:  # the sole slot's text is the answer
             p.answer_jobs[0].on_text = p.on_text
     execute(ctx, [j for p in plans for j in p.answer_jobs if j.generation is None], stage)
