@@ -17,11 +17,12 @@ scores its experts' mean. The ``oracle`` row (some expert right) is the upper bo
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from multiprocessing import get_context
 
 import numpy as np
@@ -68,6 +69,9 @@ class ReplayExecutor:
 
     def __init__(self, matrix: Matrix) -> None:
         self.rows = {r.id: r for r in matrix.rows}
+        #: each (expert, question)'s recorded generation, made once: the routers that ask it share
+        #: it, as identical jobs share one (a generation is never changed in place)
+        self.made: dict[tuple[str, str], Generation] = {}
 
     def resident(self) -> list[str]:
         return []
@@ -88,7 +92,10 @@ class ReplayExecutor:
 
     def run(self, model: str, jobs: list[Job], done: BatchDone) -> None:
         for job in jobs:
-            job.generation = self.generation(model, job)
+            made = self.made.get((model, job.query_id))
+            if made is None:
+                made = self.made[model, job.query_id] = self.generation(model, job)
+            job.generation = made
         done(jobs)
 
 
@@ -219,13 +226,29 @@ class ReplayTask(BaseModel):
     one_thread: bool = False  # one worker among others on the same cores: no BLAS or OpenMP threads of its own
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """CPython's cyclic garbage collector off while a replay runs (as it was, after). A replay
+    keeps every plan, answer record and sample it makes (hundreds of thousands of pydantic
+    records, about a million containers at 2,000 questions), almost none of them in cycles, so
+    each full collection walked all of them again to free nothing: a third of the replay's CPU
+    time. Reference counting still frees everything that is not a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def replay_routers(task: ReplayTask, progress: StageReport | None = None,
                    on_split: Callable[[int, int], None] | None = None) -> tuple[list[SampleResult], list[int]]:
     """The task's routers on each scored split under a profile of its fit split (or the given
     profile); the samples, and the generations needed, replayed and failed."""
     samples: list[SampleResult] = []
     counts = [0, 0, 0]
-    with threadpool_limits(1) if task.one_thread else nullcontext():
+    with threadpool_limits(1) if task.one_thread else nullcontext(), collector_paused():
         for number, ((fit_at, scored_at), skills) in enumerate(zip(task.pairs, task.labels, strict=True), 1):
             fit, scored = task.matrix.take(fit_at), task.matrix.take(scored_at)
             base = replay_config(task.config, task.matrix, fit.best_single() or task.matrix.experts[0])
@@ -265,6 +288,14 @@ def router_groups(routers: list[str], count: int) -> list[list[str]]:
     return [sorted(g, key=order.__getitem__) for g in groups if g]
 
 
+def split_shares(splits: int, count: int) -> list[tuple[int, int]]:
+    """``splits`` consecutive splits cut into ``count`` runs, [start, end), the larger ones
+    first (this process takes the first: the others start later, paying their imports)."""
+    sizes = [splits // count + (i < splits % count) for i in range(count)]
+    ends = np.cumsum(sizes).tolist()
+    return [(int(end - size), int(end)) for size, end in zip(sizes, ends, strict=True)]
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -279,8 +310,9 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     then decides as a live run under that profile does. A given ``labeller`` (over this
     matrix's questions) is used instead of building one for ``labelling``. ``sweeps`` run each
     router that reads a key once per value (``--sweep``). ``workers`` processes share the
-    routers out (default: one per core for a large replay, else one); each router's answers
-    are the same however many there are."""
+    work (default: one per core for a large replay, else one): whole splits each where there
+    are several (cross-fitting), else the routers; the answers, and their order, are the same
+    however many there are."""
     if not len(matrix):
         raise SymoeError(f"{matrix.source}: the matrix holds no questions")
     started = time.perf_counter()
@@ -292,19 +324,30 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     labels = [labeller(matrix.take(fit)) if labeller is not None and profile is None else {} for fit, _ in pairs]
     if workers is None:
         workers = cores() if len(matrix) * len(routers) >= PARALLEL_FROM else 1
-    groups = router_groups(routers, max(1, min(workers, len(routers))))
-    tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs, labels=labels, routers=group, seed=seed,
-                        embed=embed, profile=profile, sweeps=sweeps, one_thread=len(groups) > 1) for group in groups]
-    report = across(progress, len(pairs)) if progress is not None else None
+    by_split = workers > 1 and len(pairs) > 1
+    if by_split:  # whole splits per process: no profile, cluster build or fit made twice
+        shares = split_shares(len(pairs), min(workers, len(pairs)))
+        tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs[a:b], labels=labels[a:b], routers=routers,
+                            seed=seed, embed=embed, profile=profile, sweeps=sweeps, one_thread=True)
+                 for a, b in shares]
+    else:  # one split (validation -> test): its routers shared out
+        groups = router_groups(routers, max(1, min(workers, len(routers))))
+        tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs, labels=labels, routers=group, seed=seed,
+                            embed=embed, profile=profile, sweeps=sweeps, one_thread=len(groups) > 1)
+                 for group in groups]
+    report = across(progress, len(tasks[0].pairs)) if progress is not None else None
     if len(tasks) == 1:
         samples, counts = replay_routers(tasks[0], report, on_split)
-    else:  # the first group here, the others in fresh processes (spawned: no forked model threads)
+    else:  # the first task here, the others in fresh processes (spawned: no forked model threads)
         with ProcessPoolExecutor(len(tasks) - 1, mp_context=get_context("spawn")) as pool:
             others = [pool.submit(replay_routers, t) for t in tasks[1:]]
             done = [replay_routers(tasks[0], report, on_split), *(f.result() for f in others)]
-        names = expand_methods(",".join(routers), replay_config(config, matrix, matrix.experts[0]), None, sweeps)
-        order = {str(m): n for n, m in enumerate(names)}
-        samples = sorted((s for part, _ in done for s in part), key=lambda s: order.get(s.method, len(order)))
+        if by_split:  # the splits in order, as one process gives them
+            samples = [s for part, _ in done for s in part]
+        else:
+            names = expand_methods(",".join(routers), replay_config(config, matrix, matrix.experts[0]), None, sweeps)
+            order = {str(m): n for n, m in enumerate(names)}
+            samples = sorted((s for part, _ in done for s in part), key=lambda s: order.get(s.method, len(order)))
         counts = [sum(c[i] for _, c in done) for i in range(3)]
     samples += oracle_samples([matrix.rows[int(i)] for _, scored in pairs for i in scored])
     stats_ = RunStats(questions=sum(len(s) for _, s in pairs), generations_needed=counts[0], generated=counts[1],
