@@ -32,8 +32,10 @@ tokens, seconds and, for letters, a log-prob margin (larger when right) are reco
 row is ``validation`` (replay cross-fits ``--folds`` folds), or ``--test-share`` of them (by
 id hash) ``test`` (replay fits on validation, scores test).
 
-Everything runs under a temporary ``SYMOE_HOME`` (removed afterwards unless ``--keep-home``),
-so the user's embedding cache is neither read nor written. Rate: questions x experts x
+Everything runs under a temporary ``SYMOE_HOME`` (removed afterwards unless ``--keep-home``;
+``--home DIR`` names one to reuse, whose embedding cache may be warm already), so the user's
+embedding cache is neither read nor written. The replay's row also gives its CPU seconds (every
+process, workers included): on a shared machine they vary less than its wall seconds. Rate: questions x experts x
 replayed methods (``single`` expands to one method per expert) per second.
 """
 
@@ -43,6 +45,7 @@ import argparse
 import hashlib
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -243,6 +246,14 @@ def breakdown_targets() -> list[tuple[object, str, str | Callable[..., str]]]:
     ]
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its children reaped so far (a
+    replay's worker processes are, once it returns): on a shared machine a fairer figure than
+    wall seconds, which another job's load inflates."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -277,9 +288,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes sharing the routers (default: replay's own choice, one per core when large)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary SYMOE_HOME (printed)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="this SYMOE_HOME instead of a temporary one (kept): an embedding cache there from an "
+                             "earlier run (--keep-home) makes the 'cache cold' step warm, to time replays back to back")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="symoe-replay-bench-"))
+    if args.home is not None:
+        args.home.mkdir(parents=True, exist_ok=True)
+        args.keep_home = True
+    home = args.home.resolve() if args.home is not None else Path(tempfile.mkdtemp(prefix="symoe-replay-bench-"))
     os.environ["SYMOE_HOME"] = str(home)  # before symoe reads it anywhere: the user's cache is untouched
     try:
         run(args, home)
@@ -352,10 +369,12 @@ def run(args: argparse.Namespace, home: Path) -> None:
     breakdown = Breakdown()
     blas = threadpool_limits(args.blas_threads, user_api="blas") if args.blas_threads else nullcontext()
     with blas, breakdown.wrapped(breakdown_targets() if args.breakdown else []):
+        cpu = cpu_seconds()
         started = mark[0] = time.perf_counter()
         samples, stats = replay(config, matrix, routers, folds=args.folds, seed=args.seed, on_split=on_split,
                                 workers=1 if args.breakdown else args.workers)
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu
     methods = sorted({s.method for s in samples if s.method != "oracle"})
     cells = stats.questions * len(matrix.experts) * len(methods)
     steps.append((f"replay {len(routers)} routers ({len(methods)} methods), {scored}", seconds,
@@ -370,7 +389,8 @@ def run(args: argparse.Namespace, home: Path) -> None:
     console.print(table)
     console.print(f"replay: {stats.questions} scored questions, {stats.generations_needed} recorded generations "
                   f"needed, {stats.generated} replayed, {stats.failed} failed; per split "
-                  f"{', '.join(f'{t:.1f}' for t in fold_times)} s; "
+                  f"{', '.join(f'{t:.1f}' for t in fold_times)} s; {cpu:.1f} CPU s (every process); "
+                  f"load average now {os.getloadavg()[0]:.2f}; "
                   f"{'UNDER' if seconds < 60 else 'OVER'} the 60 s limit", highlight=False)
 
     if args.breakdown:
