@@ -94,7 +94,8 @@ def test_with_admit_by_deadline_off_the_same_request_waits_for_its_deadline(tmp_
         worker.start()
         wait_running(running)
         start = time.monotonic()
-        late = post(running, model="slow")  # queued behind up to 3 s of work, then 3 s of its own: past 4 s
+        late = post(running, model="slow", messages=[  # another question: the generation cache has none
+            {"role": "user", "content": "What is the capital of France?"}])  # 3 s queued, 3 s its own: past 4 s
         took = time.monotonic() - start
         worker.join(30)
         # no answer in time: a 504 at the deadline, or a 429 when its wait for a slot ran into it
@@ -139,3 +140,39 @@ def test_degrade_to_cheapest_is_the_profiles_fastest_expert(tmp_path: Path) -> N
         service.close()
     with pytest.raises(SymoeError, match="server.degrade_to 'cheapest'"):
         Service(make_config(tmp_path / "none", degrade_to="cheapest"))
+
+
+def hedge_config(tmp_path: Path, **server: object):
+    """alpha answers at once; slow and slow2 take 30 s: ``majority:slow+slow2`` has nothing when cut."""
+    from test_server import ANSWERS
+
+    from agents.pool import ExpertSpec
+
+    config = slow_config(tmp_path, delay=30.0, **server)
+    experts = {**config.experts, "slow2": ExpertSpec(name="slow2", backend="fake",
+                                                     params={"answers": ANSWERS, "delay_s": 30.0})}
+    config = config.model_copy(update={"experts": experts})
+    count = SkillCount(right=9, wrong=1)
+    save_profile(Profile(pool=pool_digest(config), annotator="alpha",
+                         experts={n: ExpertProfile(skills={"arithmetic": count}, tasks={"t": count}) for n in experts},
+                         aggregators={"alpha": ExpertProfile(tasks={"t": count})}), tmp_path / "profile.json")
+    return config
+
+
+def test_a_router_forecast_to_miss_its_deadline_is_hedged_by_degrade_to(tmp_path: Path) -> None:
+    config = hedge_config(tmp_path, deadline_s=3.0, degrade_to="single:alpha")
+    with Running(Service(config)) as running:
+        running.service.admission.learned["majority:slow+slow2"] = 30.0
+        start = time.monotonic()
+        reply = post(running, model="majority:slow+slow2")
+        took = time.monotonic() - start
+        assert reply.status_code == 200, reply.text
+        record = reply.json()["symoe"]
+        assert record["degraded"] and record["deadline_exceeded"] and record["experts"] == ["alpha"]
+        assert "gave no answer by the deadline of 3 s: answered by single:alpha" in record["degraded_why"]
+        assert took < 3.0 + 1.0
+        assert metric(running, "hedged") == 1 and metric(running, "timed_out") == 1
+    off = hedge_config(tmp_path / "off", deadline_s=3.0, degrade_to="single:alpha", hedge=False)
+    with Running(Service(off)) as running:
+        running.service.admission.learned["majority:slow+slow2"] = 30.0
+        assert post(running, model="majority:slow+slow2").status_code == 504

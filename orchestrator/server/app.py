@@ -52,7 +52,7 @@ from orchestrator.server.service import Outcome, Service, Ticket
 log = logging.getLogger("symoe.serve")
 
 #: the admission's events, as ``symoe_admission_total{event=...}``
-EVENTS = ("admitted", "rejected", "cancelled", "degraded", "fell_back", "timed_out", "unserved")
+EVENTS = ("admitted", "rejected", "cancelled", "degraded", "fell_back", "hedged", "timed_out", "unserved")
 
 
 class AdmissionCollector(Collector):
@@ -65,6 +65,8 @@ class AdmissionCollector(Collector):
         counts = CounterMetricFamily("symoe_admission", "requests by what the admission did: admitted, "
                                      "rejected (429), cancelled (the client left), degraded (a cheaper router), "
                                      "fell_back (answered by degrade_to after its router failed), "
+                                     "hedged (answered by degrade_to, started beside a router that missed the "
+                                     "deadline), "
                                      "timed_out (cut by the deadline), unserved (503: no expert)", labels=["event"])
         for event in EVENTS:
             counts.add_metric([event], self.service.counts.get(event, 0))

@@ -40,6 +40,10 @@ class ServerConfig(BaseModel):
                                                 "waiting) and degrade it, or answer 429 at once, when it would finish "
                                                 "after admit_within of its deadline or push an admitted request past "
                                                 "its own")
+    hedge: bool = Field(default=True,
+                        description="when a routed request's router is forecast to miss its deadline, start "
+                                    "degrade_to beside it in its slot, in time to finish; at the deadline, if the "
+                                    "router gave nothing, that answer is returned (degraded) instead of a 504")
     admit_within: float = Field(default=0.9, gt=0.0, le=1.0,
                                 description="the fraction of deadline_s a forecast must fit in (the rest is margin)")
     degrade_when_queued: int = Field(default=1, ge=0,

@@ -16,10 +16,18 @@ and a slot is freed only when its work has stopped; up to ``max_queued`` more wa
 Every request's work runs under its own cancel flag: at the deadline, or when its client
 goes, the flag is set, queued jobs never start, running generations stop at their next
 token, and the pipeline's own combine and extract stages finish the answer from what the
-experts gave, with the usage actually spent (no expert answered: 504). With ``degrade_to``
-set, a request that had to queue is answered by that cheaper router and its record says so
-(``degraded``, ``degraded_why``). When no expert can serve (every one cooled down): 503.
-``counts`` are the admission's events for ``/metrics``.
+experts gave, with the usage actually spent (no expert answered: 504). When no expert can
+serve (every one cooled down): 503.
+
+The admission knows how long work takes (a work clock learns each router's seconds alone,
+``Admission``): with work already admitted, a request forecast to finish past its deadline,
+or to push an admitted one past its own, is degraded at once to ``degrade_to`` (a cheaper
+router: ``cheapest``, ``default`` or a name) when that fits, and refused at once (429 with
+``Retry-After``) when nothing does. ``degrade_to`` also answers a request that had to
+queue, one whose experts all failed (an expert's server killed), and, started beside it in
+time (the hedge), one whose router misses the deadline with nothing to combine; the record
+says so (``degraded``, ``degraded_why``). ``counts`` are the admission's events for
+``/metrics``. Design notes: docs/overload.md.
 """
 
 from __future__ import annotations
@@ -130,6 +138,17 @@ class Admission:
             else:
                 mean = (1 - self.weight) * old + self.weight * work
                 self.learned[key] = max(old, mean) if cut else mean
+
+    def eta(self, ticket: Ticket) -> float | None:
+        """Seconds until ``ticket``'s running work is forecast to finish (None: its work is not known)."""
+        with self._cond:
+            if ticket.work is None or not ticket.running:
+                return None
+            clock = self._tick()
+            rems = [max((t.work if t.work is not None else ticket.work) - (clock - t.begun),
+                        0.1 * (t.work if t.work is not None else ticket.work)) for t in self.active]
+            own = max(ticket.work - (clock - ticket.begun), 0.1 * ticket.work)
+            return sum(min(r, own) for r in rems)
 
     def forecast(self, work: float) -> tuple[float, list[Ticket]]:
         """Seconds from now until a new request of ``work`` work-seconds would finish, and the
@@ -430,6 +449,18 @@ class Service:
         raise ApiError(429, f"not admitted: {said}; retry in {retry} s", type_="rate_limit_error",
                        code="too_many_requests", headers={"Retry-After": str(retry)})
 
+    def _hedge_now(self, ticket: Ticket, left: float) -> bool:
+        """Whether to start ``degrade_to`` beside a request's router now: when its router is not
+        forecast to finish in the ``left`` seconds, and the cheap answer (forecast with the work
+        running now, plus 1 s) needs about that long."""
+        assert self.degrade_to is not None
+        cheap = self.admission.expected(str(self.degrade_to))
+        needs = (self.admission.forecast(cheap)[0] if cheap is not None else 2.0) + 1.0
+        if left > needs:
+            return False
+        eta = self.admission.eta(ticket)
+        return eta is None or eta > left
+
     def answer(self, query: Query, method: MethodSpec, seed: int | None = None,
                on_text: Callable[[str], None] | None = None, *, cancel: Cancel | None = None,
                ticket: Ticket | None = None) -> Outcome:
@@ -478,6 +509,29 @@ class Service:
         stopped = threading.Event()
         cut = threading.Event()  # set just before the deadline cancels the work
 
+        # the hedge: degrade_to started in the same slot when the router is forecast to miss the deadline
+        hedge: list[AskResult | BaseException] = []
+        hedge_flag = Cancel(parent=flag)
+        hedged: list[float] = []  # seconds before the deadline it started
+        holders = [1]  # the threads whose work holds the slot
+
+        def let_go() -> None:
+            with self._count:
+                holders[0] -= 1
+                last = holders[0] == 0
+            if last:
+                self.admission.release(ticket)  # the slot frees when all its work has stopped
+
+        def hedge_work() -> None:
+            try:
+                with cancel_scope(hedge_flag):
+                    assert self.degrade_to is not None
+                    hedge.append(self.symoe.ask_query(query, self.degrade_to, seed=seed))
+            except BaseException as exc:  # noqa: BLE001 - read by the request's thread
+                hedge.append(exc)
+            finally:
+                let_go()
+
         def work() -> None:
             try:
                 with cancel_scope(flag):
@@ -500,21 +554,32 @@ class Service:
             finally:
                 with self._count:
                     self.working -= 1
-                self.admission.release(ticket)  # the slot frees when the work has stopped
+                let_go()
                 stopped.set()
 
         with self._count:
             self.working += 1
         threading.Thread(target=work, daemon=True, name="symoe-work").start()
         timed_out = False
+        may_hedge = limits.hedge and self.degradable(method)
         while not stopped.wait(POLL_S):
             if flag.cancelled:
                 break
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if may_hedge and not hedged and self._hedge_now(ticket, deadline - now):
+                hedged.append(deadline - now)
+                with self._count:
+                    joined = holders[0] > 0  # not when the router's work has just stopped and let go
+                    holders[0] += joined
+                if joined:
+                    threading.Thread(target=hedge_work, daemon=True, name="symoe-hedge").start()
+            if now >= deadline:
                 timed_out = True
                 cut.set()
                 flag.cancel(f"the deadline of {limits.deadline_s:g} s passed")
                 break
+        if not timed_out:
+            hedge_flag.cancel("the router answered")
         if flag.cancelled and not timed_out:  # the client left (its work may have stopped at once): nobody reads
             self.note("cancelled")
             stopped.wait(limits.stop_grace_s)
@@ -539,6 +604,14 @@ class Service:
             degraded = f"{degraded}; then {fell_back}" if degraded else fell_back
             self.note("fell_back")
         if timed_out and (done.error or not done.text.strip()):
+            spare = hedge[0] if hedge else None
+            if isinstance(spare, AskResult) and not spare.error and spare.text.strip():
+                self.note("degraded")
+                self.note("hedged")
+                why = (f"{method} gave no answer by the deadline of {limits.deadline_s:g} s: answered by "
+                       f"{self.degrade_to}, started {hedged[0]:.1f} s before it when {method} was forecast to miss it")
+                return Outcome(spare, True, seconds, f"{degraded}; then {why}" if degraded else why, queued_s,
+                               [done, *failed])
             raise ApiError(504, f"no expert answered within the deadline of {limits.deadline_s:g} s",
                            type_="server_error", code="deadline_exceeded")
         if done.error:
