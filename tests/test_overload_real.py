@@ -1,7 +1,9 @@
 """Issue 26 on the real default pool: a client that disconnects from a stream after its first
 content chunk stops its request's llama.cpp generation within 1 s (the backend's own
-counters of running and cancelled generations), and the slot is free again. The control
-flow on scripted experts is test_cancel.py; the load bench is bench/overload.py."""
+counters of running and cancelled generations), and the slot is free again; an ``openai``
+expert whose server (a second ``symoe serve``) is killed mid-request degrades the answer
+to ``degrade_to`` instead of losing the query. The control flow on scripted experts is
+test_cancel.py and test_overload_admission.py; the load bench is bench/overload.py."""
 
 from __future__ import annotations
 
