@@ -70,8 +70,9 @@ POLL_S = 0.05
 
 class Ticket:
     """One request's place: running (it holds a slot) or waiting in the queue. ``key`` is the
-    router its work runs (what the admission learns service times by), ``due`` its deadline
-    (monotonic); ``work`` the work-seconds it is expected to take (None: not known yet)."""
+    router its work runs (what the admission learns service times by), ``due`` when its answer
+    is due (monotonic: arrival + ``admit_within`` x ``deadline_s``), ``work`` the work-seconds
+    it is expected to take (None: not known yet)."""
 
     def __init__(self, running: bool, depth: int, key: str = "", work: float | None = None,
                  due: float = math.inf) -> None:
