@@ -355,9 +355,17 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     return samples, stats_
 
 
-def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]) -> str | None:
+#: the most tokens per question a profile's default router may spend, as a multiple of best_single's
+MAX_COST_RATIO = 1.5
+
+
+def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str],
+                          max_cost_ratio: float | None = MAX_COST_RATIO) -> str | None:
     """The router among ``candidates`` (the routers a profile may default to) of best replayed
-    accuracy; ties go to the cheaper in tokens per question."""
+    accuracy; ties go to the cheaper in tokens per question. With ``max_cost_ratio`` (and a
+    matrix that records tokens) only routers spending at most that many times best_single's
+    tokens per question may win: a default is asked at every question, so it must stay near
+    its best expert's cost (the issue's 1.5x); best_single itself always qualifies."""
     by: dict[str, list[SampleResult]] = {}
     for s in samples:
         if s.method in candidates:
@@ -365,11 +373,19 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
     if not by:
         return None
 
+    def tokens(m: str) -> float:
+        rows = by[m]
+        return sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in rows) / len(rows)
+
     def key(m: str) -> tuple[float, float]:
         rows = by[m]
-        return (sum(r.correct for r in rows) / len(rows),
-                -sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in rows) / len(rows))
-    return max(sorted(by), key=key)
+        return sum(r.correct for r in rows) / len(rows), -tokens(m)
+
+    allowed = sorted(by)
+    if max_cost_ratio and "best_single" in by and tokens("best_single") > 0:
+        cap = max_cost_ratio * tokens("best_single")
+        allowed = [m for m in allowed if tokens(m) <= cap]
+    return max(allowed, key=key)
 
 
 #: routers a profile may default to (``Profile.router``): the deciding ones, not single experts
@@ -386,9 +402,11 @@ def pool_with_recorded(config: SymoeConfig, matrix: Matrix) -> SymoeConfig:
 
 def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, seed: int = 0,
                       labelling: Labelling = "vocabulary", candidates: str = PROFILE_ROUTERS,
-                      progress: StageReport | None = None) -> tuple[Profile, list[SampleResult], RunStats]:
+                      progress: StageReport | None = None, max_cost_ratio: float | None = MAX_COST_RATIO,
+                      ) -> tuple[Profile, list[SampleResult], RunStats]:
     """The profile of the matrix's validation split, its default router the winner of
-    cross-fitted replay of ``candidates`` on that split (ties: the cheaper in tokens)."""
+    cross-fitted replay of ``candidates`` on that split (ties: the cheaper in tokens) among
+    those within ``max_cost_ratio`` x best_single's tokens per question."""
     fit = matrix.select(split="validation")
     if not len(fit):
         raise SymoeError(f"{matrix.source} has no validation questions to build a profile from")
@@ -398,12 +416,12 @@ def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, se
     samples, stats = replay(config, fit, routers, folds=folds, seed=seed, labeller=labeller, progress=progress)
     names = [s.method for s in samples if s.method != "oracle"]
     profile = profile_from_matrix(fit, pool_with_recorded(config, matrix), labeller(fit), source=matrix.source)
-    winner = matrix_default_router(samples, names)
+    winner = matrix_default_router(samples, names, max_cost_ratio)
     summary = {m: round(100 * sum(s.correct for s in samples if s.method == m)
                         / max(1, sum(s.method == m for s in samples)), 2) for m in dict.fromkeys(names)}
     profile.router = winner
     profile.data.update({"labelling": labelling, "replay": {"folds": folds, "seed": seed, "accuracy": summary,
-                                                            "winner": winner}})
+                                                            "winner": winner, "max_cost_ratio": max_cost_ratio}})
     return profile, samples, stats
 
 

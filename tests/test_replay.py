@@ -200,3 +200,20 @@ def test_a_recorded_expert_that_runs_live_keeps_its_method_s_formats(config: Sym
     samples, _ = replay(live, m, ["best_single", "task_best", "learned:knn"])
     routed = {e for s in samples if s.method != "oracle" for e in s.experts}
     assert routed == {"qwen-1.5b-direct"}
+
+
+def test_the_default_router_stays_within_its_cost_cap() -> None:
+    """The profile's router: best replayed accuracy among routers within ``max_cost_ratio`` x
+    best_single's tokens per question (the most accurate wins when it is uncapped)."""
+    from agents.backends import Usage
+    from eval.replay import matrix_default_router
+
+    def runs(method: str, right: int, tokens: int) -> list[SampleResult]:
+        return [SampleResult(question_id=str(i), task="t", subject="", method=method, correct=i < right, answer=None,
+                             gold="", experts=[], usage=Usage(completion_tokens=tokens)) for i in range(10)]
+
+    samples = runs("best_single", 5, 100) + runs("cascade", 8, 400) + runs("clusters", 6, 140)
+    names = ["best_single", "cascade", "clusters"]
+    assert matrix_default_router(samples, names, max_cost_ratio=None) == "cascade"
+    assert matrix_default_router(samples, names) == "clusters"  # 1.5x: cascade's 4x is out
+    assert matrix_default_router(samples, names, max_cost_ratio=1.2) == "best_single"

@@ -16,7 +16,7 @@ from eval.calibration import calibrate_on_validation
 from eval.matrix import read_matrix
 from eval.matrix_profile import LABELLINGS
 from eval.profiling import BuildSpec, build_profile
-from eval.replay import PROFILE_ROUTERS, profile_by_replay
+from eval.replay import MAX_COST_RATIO, PROFILE_ROUTERS, profile_by_replay
 from eval.report import markdown_table, pyplot, save_figure
 from eval.runner import summarise
 from orchestrator.cli.common import (
@@ -62,6 +62,9 @@ def build(
         help="with --from-matrix: skills of unlabelled questions: vocabulary or neighbours")] = "vocabulary",
     routers: Annotated[str, typer.Option(
         help="with --from-matrix: the routers the replay chooses the profile's router from")] = PROFILE_ROUTERS,
+    max_cost_ratio: Annotated[float, typer.Option(
+        help="with --from-matrix: the router may spend at most this many times best_single's tokens per question "
+             "(0: no cap)")] = MAX_COST_RATIO,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     bulk: BulkOpt = 8,
@@ -72,7 +75,9 @@ def build(
     if from_matrix is not None:
         check_range("--folds", folds, 2, 20)
         check_range("--seed", seed, 0, MAX_SEED)
-        build_from_matrix(config_from(config), from_matrix, folds, seed, labelling, output, routers)
+        check_range("--max-cost-ratio", max_cost_ratio, 0.0, 1000.0)
+        build_from_matrix(config_from(config), from_matrix, folds, seed, labelling, output, routers,
+                          max_cost_ratio or None)
         return
     check_range("--per-subject", per_subject, 1)
     check_range("--limit", limit, 1)
@@ -94,7 +99,8 @@ def build(
 
 
 def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, labelling: str,
-                      output: Path | None, routers: str = PROFILE_ROUTERS) -> None:
+                      output: Path | None, routers: str = PROFILE_ROUTERS,
+                      max_cost_ratio: float | None = MAX_COST_RATIO) -> None:
     """The profile of the matrix's validation split, its router chosen by cross-fitted replay."""
     if labelling not in LABELLINGS:
         raise SymoeError(f"unknown --labelling {labelling!r}; use: {', '.join(LABELLINGS)}")
@@ -103,13 +109,15 @@ def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, label
     matrix = read_matrix(path)
     with stage_bars(err) as report:
         profile, samples, stats = profile_by_replay(cfg, matrix, folds=folds, seed=seed, candidates=routers,
-                                                    labelling=labelling, progress=report)  # type: ignore[arg-type]
+                                                    labelling=labelling, progress=report,  # type: ignore[arg-type]
+                                                    max_cost_ratio=max_cost_ratio)
     target = output or cfg.home / "profiles" / "profile.json"
     save_profile(profile, target)
     out.print(markdown_table(summarise(samples), stats), markup=False)
     recorded = [e for e in matrix.experts if e not in cfg.experts]
     out.print(f"profile written to {target} ({profile.data['questions']} validation questions of {path}); "
-              f"its router: {profile.router} (best in {folds}-fold cross-fitted replay above)")
+              f"its router: {profile.router} (best in {folds}-fold cross-fitted replay above"
+              + (f", at most {max_cost_ratio:g}x best_single's tokens per question)" if max_cost_ratio else ")"))
     if recorded:
         out.print(f"note: {', '.join(recorded)} exist only in the matrix: add them to the config's experts to route "
                   "to them (backend: recorded to replay; an engine such as backend: openai to ask them)",
