@@ -837,15 +837,26 @@ def expert_answers(ctx: Pipeline, items: list[AnswerItem]) -> list[ExpertAnswer]
     """Each job's generation read by its expert's method (a program runs now, in the
     sandbox, two at a time) as that expert's answer in the plan's format."""
 
+    #: a generation that several plans share (identical jobs, e.g. under several routers) read
+    #: once per method, query and format, unless its method runs code (each reading runs it)
+    known: dict[tuple[str, int, int, str], tuple[Reading, float | None]] = {}
+
     def read(item: AnswerItem) -> ExpertAnswer:
         p, expert, sample, temperature, job = item
         generation = job.generation or Generation.failure(expert, "not run")
-        reading = (ctx.method(expert).read(generation.text, p.query, p.format, ctx.config.sandbox)
-                   if generation.ok else Reading())
+        name, method = ctx.spec(expert).method, ctx.method(expert)
+        key = (name, id(generation), id(p.query), p.format)
+        found = None if method.runs_code else known.get(key)
+        if found is None:
+            reading = (method.read(generation.text, p.query, p.format, ctx.config.sandbox)
+                       if generation.ok else Reading())
+            found = reading, answer_margin(generation.token_logprobs, reading.answer)
+            if not method.runs_code:
+                known[key] = found
+        reading, margin = found
         return ExpertAnswer(expert=expert, sample=sample, temperature=temperature, generation=generation,
-                            method=ctx.spec(expert).method, answer=reading.answer, reply=reading.text,
-                            failure=reading.error, method_seconds=reading.seconds,
-                            margin=answer_margin(generation.token_logprobs, reading.answer))
+                            method=name, answer=reading.answer, reply=reading.text,
+                            failure=reading.error, method_seconds=reading.seconds, margin=margin)
 
     if sum(ctx.method(i[1]).runs_code and i[4].ok for i in items) < 2:
         return [read(i) for i in items]

@@ -52,6 +52,8 @@ class ExpertProfile(BaseModel):
     tokens: int = 0
     seconds: float = 0.0
     usd: float = 0.0  # where recorded (a matrix's costs)
+    #: ``global_competence``, summed once until ``add`` changes the counts (routers read it per query)
+    _competence: int | None = PrivateAttr(default=None)
 
     @property
     def tokens_per_question(self) -> float:
@@ -77,10 +79,13 @@ class ExpertProfile(BaseModel):
 
     @property
     def global_competence(self) -> int:
-        return sum(c.score for c in self.skills.values())
+        if self._competence is None:
+            self._competence = sum(c.score for c in self.skills.values())
+        return self._competence
 
     def add(self, skills: list[str], task: str, correct: bool, tokens: int = 0, seconds: float = 0.0,
             usd: float = 0.0) -> None:
+        self._competence = None
         self.questions += 1
         self.tokens += tokens
         self.usd += usd
