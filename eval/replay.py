@@ -118,13 +118,16 @@ def replay_config(config: SymoeConfig, matrix: Matrix, default: str) -> SymoeCon
         "retrieval": config.retrieval.model_copy(update={"mode": "never"})})
 
 
-def row_query(row: MatrixRow) -> Query:
+def row_query(row: MatrixRow, recorded_skills: bool = False) -> Query:
     """The query of a matrix row, in the format a benchmark declares by its gold answer (the
-    rule ``symoe eval`` uses; without a gold answer the pipeline detects it)."""
+    rule ``symoe eval`` uses; without a gold answer the pipeline detects it); with
+    ``recorded_skills``, carrying the row's recorded skills (the LLM annotator's, where the
+    matrix has them) so that routing uses them instead of the neighbours' vote."""
     fmt = "choice" if row.choices else None
     if fmt is None and row.answer is not None:
         fmt = Question(id=row.id, question=row.question, answer=str(row.answer)).answer_format
-    return Query(question=row.question, choices=list(row.choices or []), id=row.id, task=row.task, format=fmt)
+    return Query(question=row.question, choices=list(row.choices or []), id=row.id, task=row.task, format=fmt,
+                 skills=list(row.skills) if recorded_skills and row.skills else None)
 
 
 def replay_score(result: AskResult, row: MatrixRow) -> float:
@@ -224,6 +227,7 @@ class ReplayTask(BaseModel):
     profile: Profile | None = None
     sweeps: list[tuple[str, list[str]]] | None = None
     one_thread: bool = False  # one worker among others on the same cores: no BLAS or OpenMP threads of its own
+    recorded_skills: bool = False  # scored rows route on their recorded skills, not the neighbours' vote
 
 
 @contextmanager
@@ -261,7 +265,8 @@ def replay_routers(task: ReplayTask, progress: StageReport | None = None,
                        wrap_executor=lambda _, ex=executor: ex) as symoe:
                 symoe.pipeline.embed = task.embed
                 rows = {r.id: r for r in scored.rows}
-                results = symoe.ask_many([row_query(r) for r in scored.rows], routers=names, seed=task.seed)
+                queries = [row_query(r, task.recorded_skills) for r in scored.rows]
+                results = symoe.ask_many(queries, routers=names, seed=task.seed)
                 samples += [sample_of(r, rows[r.query_id]) for r in results]
                 stats = symoe.pipeline.stats
                 counts = [counts[0] + stats.needed, counts[1] + stats.generated, counts[2] + stats.failed]
@@ -304,7 +309,7 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
            labeller: SkillLabeller | None = None, on_split: Callable[[int, int], None] | None = None,
            sweeps: list[tuple[str, list[str]]] | None = None,
-           workers: int | None = None) -> tuple[list[SampleResult], RunStats]:
+           workers: int | None = None, recorded_skills: bool = False) -> tuple[list[SampleResult], RunStats]:
     """Every router on the scored questions of each split, fitted on the rest; with the oracle.
     A given ``profile`` routes every question of the matrix instead (nothing is fitted): replay
     then decides as a live run under that profile does. A given ``labeller`` (over this
@@ -312,7 +317,9 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     router that reads a key once per value (``--sweep``). ``workers`` processes share the
     work (default: one per core for a large replay, else one): whole splits each where there
     are several (cross-fitting), else the routers; the answers, and their order, are the same
-    however many there are."""
+    however many there are. ``recorded_skills`` routes each scored question on the skills its
+    row records (the LLM's keywords: what a live ``skills.source: llm`` run sees) instead of
+    its labelled neighbours' vote (no LLM: ``skills.source: neighbours``)."""
     if not len(matrix):
         raise SymoeError(f"{matrix.source}: the matrix holds no questions")
     started = time.perf_counter()
@@ -328,12 +335,14 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     if by_split:  # whole splits per process: no profile, cluster build or fit made twice
         shares = split_shares(len(pairs), min(workers, len(pairs)))
         tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs[a:b], labels=labels[a:b], routers=routers,
-                            seed=seed, embed=embed, profile=profile, sweeps=sweeps, one_thread=True)
+                            seed=seed, embed=embed, profile=profile, sweeps=sweeps, one_thread=True,
+                            recorded_skills=recorded_skills)
                  for a, b in shares]
     else:  # one split (validation -> test): its routers shared out
         groups = router_groups(routers, max(1, min(workers, len(routers))))
         tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs, labels=labels, routers=group, seed=seed,
-                            embed=embed, profile=profile, sweeps=sweeps, one_thread=len(groups) > 1)
+                            embed=embed, profile=profile, sweeps=sweeps, one_thread=len(groups) > 1,
+                            recorded_skills=recorded_skills)
                  for group in groups]
     report = across(progress, len(tasks[0].pairs)) if progress is not None else None
     if len(tasks) == 1:

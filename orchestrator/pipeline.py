@@ -472,10 +472,14 @@ def _dispatch(ctx: Pipeline, jobs: list[Job], done: BatchDone) -> None:
 
 # -- the stages ---------------------------------------------------------------------------
 def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[SkillAnnotation, list[Job]]]:
-    """Skills of each query (``skills.source``): voted by its labelled neighbours in the
-    profile (``neighbours``; ``hybrid`` where they are close and agree), else from the
-    annotator's samples (jobs), voted onto the vocabulary."""
-    out: dict[str, tuple[SkillAnnotation, list[Job]]] = {}
+    """Skills of each query: the caller's where the query carries them (``Query.skills``), else
+    by ``skills.source``: voted by its labelled neighbours in the profile (``neighbours``;
+    ``hybrid`` where they are close and agree), else from the annotator's samples (jobs),
+    voted onto the vocabulary."""
+    out: dict[str, tuple[SkillAnnotation, list[Job]]] = {
+        q.id: (SkillAnnotation(question=q.question, skills=list(q.skills), source="given"), [])
+        for q in queries if q.skills is not None}
+    queries = [q for q in queries if q.skills is None]
     settings = ctx.config.skills
     if settings.source != "llm" and queries:
         by_llm = []

@@ -36,7 +36,8 @@ class SkillAnnotation(BaseModel):
     votes: dict[str, int] = Field(default_factory=dict)
     samples: list[list[str]] = Field(default_factory=list)
     annotator: str = ""
-    source: str = Field(default="llm", description="llm (the annotator's samples) or neighbours")
+    source: str = Field(default="llm",
+                        description="llm (the annotator's samples), neighbours, or given (by the caller)")
     nearest: float | None = Field(default=None, description="neighbours: similarity of the nearest labelled question")
 
 

@@ -163,12 +163,31 @@ def test_eval_matrix_cli_writes_the_reports_and_profile_build_from_matrix(tmp_pa
     (["--matrix", "M", "--tasks", "geology"], "has no task 'geology'"),
     (["--matrix", "M", "--folds", "1"], "--folds"),
     (["--matrix", "M", "--labelling", "llm"], "unknown --labelling 'llm'"),
+    (["--matrix", "M", "--skills", "llm"], "unknown --skills 'llm'"),
 ])
 def test_eval_matrix_bad_input_is_one_line(tmp_path: Path, symoe_cli, args: list[str], expected: str) -> None:
     path = write_matrix(topic_matrix(per_topic=4), tmp_path / "m.jsonl")
     args = [str(path) if a == "M" else a for a in args]
     proc = symoe_cli("eval", *args, "-o", str(tmp_path / "run"), env={"SYMOE_HOME": str(tmp_path / "home")})
     one_error_line(proc, expected)
+
+
+def test_recorded_skills_route_the_scored_questions_on_their_rows_skills(config: SymoeConfig) -> None:
+    """``--skills recorded`` (what a live ``skills.source: llm`` run sees) against the default
+    neighbours' vote: the same rows, the skills each sample was routed on differ as they should."""
+    rows = [r.model_copy(update={"skills": ["chemistry"] if r.task == "chem" else ["history"]})
+            for r in topic_matrix(per_topic=12).rows]
+    test = [r for r in rows if r.split == "test"]
+    for r in test[:3]:  # three test rows whose recorded skills no neighbour would vote
+        r.skills = ["law"]
+    m = Matrix(rows)
+    recorded, _ = replay(config, m, ["symoe:k1"], recorded_skills=True)
+    voted, _ = replay(config, m, ["symoe:k1"])
+    by_id = {r.id: r.skills for r in test}
+    assert {s.question_id: s.skills for s in recorded if s.method == "symoe:k1"} == by_id
+    voted = [s for s in voted if s.method == "symoe:k1"]
+    assert len(voted) == len(test) and all(s.skills != ["law"] for s in voted)
+    assert [s.skills for s in voted if s.question_id == test[5].id] == [by_id[test[5].id]]
 
 
 def test_routers_shared_out_over_worker_processes_answer_as_in_one(config: SymoeConfig) -> None:

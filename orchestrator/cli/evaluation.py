@@ -41,6 +41,7 @@ DEFAULT_ROUTERS = "single,best_single,task_best,random_k,majority,moa,symoe"
 MIN_BUDGET_GB, MAX_BUDGET_GB = 0.1, 65536.0
 MAX_LIMIT = 100_000  # questions per task
 MAX_ROUTERS = 64  # routers in one run, after --sweep and --retrieval expand them
+SCORED_SKILLS = ("neighbours", "recorded")  # eval --matrix --skills: where the scored questions' skills come from
 
 
 def check_writable(path: Path) -> None:
@@ -111,6 +112,10 @@ def eval_command(
         help="with --matrix: how unlabelled questions get skills: vocabulary or neighbours")] = "vocabulary",
     profile: Annotated[Path | None, typer.Option(
         help="with --matrix: route every question by this profile (default: fit one on the matrix)")] = None,
+    skills: Annotated[str, typer.Option(
+        help="with --matrix: the scored questions' skills: neighbours (voted by labelled questions, no LLM, as "
+             "`skills.source: neighbours`) or recorded (the row's own, the LLM's keywords, as `skills.source: "
+             "llm`)")] = "neighbours",
     cost: Annotated[str | None, typer.Option(
         help="with --matrix: EXPERT=USD,...: each expert's cost per question where the matrix records none "
              "(any unit all experts share)")] = None,
@@ -126,7 +131,8 @@ def eval_command(
         check_range("--seed", seed, 0, MAX_SEED)
         check_range("--folds", folds, 2, 20)
         replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
-                          folds, seed, labelling, log_samples, profile, parse_sweeps(sweep or []), parse_costs(cost))
+                          folds, seed, labelling, log_samples, profile, parse_sweeps(sweep or []), parse_costs(cost),
+                          skills)
         return
     tasks = "mmlu,arc_challenge,gsm8k" if tasks is None else tasks
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
@@ -173,7 +179,8 @@ def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -
 
 def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: str | None, output: Path,
                       folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None,
-                      sweeps: list[tuple[str, list[str]]] | None = None, costs: dict[str, float] | None = None) -> None:
+                      sweeps: list[tuple[str, list[str]]] | None = None, costs: dict[str, float] | None = None,
+                      skills: str = "neighbours") -> None:
     """Replay every router on the matrix (its test split, else cross-fitted; every question
     under a given ``profile``; each swept router once per setting), write the reports."""
     matrix = read_matrix(path)
@@ -188,6 +195,8 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
         matrix = matrix.select(tasks=wanted)
     if labelling not in LABELLINGS:
         raise SymoeError(f"unknown --labelling {labelling!r}; use: {', '.join(LABELLINGS)}")
+    if skills not in SCORED_SKILLS:
+        raise SymoeError(f"unknown --skills {skills!r}; use: {', '.join(SCORED_SKILLS)}")
     names = default_routers(matrix) if routers is None else routers
     if not [r for r in names.split(",") if r.strip()]:
         raise SymoeError("no router given; e.g. --routers best_single,clusters,learned:knn")
@@ -195,11 +204,12 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
     with locked(output, "symoe eval"), stage_bars(err) as report:
         samples, stats = replay(cfg, matrix, [r.strip() for r in names.split(",") if r.strip()], folds=folds,
                                 seed=seed, labelling=labelling, profile=fixed,  # type: ignore[arg-type]
-                                progress=report, sweeps=sweeps)
+                                progress=report, sweeps=sweeps, recorded_skills=skills == "recorded")
         scored = (f"every question under {profile}" if fixed else "test" if {"test", "validation"} <= set(matrix.splits)
                   else f"cross-fitted ({folds} folds)")
         meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
-                         "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []], "cost": costs or {},
+                         "skills": skills, "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []],
+                         "cost": costs or {},
                          "profile": str(profile) if profile else None, "scored": scored,
                          "retrieval": "never for every router (recorded answers were given without passages; "
                                       "compare with a live run's router@never)"},
