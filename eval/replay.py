@@ -42,7 +42,7 @@ from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, ExecutorConfig
 from orchestrator.expert_methods import UNRECORDED, formats_of
-from orchestrator.methods import expand_methods
+from orchestrator.methods import MethodSpec, expand_methods
 from orchestrator.profiles import Profile
 from orchestrator.records import AskResult, Job, Query
 from orchestrator.session import Symoe
@@ -116,6 +116,20 @@ def replay_config(config: SymoeConfig, matrix: Matrix, default: str) -> SymoeCon
         "executor": ExecutorConfig(),
         "skills": config.skills.model_copy(update={"source": "neighbours", "annotator": None}),
         "retrieval": config.retrieval.model_copy(update={"mode": "never"})})
+
+
+def as_replayed(router: str, config: SymoeConfig) -> str:
+    """``router`` spelt as replay ran it (``replay_config``), so that a live run of the name
+    decides as its replay did: a router that routes on skills takes them from the labelled
+    neighbours (``[skills.source=neighbours]``), one that retrieves by default does not
+    (``@never``), unless the name already says."""
+    spec = MethodSpec.parse(router, config)
+    settings = dict(spec.settings)
+    if spec.needs_skills:
+        settings.setdefault("skills.source", "neighbours")
+    named = spec.retrieval_named or spec.impl.retrieves_by_default
+    return str(spec.model_copy(update={"retrieval": spec.retrieval if spec.retrieval_named else "never",
+                                       "retrieval_named": named, "settings": tuple(settings.items())}))
 
 
 def row_query(row: MatrixRow, recorded_skills: bool = False) -> Query:
@@ -428,7 +442,7 @@ def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, se
     winner = matrix_default_router(samples, names, max_cost_ratio)
     summary = {m: round(100 * sum(s.correct for s in samples if s.method == m)
                         / max(1, sum(s.method == m for s in samples)), 2) for m in dict.fromkeys(names)}
-    profile.router = winner
+    profile.router = as_replayed(winner, pool_with_recorded(config, matrix)) if winner else winner
     profile.data.update({"labelling": labelling, "replay": {"folds": folds, "seed": seed, "accuracy": summary,
                                                             "winner": winner, "max_cost_ratio": max_cost_ratio}})
     return profile, samples, stats

@@ -199,8 +199,9 @@ class Method(abc.ABC):
 
     @classmethod
     def reads_key(cls, key: str) -> bool:
-        """Whether a setting of ``key`` (``section.field``) changes what this method does."""
-        return any(key == r or key.startswith(r + ".") for r in cls.reads)
+        """Whether a setting of ``key`` (``section.field``) changes what this method does: a key
+        of a section it ``reads``, or ``skills.source`` for a method that routes on skills."""
+        return any(key == r or key.startswith(r + ".") for r in cls.reads) or (cls.needs_skills and key in SKILL_KEYS)
     #: consult the profile (which must exist then)
     needs_profile: ClassVar[bool] = True
     #: when every slot fails, the next candidate (``Assignment.backups``), else the default
@@ -232,6 +233,8 @@ methods: Registry[type[Method]] = Registry("router")
 
 #: the config sections a method name's settings may set (the ones methods read)
 METHOD_SECTIONS = ("recruit", "clusters", "cascade", "budget", "learned")
+#: the skill settings one router may set (``symoe:k1[skills.source=neighbours]``): where its skills come from
+SKILL_KEYS = ("skills.source",)
 
 
 class MethodSpec(BaseModel):
@@ -278,7 +281,8 @@ class MethodSpec(BaseModel):
         method = methods.get(base)()
         for key, _ in settings:
             if not method.reads_key(key):
-                reads = ", ".join(r if "." in r else f"{r}.*" for r in method.reads) or "none"
+                keys = [*method.reads, *(SKILL_KEYS if method.needs_skills else ())]
+                reads = ", ".join(r if "." in r else f"{r}.*" for r in keys) or "none"
                 raise MethodError(f"router {base!r} does not read {key!r}; the settings it reads: {reads}")
         configured = apply_settings(config, settings)
         method.check_variant(variant or None, configured)
@@ -307,9 +311,10 @@ def apply_settings(config: SymoeConfig, settings: tuple[tuple[str, str], ...]) -
     """``config`` with ``section.key=value`` settings applied, each checked as the config file's would be."""
     for key, value in settings:
         section, _, field = key.partition(".")
-        if section not in METHOD_SECTIONS or not field:
+        if (section not in METHOD_SECTIONS or not field) and key not in SKILL_KEYS:
             raise MethodError(f"{key!r} cannot be set for one router; give a key of "
-                              f"{', '.join(s + '.*' for s in METHOD_SECTIONS)} (e.g. budget.quality)")
+                              f"{', '.join([*(s + '.*' for s in METHOD_SECTIONS), *SKILL_KEYS])} "
+                              "(e.g. budget.quality)")
         current = getattr(config, section)
         if field not in type(current).model_fields:
             raise MethodError(f"unknown setting {key!r}; {section} has: {', '.join(type(current).model_fields)}")

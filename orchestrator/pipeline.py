@@ -77,6 +77,7 @@ from orchestrator.records import (
 from retrieval.index import default_index_dir, open_index
 from retrieval.records import Hit, best_score, format_passages
 from skills.annotate import SkillAnnotation, annotation_from, annotation_requests
+from skills.config import SkillSource
 from skills.neighbours import NeighbourSkills, confident
 from skills.vocabulary import SkillMatcher
 
@@ -471,16 +472,17 @@ def _dispatch(ctx: Pipeline, jobs: list[Job], done: BatchDone) -> None:
 
 
 # -- the stages ---------------------------------------------------------------------------
-def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[SkillAnnotation, list[Job]]]:
+def annotate(ctx: Pipeline, queries: list[Query], seed: int,
+             source: SkillSource | None = None) -> dict[str, tuple[SkillAnnotation, list[Job]]]:
     """Skills of each query: the caller's where the query carries them (``Query.skills``), else
     by ``skills.source``: voted by its labelled neighbours in the profile (``neighbours``;
     ``hybrid`` where they are close and agree), else from the annotator's samples (jobs),
-    voted onto the vocabulary."""
+    voted onto the vocabulary. ``source`` overrides the config's (a router's own setting)."""
     out: dict[str, tuple[SkillAnnotation, list[Job]]] = {
         q.id: (SkillAnnotation(question=q.question, skills=list(q.skills), source="given"), [])
         for q in queries if q.skills is not None}
     queries = [q for q in queries if q.skills is None]
-    settings = ctx.config.skills
+    settings = ctx.config.skills if source is None else ctx.config.skills.model_copy(update={"source": source})
     if settings.source != "llm" and queries:
         by_llm = []
         for q, vote in zip(queries, ctx.neighbours.vote([q.question for q in queries]), strict=True):
@@ -496,20 +498,21 @@ def annotate(ctx: Pipeline, queries: list[Query], seed: int) -> dict[str, tuple[
     execute(ctx, [j for js in jobs.values() for j in js], "annotate")
     for q in queries:
         replies = [j.generation.text if j.ok and j.generation else None for j in jobs[q.id]]
-        to_skills = partial(annotation_from, q.question, replies, ctx.matcher, ctx.config.skills, ctx.annotator)
+        to_skills = partial(annotation_from, q.question, replies, ctx.matcher, settings, ctx.annotator)
         out[q.id] = (embed_few(to_skills, 1), jobs[q.id])  # its keywords embedded on one core
     return out
 
 
 def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: int) -> list[Plan]:
-    """One plan per (method, query); annotation runs once per query, for methods that need it."""
+    """One plan per (method, query); annotation runs once per query and skill source (the
+    config's, or a router's own ``skills.source``), for methods that need it."""
     profile = ctx.profile if any(m.impl.needs_profile for m in methods) else ctx.loaded_profile  # fails fast
     if profile is not None and ctx.available is not None:  # experts cooled down by a server are not recruited
         healthy = ctx.available()
         profile = profile.restricted([e for e in profile.experts if e in healthy] or list(profile.experts))
     distinct = list({q.id: q for q in queries}.values())
-    needing = distinct if any(m.needs_skills for m in methods) else []
-    annotations = annotate(ctx, needing, seed) if needing else {}
+    sources = {m.configured(ctx.config).skills.source for m in methods if m.needs_skills}
+    annotations = {source: annotate(ctx, distinct, seed, source) for source in sorted(sources)}
     embedded = [m for m in methods if m.impl.needs_clusters or m.impl.needs_scores]
     vectors = ctx.embed([q.question for q in distinct]) if embedded else None
     ids = [q.id for q in distinct]
@@ -527,7 +530,8 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
                            for qid, row in zip(ids, predicted, strict=True)}
         by_format: dict[str, MethodContext] = {}
         for q in queries:
-            annotation, jobs = annotations.get(q.id, (None, [])) if method.needs_skills else (None, [])
+            annotation, jobs = annotations[config.skills.source].get(q.id, (None, [])) if method.needs_skills \
+                else (None, [])
             skills = annotation.skills if annotation else []
             fmt = formats[q.id]
             if fmt not in by_format:  # the method chooses among the experts that can answer in this format

@@ -81,3 +81,24 @@ def test_a_profile_without_labelled_questions_is_one_line_saying_to_rebuild(tmp_
     ctx = _pipeline(tmp_path, "neighbours", examples=[])
     with pytest.raises(SymoeError, match="rebuild it with `symoe profile build`"):
         annotate(ctx, [Query(question="What is 2 + 2?")], seed=0)
+
+
+def test_a_router_s_own_skills_source_annotates_once_per_source(tmp_path: Path):
+    """``symoe:k1[skills.source=neighbours]`` beside plain ``symoe:k1`` (the config's ``llm``):
+    one plan stage, the LLM's five samples for the plain router only, the neighbours' vote for
+    the other, and a caller's own skills (``Query.skills``) for both, with no annotation."""
+    from orchestrator.methods import MethodSpec
+    from orchestrator.pipeline import plan
+
+    ctx = _pipeline(tmp_path, "llm")
+    specs = [MethodSpec.parse(r, ctx.config) for r in ("symoe:k1", "symoe:k1[skills.source=neighbours]")]
+    q = Query(question="Ann has 6 bags of 4 marbles and loses 5. How many marbles are left?")
+    llm, voted = plan(ctx, [q], specs, seed=0)
+    assert llm.annotation.source == "llm" and len(llm.annotation_jobs) == 5
+    assert voted.annotation.source == "neighbours" and voted.annotation_jobs == []
+    assert voted.skills[:2] == ["arithmetic", "word problems"]
+    given = Query(question=q.question, skills=["history"])
+    plans = plan(ctx, [given], specs, seed=0)
+    assert [(p.annotation.source, p.skills, p.annotation_jobs) for p in plans] == [("given", ["history"], [])] * 2
+    with pytest.raises(SymoeError, match="does not read 'skills.source'"):
+        MethodSpec.parse("learned:knn[skills.source=neighbours]", ctx.config)

@@ -13,9 +13,10 @@ from conftest import one_error_line
 
 from agents.errors import SymoeError
 from eval.matrix import Matrix, MatrixRow, RecordedOutcome, write_matrix
-from eval.replay import profile_by_replay, replay, replay_config
+from eval.replay import as_replayed, profile_by_replay, replay, replay_config
 from eval.runner import SampleResult
 from orchestrator.config import SymoeConfig, load_config
+from orchestrator.methods import MethodSpec
 from orchestrator.profiles import Profile
 from orchestrator.session import Symoe
 
@@ -122,15 +123,35 @@ def test_profile_by_replay_records_the_winning_router(built) -> None:
     config, profile, samples = built
     m = topic_matrix()
     acc = accuracy(samples)
-    assert profile.router is not None and profile.router != "oracle"
-    assert acc[profile.router] == max(v for k, v in acc.items() if k != "oracle")
-    assert profile.data["replay"]["winner"] == profile.router
+    winner = profile.data["replay"]["winner"]
+    assert winner is not None and winner != "oracle"
+    assert acc[winner] == max(v for k, v in acc.items() if k != "oracle")
+    assert profile.router == as_replayed(winner, replay_config(config, m, "middling"))
     assert set(profile.experts) == {"chem_ace", "hist_ace", "middling"}
     assert all(e.skills for e in profile.examples[:10])  # labelled without an LLM
     # the session's default router is the profile's
     base = replay_config(config, m, "middling")
     with Symoe(base, profile=profile, use_cache=False, memory_budget=0) as symoe:
         assert str(symoe.router()) == profile.router
+
+
+@pytest.mark.parametrize(("router", "expected"), [
+    ("symoe:k1", "symoe:k1@never[skills.source=neighbours]"),
+    ("cascade", "cascade@never[skills.source=neighbours]"),
+    ("clusters", "clusters@never"),
+    ("clusters@auto", "clusters@auto"),
+    ("symoe:k1[skills.source=llm]", "symoe:k1@never[skills.source=llm]"),
+    ("budget", "budget"), ("learned:mf", "learned:mf"), ("task_best", "task_best"),
+])
+def test_a_profile_s_router_is_spelt_as_replay_ran_it(config: SymoeConfig, router: str, expected: str) -> None:
+    """Replay routes on the labelled neighbours' skills and retrieves nothing; the router a
+    profile names says so, so that a live ask decides as its replay did."""
+    spelt = as_replayed(router, config)
+    assert spelt == expected
+    live = MethodSpec.parse(spelt, config)  # the config's own skills.source (llm) and retrieval (auto) yield
+    assert live.configured(config).skills.source == ("llm" if "=llm" in expected else
+                                                    "neighbours" if live.needs_skills else config.skills.source)
+    assert live.retrieval == ("auto" if "@auto" in expected else "never")
 
 
 def test_a_recorded_expert_asked_live_says_how_to_give_it_an_engine(config: SymoeConfig) -> None:
