@@ -38,6 +38,7 @@ from eval.learned_routers import embed_texts, fold_of
 from eval.matrix import Matrix, MatrixRow
 from eval.matrix_profile import Embed, Labelling, SkillLabeller, profile_from_matrix
 from eval.runner import RunStats, SampleResult
+from eval.stats import paired_interval
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, ExecutorConfig
@@ -388,7 +389,10 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
     accuracy; ties go to the cheaper in tokens per question. With ``max_cost_ratio`` (and a
     matrix that records tokens) only routers spending at most that many times best_single's
     tokens per question may win: a default is asked at every question, so it must stay near
-    its best expert's cost (the issue's 1.5x); best_single itself always qualifies."""
+    its best expert's cost (the issue's 1.5x); best_single itself always qualifies. When the
+    most accurate does not beat best_single beyond noise (its paired 95% interval reaches
+    0), the default is the cheapest router that ties best_single (its interval reaches 0 from
+    either side): nothing pays for the extra tokens."""
     by: dict[str, list[SampleResult]] = {}
     for s in samples:
         if s.method in candidates:
@@ -408,7 +412,19 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
     if max_cost_ratio and "best_single" in by and tokens("best_single") > 0:
         cap = max_cost_ratio * tokens("best_single")
         allowed = [m for m in allowed if tokens(m) <= cap]
-    return max(allowed, key=key)
+    best = max(allowed, key=key)
+    if "best_single" not in by or best == "best_single":
+        return best
+    reference = {(s.question_id): s.correct for s in by["best_single"]}
+
+    def versus_best_single(m: str) -> tuple[float, float]:
+        rows = [s for s in by[m] if s.question_id in reference]
+        return paired_interval([s.correct for s in rows], [reference[s.question_id] for s in rows])
+
+    if versus_best_single(best)[0] > 0:
+        return best
+    tying = [m for m in allowed if versus_best_single(m)[1] >= 0]
+    return min(tying, key=lambda m: (tokens(m), -key(m)[0]))
 
 
 #: routers a profile may default to (``Profile.router``): the deciding ones, not single experts

@@ -117,7 +117,8 @@ def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, label
     recorded = [e for e in matrix.experts if e not in cfg.experts]
     out.print(f"profile written to {target} ({profile.data['questions']} validation questions of {path}); "
               f"its router: {profile.router} (best in {folds}-fold cross-fitted replay above"
-              + (f", at most {max_cost_ratio:g}x best_single's tokens per question)" if max_cost_ratio else ")"))
+              + (f", at most {max_cost_ratio:g}x best_single's tokens per question)" if max_cost_ratio else ")"),
+              markup=False)
     if recorded:
         out.print(f"note: {', '.join(recorded)} exist only in the matrix: add them to the config's experts to route "
                   "to them (backend: recorded to replay; an engine such as backend: openai to ask them)",
