@@ -4,11 +4,13 @@
     -> each question's skills (the annotator, as profile build labels them; optional)
     -> ``Symoe.ask_many`` under ``single:EXPERT`` for every routed expert (the session's cache)
     -> each answer scored as ``symoe eval`` scores it -> one matrix row per question
-    -> start no chunk after the budget is spent (the first always runs); write what is done
+    -> start no chunk after the budget is spent (the first always runs), or after an interrupt
+       (Ctrl-C, SIGTERM: the chunk under way is left); write what is done
 
+Rows already in the output matrix (``done``) are kept and their questions not asked again.
 Every generation lands in the generation cache as its batch finishes, so a run stopped by its
-budget (or killed) loses at most a batch: the next run reads what was done from the cache and
-goes on. ``symoe cache export`` then writes the new generations as shards to commit, and a
+budget, interrupted or killed loses at most a batch: the next run reads what was done from the
+matrix and the cache and goes on. ``symoe cache export`` then writes the new generations as shards to commit, and a
 fresh clone imports them (``make install``), so the matrix grows across machines.
 """
 
@@ -31,12 +33,15 @@ from orchestrator.session import Symoe
 
 
 class BuildReport(BaseModel):
-    """What a build did: questions asked for and done, seconds, whether the budget stopped it."""
+    """What a build did: questions asked for and done (kept from the output matrix among them),
+    seconds, whether the budget or an interrupt stopped it."""
 
     questions: int
     done: int
+    kept: int = 0
     seconds: float
     stopped_by_budget: bool
+    interrupted: bool = False
 
 
 def interleaved(questions: list[Question]) -> list[Question]:
@@ -77,28 +82,42 @@ def matrix_rows(samples: list[SampleResult], questions: list[Question],
 
 def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, limit: int | None = None,
                  seed: int = 0, budget_s: float | None = None, chunk: int = 10, cache_path: Path | None = None,
-                 progress: StageReport | None = None, skills: bool = True) -> tuple[Matrix, BuildReport]:
+                 progress: StageReport | None = None, skills: bool = True,
+                 done: Matrix | None = None) -> tuple[Matrix, BuildReport]:
     """Every routed expert's answer to the tasks' questions of ``splits``, until ``budget_s``;
     with ``skills``, each question's skills as the annotator names them (the pipeline's
-    annotate stage, as ``symoe profile build`` labels its questions; cached like the answers)."""
+    annotate stage, as ``symoe profile build`` labels its questions; cached like the answers).
+    A row of ``done`` (the matrix an earlier run wrote) that holds every expert, and its skills
+    where asked for, is kept as it is."""
     started = time.monotonic()
     questions = interleaved([q for split in splits
                              for q in load_tasks(tasks, split, config.home, limit=limit, seed=seed)])
     experts = list(config.routing_pool)
-    rows: list[MatrixRow] = []
-    stopped = False
-    per_chunk = across(progress, -(-len(questions) // chunk)) if progress is not None else None
+    kept = {r.id: r.model_copy(update={"outcomes": {e: r.outcomes[e] for e in experts}})
+            for r in (done.rows if done is not None else [])
+            if set(experts) <= set(r.outcomes) and (r.skills is not None or not skills)}
+    todo = [q for q in questions if q.id not in kept]
+    made: dict[str, MatrixRow] = {}
+    stopped = interrupted = False
+    per_chunk = across(progress, -(-len(todo) // chunk)) if progress is not None and todo else None
     with Symoe(config, cache_path=cache_path, progress=per_chunk) as symoe:
-        for number, part in enumerate(chunks(questions, chunk)):
+        for number, part in enumerate(chunks(todo, chunk)):
             if number and budget_s is not None and time.monotonic() - started > budget_s:
                 stopped = True  # a run always does its first chunk: every run makes progress
                 break
-            queries = [q.query() for q in part]
-            labels = {qid: a.skills for qid, (a, _) in annotate(symoe.pipeline, queries, seed).items()} \
-                if skills else None
-            results = symoe.ask_many(queries, routers=[f"single:{e}" for e in experts], seed=seed)
+            try:
+                queries = [q.query() for q in part]
+                labels = {qid: a.skills for qid, (a, _) in annotate(symoe.pipeline, queries, seed).items()} \
+                    if skills else None
+                results = symoe.ask_many(queries, routers=[f"single:{e}" for e in experts], seed=seed)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: this chunk's finished generations are in the cache
+                interrupted = True
+                break
             by_id = {q.id: q for q in part}
-            rows += matrix_rows([score(r, by_id[r.query_id], log_samples=True) for r in results], part, labels)
-    report = BuildReport(questions=len(questions), done=len(rows), seconds=round(time.monotonic() - started, 1),
-                         stopped_by_budget=stopped)
+            made.update((r.id, r) for r in matrix_rows([score(r, by_id[r.query_id], log_samples=True)
+                                                         for r in results], part, labels))
+    rows = [row for q in questions if (row := kept.get(q.id) or made.get(q.id)) is not None]
+    report = BuildReport(questions=len(questions), done=len(rows), kept=len(kept.keys() & {q.id for q in questions}),
+                         seconds=round(time.monotonic() - started, 1), stopped_by_budget=stopped,
+                         interrupted=interrupted)
     return Matrix(rows, experts, source="symoe matrix build"), report

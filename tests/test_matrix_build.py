@@ -58,6 +58,44 @@ def test_a_budget_stops_between_chunks_and_the_next_run_resumes_from_the_cache(t
     assert [r for r in again.rows if r.id in first.ids] == first.rows
 
 
+def test_rows_of_the_earlier_matrix_are_kept_and_not_asked_again(tmp_path: Path) -> None:
+    """A re-run goes on from the matrix file, not only from the cache: here the cache is gone
+    (a fresh machine without the shards), and the kept rows still cost no generation."""
+    cfg, tasks = config(tmp_path), task_files(tmp_path)
+    first, _ = build_matrix(cfg, tasks, ["validation"], chunk=2, skills=False)
+    fresh = cfg.model_copy(update={"home": tmp_path / "other-home"})
+    again, report = build_matrix(fresh, tasks, ["validation", "test"], chunk=2, skills=False, done=first)
+    assert report.kept == 8 and report.done == 12
+    assert [r for r in again.rows if r.id in first.ids] == first.rows
+    # a kept row must hold every expert of the pool: a matrix that lacks one is asked again ...
+    lacking = type(first)([r.model_copy(update={"outcomes": {"odd": r.outcomes["odd"]}}) for r in first.rows],
+                          ["odd"])
+    _, report = build_matrix(fresh, tasks, ["validation"], chunk=2, skills=False, done=lacking)
+    assert report.kept == 0 and report.done == 8
+    # ... and an expert the pool no longer has is dropped from the kept rows
+    smaller = fresh.model_copy(update={"experts": {"odd": fresh.experts["odd"]}})
+    only_odd, report = build_matrix(smaller, tasks, ["validation"], chunk=2, skills=False, done=first)
+    assert report.kept == 8 and only_odd.experts == ["odd"]
+
+
+def test_an_interrupt_stops_between_chunks_and_keeps_what_is_done(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C (or SIGTERM, which ``symoe matrix build`` turns into one) during the second chunk:
+    the first chunk's rows are returned to be written, the run says it was interrupted."""
+    from orchestrator.session import Symoe
+    cfg, tasks = config(tmp_path), task_files(tmp_path)
+    real, calls = Symoe.ask_many, []
+
+    def ask_many(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Symoe, "ask_many", ask_many)
+    matrix, report = build_matrix(cfg, tasks, ["validation"], chunk=2, skills=False)
+    assert report.interrupted and not report.stopped_by_budget and report.done == len(matrix) == 2
+
+
 def test_interleaving_round_robins_over_tasks_and_splits() -> None:
     from eval.datasets import Question
     qs = [Question(id=f"{t}{i}", question="q", answer="1", task=t, split="validation") for t in "ab" for i in range(3)]
@@ -78,3 +116,16 @@ def test_each_row_carries_the_skills_the_annotator_names_unless_told_not_to(tmp_
     assert all(r.skills and "algebra" in r.skills for r in matrix.rows), [r.skills for r in matrix.rows]
     bare, _ = build_matrix(cfg, task_files(tmp_path), ["validation"], chunk=4, skills=False)
     assert all(r.skills is None for r in bare.rows)
+
+
+def test_sigterm_interrupts_like_ctrl_c_inside_the_block_only() -> None:
+    import os
+    import signal
+
+    import pytest
+
+    from orchestrator.cli.common import sigterm_interrupts
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before

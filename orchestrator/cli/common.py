@@ -4,7 +4,10 @@ stages (``agents.progress``), reading a question, and the one rule for errors (a
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -116,3 +119,21 @@ def with_executor(cfg: SymoeConfig, executor: str | None, ray_address: str | Non
     if ray_address is not None and "kind" not in updates:
         updates["kind"] = "ray"
     return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=updates)}) if updates else cfg
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler's or a session's end) raises ``KeyboardInterrupt`` as Ctrl-C does, so
+    a long run stops between steps and writes what it has done (as it was, after)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

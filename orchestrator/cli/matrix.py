@@ -19,7 +19,18 @@ from eval.matrix import Matrix, read_matrix, write_matrix
 from eval.matrix_build import build_matrix
 from eval.matrix_importers import import_matrix, importers
 from orchestrator.cli.cache import export_from
-from orchestrator.cli.common import BulkOpt, ConfigOpt, check_range, config_from, err, one_line, out, stage_bars
+from orchestrator.cli.common import (
+    BulkOpt,
+    ConfigOpt,
+    check_range,
+    config_from,
+    err,
+    one_line,
+    out,
+    sigterm_interrupts,
+    stage_bars,
+)
+from orchestrator.cli.evaluation import check_writable
 from orchestrator.config import MAX_SEED
 from orchestrator.session import default_cache_path
 
@@ -83,15 +94,19 @@ def matrix_build(
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     cfg = config_from(config).model_copy(update={"seed": seed}).with_bulk(bulk)
+    earlier = read_matrix(output) if output.exists() else None  # its rows are kept: a re-run goes on from them
+    check_writable(output.parent)  # before hours of generation, not after
     started = time.time()
-    with stage_bars(err) as report:
+    with stage_bars(err) as report, sigterm_interrupts():
         matrix, done = build_matrix(cfg, task_list, split_list, limit=limit, seed=seed, chunk=chunk,
                                     budget_s=time_budget * 60 if time_budget is not None else None, progress=report,
-                                    skills=skills)
+                                    skills=skills, done=earlier)
     write_matrix(matrix, output)
     left = done.questions - done.done
-    out.print(f"wrote {output}: {done.done} of {done.questions} questions x {len(matrix.experts)} experts in "
-              f"{done.seconds:.0f} s" + (f"; the budget stopped it: re-run to do the other {left}" if left else ""),
+    why = "interrupted" if done.interrupted else "the budget stopped it"
+    out.print(f"wrote {output}: {done.done} of {done.questions} questions x {len(matrix.experts)} experts "
+              f"({done.kept} kept from the file) in {done.seconds:.0f} s"
+              + (f"; {why}: re-run to do the other {left}" if left else ""),
               markup=False, highlight=False, soft_wrap=True)
     if export is not None:
         shards = export_from(default_cache_path(cfg), export, since=started)
