@@ -10,6 +10,7 @@ SYMOE := $(VENV)/bin/symoe
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 QUESTION ?= What is the capital of France?
+DEFAULT_MATRIX := data/matrices/default-pool.jsonl.gz
 # llama.cpp built portable (AVX2, FMA, F16C; no -march=native): a native build picks AMX kernels
 # that die with SIGILL on VMs advertising AMX without running it (seen here: `tilezero` in
 # ggml_backend_amx_mul_mat), and per-CPU kernels round differently, so the same seed gave other
@@ -17,7 +18,7 @@ QUESTION ?= What is the capital of France?
 # 5.16 s vs 5.20 s for the same 48 tokens). --no-cache-dir: never reuse a wheel built otherwise.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 
-.PHONY: install system-deps ask test test-all test-fast test-vllm lint bench clean
+.PHONY: install system-deps ask test test-all test-fast test-vllm lint bench profile clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -66,6 +67,11 @@ lint: install
 
 bench: install
 	$(PY) bench/backends.py
+
+# The shipped profile, remade from the committed default-pool matrix (no generation; its router
+# is the winner of cross-fitted replay). tests/test_shipped_profile.py checks the two agree.
+profile: install
+	$(SYMOE) profile build --from-matrix $(DEFAULT_MATRIX) -o orchestrator/default_profile.json
 
 clean:
 	rm -rf $(VENV) .venv-vllm

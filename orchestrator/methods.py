@@ -253,6 +253,10 @@ class MethodSpec(BaseModel):
         text += f"@{self.retrieval}" if self.retrieval_named else ""
         return text + ("[" + ";".join(f"{k}={v}" for k, v in self.settings) + "]" if self.settings else "")
 
+    def with_setting(self, key: str, value: str) -> MethodSpec:
+        """This name with ``key=value`` among its settings (replacing the name's own value)."""
+        return self.model_copy(update={"settings": (*((k, v) for k, v in self.settings if k != key), (key, value))})
+
     def configured(self, config: SymoeConfig) -> SymoeConfig:
         """The config this method runs under: ``config`` with the name's settings applied."""
         return apply_settings(config, self.settings) if self.settings else config

@@ -102,3 +102,18 @@ def test_a_router_s_own_skills_source_annotates_once_per_source(tmp_path: Path):
     assert [(p.annotation.source, p.skills, p.annotation_jobs) for p in plans] == [("given", ["history"], [])] * 2
     with pytest.raises(SymoeError, match="does not read 'skills.source'"):
         MethodSpec.parse("learned:knn[skills.source=neighbours]", ctx.config)
+
+
+def test_ask_s_skills_option_beats_the_profile_router_s_own_source(tmp_path: Path):
+    """The shipped profile's router says ``[skills.source=neighbours]``; ``symoe ask --skills llm``
+    replaces that setting (``MethodSpec.with_setting``, as the CLI does), and the LLM annotates."""
+    from orchestrator.methods import MethodSpec
+    from orchestrator.pipeline import plan
+
+    ctx = _pipeline(tmp_path, "neighbours")
+    spec = MethodSpec.parse("symoe:k1@never[skills.source=neighbours]", ctx.config)
+    asked = spec.with_setting("skills.source", "llm")
+    assert str(asked) == "symoe:k1@never[skills.source=llm]"
+    q = Query(question="Ann has 6 bags of 4 marbles and loses 5. How many marbles are left?")
+    voted, llm = plan(ctx, [q], [spec, asked], seed=0)
+    assert voted.annotation.source == "neighbours" and llm.annotation.source == "llm"

@@ -57,6 +57,10 @@ def ask(
     text = read_question(question)
     make_query(text, format=answer_format, max_tokens=max_tokens)  # type: ignore[arg-type]  # checked before any model
     with Symoe(cfg, profile=profile, use_cache=cache) as symoe:
+        if skills is not None:  # the option beats a router's own skills.source (the profile's router has one)
+            spec = symoe.router(router, model, k, retrieval, quality)  # type: ignore[arg-type]
+            router, model, k, quality = str(spec.with_setting("skills.source", skills) if spec.needs_skills
+                                            else spec), None, None, None
         result = symoe.ask(text, router=router, model=model, seed=seed, k=k, retrieval=retrieval,  # type: ignore[arg-type]
                            format=answer_format, max_tokens=max_tokens, deadline_s=deadline,  # type: ignore[arg-type]
                            quality=quality)
