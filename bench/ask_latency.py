@@ -19,7 +19,9 @@ reuses another's work. For each router: mean and 90th-percentile wall seconds pe
 the ratio of its mean to best_single's, generated tokens per question, errors, fallbacks,
 right answers (graded against the gold answers, informational), mean seconds per format,
 and where the time went (annotate, gate, experts, aggregate, fallback: the steps of the
-answer's record).
+answer's record). For a router that decides without generating (skills from neighbours or
+none, no retrieval gate), its decision alone (``Symoe.route``: skills, plan, recruitment) is
+timed before the ask: mean and largest milliseconds (issue 25's bound: 50 ms).
 
 Cold part (``--cold N``): ``symoe ask --explain --no-cache`` as a new process (start, imports,
 load, answer: every generation made now) on a multiple-choice question, N times per router (the first may still find the
@@ -80,6 +82,7 @@ class Row(BaseModel):
     fallback: str | None = None
     right: bool = False
     experts: list[str] = Field(default_factory=list)
+    decide_ms: float | None = None  # the routing decision alone (``Symoe.route``), where it makes no generation
 
 
 def step_kind(step: str) -> str:
@@ -114,10 +117,23 @@ def mixed_questions(home: Path, tasks: list[str], count: int, skip: int, hand_wr
     return asked
 
 
+def decides_without_generating(symoe: Symoe, router: str) -> bool:
+    """Whether ``router`` decides with no LLM call: no LLM skills, no retrieval gate's draft."""
+    spec = symoe.router(router)
+    llm_skills = spec.needs_skills and spec.configured(symoe.config).skills.source != "neighbours"
+    return not llm_skills and spec.retrieval != "auto"
+
+
 def ask_warm(symoe: Symoe, router: str, q: Asked) -> Row:
-    """One uncached ask, timed: the engines forget their prompt state first."""
+    """One uncached ask, timed: the engines forget their prompt state first. Where the router
+    decides without generating, its decision is timed alone first (``Symoe.route``)."""
     symoe.pool.forget_state()
     query = make_query(q.question, q.choices or None)
+    decide_ms = None
+    if decides_without_generating(symoe, router):
+        start = time.perf_counter()
+        symoe.route(query, router)
+        decide_ms = 1000 * (time.perf_counter() - start)
     start = time.perf_counter()
     result = symoe.ask_query(query, router)
     wall = time.perf_counter() - start
@@ -125,6 +141,7 @@ def ask_warm(symoe: Symoe, router: str, q: Asked) -> Row:
     for s in result.steps:
         where[step_kind(s.step)] += s.usage.seconds
     return Row(seconds=wall, tokens=result.usage.completion_tokens, format=result.format, where=dict(where),
+               decide_ms=decide_ms,
                error=result.error, fallback=result.fallback, experts=result.experts,
                right=not result.error and is_correct(result.answer, q.answer, q.gold_format, q.aliases))  # type: ignore[arg-type]
 
@@ -152,6 +169,12 @@ def warm_part(args: argparse.Namespace, asked: list[Asked]) -> dict[str, list[Ro
     return rows
 
 
+def decisions(rows: list[Row]) -> str:
+    """Mean and largest decision time, or why there is none (the decision generates)."""
+    timed = [r.decide_ms for r in rows if r.decide_ms is not None]
+    return f"{statistics.mean(timed):.0f}, {max(timed):.0f}" if timed else "- (it generates)"
+
+
 def print_warm(rows: dict[str, list[Row]], asked: list[Asked]) -> None:
     kinds = defaultdict(int)
     for q in asked:
@@ -161,8 +184,8 @@ def print_warm(rows: dict[str, list[Row]], asked: list[Asked]) -> None:
     base = next((r for r in rows if r == "best_single" or r.endswith("(best_single)")), next(iter(rows)))
     base_mean = statistics.mean(r.seconds for r in rows[base])
     print("| router | mean s/q | p90 s/q | x best_single | tokens/q | errors | fallbacks | right | "
-          "mean s/q by format | where the time went (s/q) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "decision ms (mean, max) | mean s/q by format | where the time went (s/q) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rs in rows.items():
         n = len(rs)
         seconds = [r.seconds for r in rs]
@@ -176,7 +199,7 @@ def print_warm(rows: dict[str, list[Row]], asked: list[Asked]) -> None:
         print(f"| {name} | {statistics.mean(seconds):.1f} | {p90(seconds):.1f} | "
               f"{statistics.mean(seconds) / base_mean:.2f}x | {statistics.mean(r.tokens for r in rs):.0f} | "
               f"{sum(r.error is not None for r in rs)} | {sum(r.fallback is not None for r in rs)} | "
-              f"{sum(r.right for r in rs)}/{n} | "
+              f"{sum(r.right for r in rs)}/{n} | {decisions(rs)} | "
               + ", ".join(f"{f} {statistics.mean(v):.1f}" for f, v in sorted(by_format.items())) + " | "
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(where.items(), key=lambda kv: -kv[1])) + " |")
 
