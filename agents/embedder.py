@@ -9,6 +9,9 @@ This module owns:
   configured name and a fingerprint of the model folder's file names and sizes), so an index
   is never searched with vectors from another model.
 * ``encode(texts, config)``: L2-normalised float32 vectors (inner product = cosine).
+* ``embed_texts(texts, config, home)``: the same, cached by text hash in
+  ``<home>/embeddings/`` (one ``.npz`` per embedding model), so the thousands of questions of
+  a matrix or a profile are embedded once per machine, not once per process.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.errors import SymoeError
+from agents.files import atomic_open
+from agents.paths import writable_dir
 
 
 class EmbeddingConfig(BaseModel):
@@ -129,3 +134,60 @@ def encode(texts: list[str], config: EmbeddingConfig,
         if progress:
             progress(len(batch))
     return np.ascontiguousarray(np.concatenate(parts).astype(np.float32))
+
+
+# -- cached by text hash -------------------------------------------------------------------
+
+def _cache_file(config: EmbeddingConfig, home: Path) -> Path:
+    key = hashlib.sha256(f"{config.name}\n{embedder_path(config)}".encode()).hexdigest()[:16]
+    folder = writable_dir(Path(home) / "embeddings", "the question-embedding cache")
+    return folder / f"questions-{key}.npz"
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32].encode("ascii")
+
+
+def _load_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, vectors = data["keys"], data["vectors"]
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is rebuilt, never fatal
+    if len(keys) != len(vectors) or vectors.ndim != 2:
+        return None
+    return keys, vectors
+
+
+def embed_texts(texts: Sequence[str], config: EmbeddingConfig, home: Path,
+                encoder: Callable[[list[str], EmbeddingConfig], np.ndarray] = encode) -> np.ndarray:
+    """(len(texts), dims) L2-normalised float32 embeddings; texts embedded before come from the
+    cache ``<home>/embeddings/questions-<model key>.npz``, new ones are encoded once and added."""
+    path = _cache_file(config, home)
+    keys = [text_key(t) for t in texts]
+    cached = _load_cache(path)
+    known: dict[bytes, int] = {}
+    vectors = np.zeros((0, 0), dtype=np.float32)
+    if cached is not None:
+        stored_keys, vectors = cached
+        known = {bytes(k): i for i, k in enumerate(stored_keys)}
+    missing = list(dict.fromkeys(k for k in keys if k not in known))
+    if missing:
+        by_key = {k: t for k, t in zip(keys, texts, strict=True)}
+        fresh = np.asarray(encoder([by_key[k] for k in missing], config), dtype=np.float32)
+        if vectors.size and fresh.shape[1] != vectors.shape[1]:  # another model's vectors: start over
+            missing = list(dict.fromkeys(keys))
+            fresh = np.asarray(encoder([by_key[k] for k in missing], config), dtype=np.float32)
+            known = {}
+        base = len(known)
+        vectors = np.vstack([vectors.reshape(-1, fresh.shape[1]), fresh]) if base else fresh
+        for offset, k in enumerate(missing):
+            known[k] = base + offset
+        all_keys = np.array(sorted(known, key=known.__getitem__), dtype="S32")
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, keys=all_keys, vectors=vectors)
+    if not keys:
+        return np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+    return np.ascontiguousarray(vectors[[known[k] for k in keys]], dtype=np.float32)

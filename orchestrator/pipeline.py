@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import Generation, GenerationRequest, Usage
 from agents.cache import GenerationCache, request_key
-from agents.embedder import encode
+from agents.embedder import embed_texts, encode
 from agents.errors import SymoeError
 from agents.pool import ExpertSpec
 from agents.progress import StageReport, ignore
@@ -198,8 +198,20 @@ class Pipeline:
         self._example_vectors: np.ndarray | None = None
         #: how question texts become vectors (clusters, learned routers); replay swaps in a cached lookup
         self.embed: Callable[[list[str]], np.ndarray] = lambda texts: embed_few(
-            lambda: encode(texts, self.config.embedding), len(texts))
+            lambda: self._encode(texts), len(texts))
         self._lock = threading.RLock()  # the server runs several requests' stages at once
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """A query's few texts encoded now; many (the profile's questions, for neighbours,
+        clusters and learned routers) from the on-disk cache by text hash, so a new process
+        does not embed the profile again (a cold ``symoe ask``); encoded now where the home
+        is not writable."""
+        if len(texts) <= FEW_TEXTS:
+            return encode(texts, self.config.embedding)
+        try:
+            return embed_texts(texts, self.config.embedding, self.config.home)
+        except (SymoeError, OSError):
+            return encode(texts, self.config.embedding)
 
     @property
     def cache(self) -> GenerationCache | None:

@@ -117,3 +117,23 @@ def test_ask_s_skills_option_beats_the_profile_router_s_own_source(tmp_path: Pat
     q = Query(question="Ann has 6 bags of 4 marbles and loses 5. How many marbles are left?")
     voted, llm = plan(ctx, [q], [spec, asked], seed=0)
     assert voted.annotation.source == "neighbours" and llm.annotation.source == "llm"
+
+
+def test_the_profile_s_questions_are_embedded_once_per_machine_not_per_process(tmp_path: Path):
+    """Many texts (a profile's questions: neighbours, clusters, learned routers) go through the
+    on-disk embedding cache, so a new process (a cold ``symoe ask``) reads them; a query's few
+    texts are encoded directly."""
+    import numpy as np
+
+    texts = [f"Question number {i} about the history of {w}?" for i, w in enumerate(["Rome", "Paris"] * 10)]
+    first = _pipeline(tmp_path, "neighbours")
+    vectors = first.embed(texts)
+    cache = list((tmp_path / "embeddings").glob("questions-*.npz"))
+    assert len(cache) == 1
+    with np.load(cache[0]) as stored:
+        assert len(stored["keys"]) == len(set(texts))
+    again = _pipeline(tmp_path, "neighbours").embed(texts)  # as a new process would
+    assert np.allclose(vectors, again, atol=1e-6)
+    first.embed(["A new question?", "Another new one?"])  # few: encoded now, not written to the cache
+    with np.load(cache[0]) as stored:
+        assert len(stored["keys"]) == len(set(texts))
