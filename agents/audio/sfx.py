@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.signal import butter, sosfilt
 
 from agents.audio import dsp
 from agents.teams.interfaces import Context, Generator
@@ -58,6 +57,8 @@ def noise(seconds: float, rng: np.random.Generator, color: str = "white") -> np.
 
 
 def band(x: np.ndarray, low: float | None = None, high: float | None = None, order: int = 4) -> np.ndarray:
+    from scipy.signal import butter, sosfilt  # a second of imports: only when a sound is filtered
+
     if low and high:
         sos = butter(order, [low, high], btype="bandpass", fs=SR, output="sos")
     elif low:
