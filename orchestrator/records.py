@@ -35,8 +35,9 @@ class Query(BaseModel):
     task: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=8192, description="cap on each expert's answer (default: by format)")
     history: list[ChatMessage] = Field(default_factory=list, description="earlier turns of a conversation")
-    skills: list[str] | None = Field(None, description="skills the caller already knows (a matrix row's recorded "
-                                                       "keywords, say): routing uses them and annotates nothing")
+    skills: list[str] | None = Field(
+        default=None, description="skills the caller already knows (a matrix row's recorded keywords, say): routing "
+                                  "uses them and annotates nothing")
 
     def model_post_init(self, _: object) -> None:
         if not self.id:

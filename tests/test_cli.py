@@ -97,9 +97,12 @@ def test_ask_json_record_from_stdin(symoe_cli: Cli) -> None:
 
 @pytest.mark.real
 def test_ask_json_reports_every_steps_real_cost_annotation_included(symoe_cli: Cli) -> None:
-    """A routed ask on a question no cache holds: the annotation's five samples are counted."""
+    """A skill-routed ask (``--router symoe``: the LLM names the skills; the default router,
+    chosen by replay, makes no LLM call) on a question no cache holds: the annotation's five
+    samples are counted."""
     nonce = uuid.uuid4().hex[:8]
-    proc = symoe_cli("ask", "--json", "--retrieval", "never", f"What is 17 * 23? (request {nonce})")
+    proc = symoe_cli("ask", "--json", "--router", "symoe", "--retrieval", "never",
+                     f"What is 17 * 23? (request {nonce})")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     steps = {s["step"]: s for s in record["steps"]}

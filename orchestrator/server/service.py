@@ -626,8 +626,8 @@ class Service:
                 "deadline_exceeded": outcome.deadline_exceeded, "seconds": round(outcome.seconds, 3),
                 "queued_s": round(outcome.queued_s, 3), "degraded": outcome.degraded is not None,
                 "degraded_why": outcome.degraded,
-                "failed_experts": sorted({*outcome.result.record()["failed_experts"],  # type: ignore[misc]
-                                          *(e for f in outcome.failed for e in f.record()["failed_experts"])})}
+                "failed_experts": sorted({a.expert for r in (outcome.result, *outcome.failed)
+                                          for a in r.expert_answers if not a.ok})}
 
     def usage(self, outcome: Outcome) -> CompletionUsage:
         u = outcome.result.usage
