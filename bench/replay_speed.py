@@ -35,7 +35,9 @@ id hash) ``test`` (replay fits on validation, scores test).
 Everything runs under a temporary ``SYMOE_HOME`` (removed afterwards unless ``--keep-home``;
 ``--home DIR`` names one to reuse, whose embedding cache may be warm already), so the user's
 embedding cache is neither read nor written. The replay's row also gives its CPU seconds (every
-process, workers included): on a shared machine they vary less than its wall seconds. Rate: questions x experts x
+process, workers included): on a shared machine they vary less than its wall seconds; a line
+per process then says which splits it replayed, from when, in how many wall and CPU seconds
+(``replay(..., timeline=...)``), so the tail of a parallel replay shows. Rate: questions x experts x
 replayed methods (``single`` expands to one method per expert) per second.
 """
 
@@ -286,7 +288,8 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="time the replay's stages and fits (see above; "
                                                                  "one process)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="processes sharing the routers (default: replay's own choice, one per core when large)")
+                        help="cores the replay may keep busy (default: replay's own choice, every core when large; "
+                             "whole folds then go to as many processes as keep each core busy to the end)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary SYMOE_HOME (printed)")
     parser.add_argument("--home", type=Path, default=None,
                         help="this SYMOE_HOME instead of a temporary one (kept): an embedding cache there from an "
@@ -312,7 +315,7 @@ def run(args: argparse.Namespace, home: Path) -> None:
 
     from agents.embedder import encode
     from eval.learned_routers import embed_texts
-    from eval.replay import default_routers, replay
+    from eval.replay import SplitTime, default_routers, replay
     from orchestrator.config import load_config
 
     console = Console(width=130, markup=False)
@@ -333,7 +336,7 @@ def run(args: argparse.Namespace, home: Path) -> None:
     routers = [r.strip() for r in (args.routers or default_routers(matrix)).split(",") if r.strip()]
     scored = "validation -> test" if {"validation", "test"} <= set(matrix.splits) else f"{args.folds} folds"
     per_task = ", ".join(f"{t} {sum(c.values())}" for t, c in matrix.counts().items())
-    best = matrix.best_single()
+    best = matrix.best_single() or matrix.experts[0]
     console.print(f"matrix: {len(matrix)} questions ({per_task}), {len(matrix.experts)} experts, splits "
                   f"{'/'.join(matrix.splits)} ({scored}); best single {best} {matrix.accuracy()[best]:.3f}, "
                   f"oracle {matrix.oracle_accuracy():.3f}; "
@@ -370,9 +373,11 @@ def run(args: argparse.Namespace, home: Path) -> None:
     blas = threadpool_limits(args.blas_threads, user_api="blas") if args.blas_threads else nullcontext()
     with blas, breakdown.wrapped(breakdown_targets() if args.breakdown else []):
         cpu = cpu_seconds()
+        wall_start = time.time()
         started = mark[0] = time.perf_counter()
+        timeline: list[SplitTime] = []
         samples, stats = replay(config, matrix, routers, folds=args.folds, seed=args.seed, on_split=on_split,
-                                workers=1 if args.breakdown else args.workers)
+                                workers=1 if args.breakdown else args.workers, timeline=timeline)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds() - cpu
     methods = sorted({s.method for s in samples if s.method != "oracle"})
@@ -392,6 +397,13 @@ def run(args: argparse.Namespace, home: Path) -> None:
                   f"{', '.join(f'{t:.1f}' for t in fold_times)} s; {cpu:.1f} CPU s (every process); "
                   f"load average now {os.getloadavg()[0]:.2f}; "
                   f"{'UNDER' if seconds < 60 else 'OVER'} the 60 s limit", highlight=False)
+    for process in sorted({t.process for t in timeline}):
+        mine = [t for t in timeline if t.process == process]
+        end = max(t.started + t.seconds for t in mine) - wall_start
+        console.print(f"  process {process}{' (this one)' if process == 0 else ''}: "
+                      + ", ".join(f"split {t.split} from {t.started - wall_start:.1f} s: {t.seconds:.1f} s "
+                                  f"({t.cpu:.1f} CPU s)" for t in mine)
+                      + f"; done at {end:.1f} s", highlight=False)
 
     if args.breakdown:
         parts = Table(title=f"where the replay's {seconds:.1f} s went (inclusive: an indented row is part of the "
@@ -423,8 +435,8 @@ def run(args: argparse.Namespace, home: Path) -> None:
             part, part_stats = replay(config, matrix, [router], folds=args.folds, seed=args.seed)
             secs = time.perf_counter() - started
             count = len({s.method for s in part if s.method != "oracle"})
-            rate = part_stats.questions * len(matrix.experts) * count / secs
-            alone.add_row(router, str(count), f"{secs:.2f}", f"{rate:,.0f}/s")
+            per_second = part_stats.questions * len(matrix.experts) * count / secs
+            alone.add_row(router, str(count), f"{secs:.2f}", f"{per_second:,.0f}/s")
         console.print(alone)
 
 

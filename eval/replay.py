@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
 from multiprocessing import get_context
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -41,11 +43,11 @@ from eval.runner import RunStats, SampleResult
 from eval.stats import paired_interval
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
-from orchestrator.executor import BatchDone, ExecutorConfig
+from orchestrator.executor import BatchDone, Executor, ExecutorConfig
 from orchestrator.expert_methods import UNRECORDED, formats_of
 from orchestrator.methods import MethodSpec, expand_methods
 from orchestrator.profiles import Profile
-from orchestrator.records import AskResult, Job, Query
+from orchestrator.records import AnswerFormat, AskResult, Job, Query
 from orchestrator.session import Symoe
 
 #: routers a replay runs when none are named: every single expert, the baselines, the routers
@@ -105,8 +107,8 @@ def recorded_expert(name: str, live: ExpertSpec | None = None) -> ExpertSpec:
     the config also runs live (``live``) keeps the answer formats its method can produce, so
     routers choose among the same experts as live."""
     formats = sorted(formats_of(live)) if live is not None else None
-    return ExpertSpec(name=name, backend="recorded", method="recorded", description="recorded in the matrix",
-                      formats=formats)
+    return ExpertSpec.model_validate({"name": name, "backend": "recorded", "method": "recorded",
+                                      "description": "recorded in the matrix", "formats": formats})
 
 
 def replay_config(config: SymoeConfig, matrix: Matrix, default: str) -> SymoeConfig:
@@ -138,11 +140,11 @@ def row_query(row: MatrixRow, recorded_skills: bool = False) -> Query:
     rule ``symoe eval`` uses; without a gold answer the pipeline detects it); with
     ``recorded_skills``, carrying the row's recorded skills (the LLM annotator's, where the
     matrix has them) so that routing uses them instead of the neighbours' vote."""
-    fmt = "choice" if row.choices else None
+    fmt: AnswerFormat | None = "choice" if row.choices else None
     if fmt is None and row.answer is not None:
         fmt = Question(id=row.id, question=row.question, answer=str(row.answer)).answer_format
     return Query(question=row.question, choices=list(row.choices or []), id=row.id, task=row.task, format=fmt,
-                 skills=list(row.skills) if recorded_skills and row.skills else None)
+                 skills=list(row.skills) if recorded_skills and row.skills else None, max_tokens=None)
 
 
 def replay_score(result: AskResult, row: MatrixRow) -> float:
@@ -186,7 +188,7 @@ def oracle_samples(rows: Sequence[MatrixRow]) -> list[SampleResult]:
         o = r.outcomes[chosen]
         out.append(SampleResult(method="oracle", question_id=r.id, task=r.task, subject=r.task, answer=o.answer,
                                 gold=str(r.answer) if r.answer is not None else "", correct=bool(right),
-                                experts=[chosen], succeeded=1, cost_usd=o.cost,
+                                experts=[chosen], succeeded=1, failed=0, escalated=None, cost_usd=o.cost,
                                 usage=Usage(prompt_tokens=o.prompt_tokens or 0,
                                             completion_tokens=o.completion_tokens or 0, seconds=o.seconds or 0.0)))
     return out
@@ -261,23 +263,43 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+class SplitTime(NamedTuple):
+    """When one process replayed one split: ``process`` 0 is the caller's, 1.. the spawned
+    workers' in order; ``split`` counts from 1 in replay order; ``started`` is wall-clock
+    (``time.time``, comparable across the processes), ``seconds`` wall and ``cpu`` that
+    process's CPU seconds on the split."""
+
+    process: int
+    split: int
+    started: float
+    seconds: float
+    cpu: float
+
+
 def replay_routers(task: ReplayTask, progress: StageReport | None = None,
-                   on_split: Callable[[int, int], None] | None = None) -> tuple[list[SampleResult], list[int]]:
+                   on_split: Callable[[int, int], None] | None = None,
+                   ) -> tuple[list[SampleResult], list[int], list[SplitTime]]:
     """The task's routers on each scored split under a profile of its fit split (or the given
-    profile); the samples, and the generations needed, replayed and failed."""
+    profile); the samples, the generations needed, replayed and failed, and when each split
+    ran (numbered from 1 within the task; ``process`` 0)."""
     samples: list[SampleResult] = []
     counts = [0, 0, 0]
+    times: list[SplitTime] = []
     with threadpool_limits(1) if task.one_thread else nullcontext(), collector_paused():
         for number, ((fit_at, scored_at), skills) in enumerate(zip(task.pairs, task.labels, strict=True), 1):
+            started, cpu = time.time(), time.process_time()
             fit, scored = task.matrix.take(fit_at), task.matrix.take(scored_at)
             base = replay_config(task.config, task.matrix, fit.best_single() or task.matrix.experts[0])
             if task.profile is not None and task.config.default_expert in task.matrix.experts:
                 base = base.model_copy(update={"default_expert": task.config.default_expert})
             used = task.profile or profile_from_matrix(fit, base, skills, source=task.matrix.source)
             executor = ReplayExecutor(scored)
+
+            def recorded(_: Executor, ex: Executor = executor) -> Executor:  # the models' place
+                return ex
             names = [str(spec) for spec in expand_methods(",".join(task.routers), base, None, task.sweeps)]
             with Symoe(base, profile=used, use_cache=False, memory_budget=0, progress=progress,
-                       wrap_executor=lambda _, ex=executor: ex) as symoe:
+                       wrap_executor=recorded) as symoe:
                 symoe.pipeline.embed = task.embed
                 rows = {r.id: r for r in scored.rows}
                 queries = [row_query(r, task.recorded_skills) for r in scored.rows]
@@ -285,9 +307,17 @@ def replay_routers(task: ReplayTask, progress: StageReport | None = None,
                 samples += [sample_of(r, rows[r.query_id]) for r in results]
                 stats = symoe.pipeline.stats
                 counts = [counts[0] + stats.needed, counts[1] + stats.generated, counts[2] + stats.failed]
+            times.append(SplitTime(0, number, started, time.time() - started, time.process_time() - cpu))
             if on_split is not None:
                 on_split(number, len(task.pairs))
-    return samples, counts
+    return samples, counts, times
+
+
+def replay_share(shared: bytes, own: dict[str, Any]) -> tuple[list[SampleResult], list[int], list[SplitTime]]:
+    """A worker's ``replay_routers``: the task the workers share, pickled once by the caller
+    (the matrix and its vectors are most of it), with this worker's own splits and routers."""
+    task: ReplayTask = pickle.loads(shared)
+    return replay_routers(task.model_copy(update=own))
 
 
 #: how much of a replay each router costs, roughly (fits, cluster builds), to share them out
@@ -316,63 +346,94 @@ def split_shares(splits: int, count: int) -> list[tuple[int, int]]:
     return [(int(end - size), int(end)) for size, end in zip(sizes, ends, strict=True)]
 
 
+def split_processes(splits: int, cores: int) -> int:
+    """How many processes share ``splits`` whole splits on ``cores`` cores: the fewest whose
+    largest share is at most a core's part of the work (rounded down to whole splits, at least
+    one), so that no core runs a last split alone while the others wait: 5 folds on 2 cores go
+    to 3 processes (2, 2 and 1 folds, 2.5 folds' time on each core) rather than 2 (3 and 2)."""
+    if cores <= 1 or splits <= 1:
+        return 1
+    most = max(1, splits // cores)
+    return min(splits, -(-splits // most))
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@collector_paused()
 def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: int = 5, seed: int = 0,
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
            labeller: SkillLabeller | None = None, on_split: Callable[[int, int], None] | None = None,
            sweeps: list[tuple[str, list[str]]] | None = None,
-           workers: int | None = None, recorded_skills: bool = False) -> tuple[list[SampleResult], RunStats]:
+           workers: int | None = None, recorded_skills: bool = False,
+           timeline: list[SplitTime] | None = None) -> tuple[list[SampleResult], RunStats]:
     """Every router on the scored questions of each split, fitted on the rest; with the oracle.
     A given ``profile`` routes every question of the matrix instead (nothing is fitted): replay
     then decides as a live run under that profile does. A given ``labeller`` (over this
     matrix's questions) is used instead of building one for ``labelling``. ``sweeps`` run each
-    router that reads a key once per value (``--sweep``). ``workers`` processes share the
-    work (default: one per core for a large replay, else one): whole splits each where there
-    are several (cross-fitting), else the routers; the answers, and their order, are the same
-    however many there are. ``recorded_skills`` routes each scored question on the skills its
+    router that reads a key once per value (``--sweep``). ``workers`` cores share the work
+    (default: every core for a large replay, else one): whole splits per process where there
+    are several (cross-fitting), in as many processes as keep every core busy to the end
+    (``split_processes``), else the routers, one process per core; the answers, and their
+    order, are the same however many there are. ``recorded_skills`` routes each scored question on the skills its
     row records (the LLM's keywords: what a live ``skills.source: llm`` run sees) instead of
-    its labelled neighbours' vote (no LLM: ``skills.source: neighbours``)."""
+    its labelled neighbours' vote (no LLM: ``skills.source: neighbours``). A given ``timeline``
+    receives when each process replayed each split (``SplitTime``; splits numbered in replay
+    order where processes hold whole splits). The garbage collector is paused while it runs
+    (``collector_paused``), and for good in its worker processes."""
     if not len(matrix):
         raise SymoeError(f"{matrix.source}: the matrix holds no questions")
     started = time.perf_counter()
-    embed = labeller.embed if labeller is not None else cached_embed(matrix, config)
     pairs = ([(np.arange(len(matrix)), np.arange(len(matrix)))] if profile is not None
              else split_indices(matrix, folds, seed))
-    if labeller is None and profile is None:
-        labeller = SkillLabeller(config, embed, labelling)
-    labels = [labeller(matrix.take(fit)) if labeller is not None and profile is None else {} for fit, _ in pairs]
     if workers is None:
         workers = cores() if len(matrix) * len(routers) >= PARALLEL_FROM else 1
     by_split = workers > 1 and len(pairs) > 1
+    processes = split_processes(len(pairs), workers) if by_split else max(1, min(workers, len(routers)))
+    # labelled before any worker starts: the vocabulary's embedding (torch) and the labels'
+    # products (BLAS) run on threads that wait on each other, ten times slower on a busy core
+    embed = labeller.embed if labeller is not None else cached_embed(matrix, config)
+    if labeller is None and profile is None:
+        labeller = SkillLabeller(config, embed, labelling)
+    labels: list[dict[str, list[str]]] = [{} for _ in pairs]
+    if labeller is not None and profile is None:  # each question once: its skills do not depend on the others'
+        every, ids = labeller(matrix), matrix.ids
+        labels = [{ids[i]: every[ids[i]] for i in fit.tolist()} for fit, _ in pairs]
     if by_split:  # whole splits per process: no profile, cluster build or fit made twice
-        shares = split_shares(len(pairs), min(workers, len(pairs)))
         tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs[a:b], labels=labels[a:b], routers=routers,
                             seed=seed, embed=embed, profile=profile, sweeps=sweeps, one_thread=True,
                             recorded_skills=recorded_skills)
-                 for a, b in shares]
+                 for a, b in split_shares(len(pairs), processes)]
     else:  # one split (validation -> test): its routers shared out
-        groups = router_groups(routers, max(1, min(workers, len(routers))))
         tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs, labels=labels, routers=group, seed=seed,
-                            embed=embed, profile=profile, sweeps=sweeps, one_thread=len(groups) > 1,
+                            embed=embed, profile=profile, sweeps=sweeps, one_thread=processes > 1,
                             recorded_skills=recorded_skills)
-                 for group in groups]
+                 for group in router_groups(routers, processes)]
     report = across(progress, len(tasks[0].pairs)) if progress is not None else None
     if len(tasks) == 1:
-        samples, counts = replay_routers(tasks[0], report, on_split)
+        done = [replay_routers(tasks[0], report, on_split)]
     else:  # the first task here, the others in fresh processes (spawned: no forked model threads)
-        with ProcessPoolExecutor(len(tasks) - 1, mp_context=get_context("spawn")) as pool:
-            others = [pool.submit(replay_routers, t) for t in tasks[1:]]
+        # the collector off in the workers for good (they live for this replay), as it is here
+        # until the replay returns: a worker's samples pickled there and read here would
+        # otherwise walk each whole heap again (full collections triggered by the pickling:
+        # seconds at the end of a large replay)
+        shared = pickle.dumps(tasks[1], protocol=pickle.HIGHEST_PROTOCOL)  # once for every worker
+        with ProcessPoolExecutor(len(tasks) - 1, mp_context=get_context("spawn"), initializer=gc.disable) as pool:
+            others = [pool.submit(replay_share, shared, {k: getattr(t, k) for k in ("pairs", "labels", "routers")})
+                      for t in tasks[1:]]
             done = [replay_routers(tasks[0], report, on_split), *(f.result() for f in others)]
-        if by_split:  # the splits in order, as one process gives them
-            samples = [s for part, _ in done for s in part]
-        else:
-            names = expand_methods(",".join(routers), replay_config(config, matrix, matrix.experts[0]), None, sweeps)
-            order = {str(m): n for n, m in enumerate(names)}
-            samples = sorted((s for part, _ in done for s in part), key=lambda s: order.get(s.method, len(order)))
-        counts = [sum(c[i] for _, c in done) for i in range(3)]
+    if by_split or len(done) == 1:  # the splits in order, as one process gives them
+        samples = [s for part, _, _ in done for s in part]
+    else:
+        names = expand_methods(",".join(routers), replay_config(config, matrix, matrix.experts[0]), None, sweeps)
+        order = {str(m): n for n, m in enumerate(names)}
+        samples = sorted((s for part, _, _ in done for s in part), key=lambda s: order.get(s.method, len(order)))
+    counts = [sum(c[i] for _, c, _ in done) for i in range(3)]
+    if timeline is not None:
+        first = np.cumsum([0] + [len(t.pairs) for t in tasks]).tolist() if by_split else [0] * len(tasks)
+        timeline += [t._replace(process=n, split=int(first[n]) + t.split)
+                     for n, (_, _, times) in enumerate(done) for t in times]
     samples += oracle_samples([matrix.rows[int(i)] for _, scored in pairs for i in scored])
     stats_ = RunStats(questions=sum(len(s) for _, s in pairs), generations_needed=counts[0], generated=counts[1],
                       from_cache=0, failed=counts[2], loads=[], wall_seconds=round(time.perf_counter() - started, 2))

@@ -49,24 +49,41 @@ class RoutingOption(BaseModel):
     first: str | None = None
     accept_margin: float | None = None
 
-    def sure(self, example: ProfiledExample, memo: AnswerMemo | None = None) -> bool:
+    def sure(self, example: ProfiledExample, memo: ReplayMemo | None = None) -> bool:
         """Whether the first expert's recorded answer would have stood here, by the live
         cascade's rule (``aggregate.accepted``: answered, and that sure of its letter)."""
-        return (self.first is not None and self.accept_margin is not None
-                and accepted([recorded_answer(example, self.first, memo)], self.accept_margin))
+        if self.first is None or self.accept_margin is None:
+            return False
+        if memo is None:
+            return accepted([recorded_answer(example, self.first)], self.accept_margin)
+        key = (id(example), self.first, self.accept_margin)
+        found = memo.sure.get(key)
+        if found is None:
+            found = memo.sure[key] = accepted([recorded_answer(example, self.first, memo)], self.accept_margin)
+        return found
 
     def replay(self, example: ProfiledExample, weights: dict[str, float],
-               memo: AnswerMemo | None = None) -> tuple[int, bool]:
+               memo: ReplayMemo | None = None) -> tuple[int, bool]:
         """What this option cost on a graded example and whether it was right, from the
         experts' recorded answers (a first-round expert that the rest include is paid once);
-        ``memo`` keeps each recorded answer read for the next option."""
-        if self.sure(example, memo):
-            assert self.first is not None
-            return example.cost(self.first), example.correct.get(self.first, False)
-        cost = sum(example.cost(e) for e in self.experts if e in example.correct)
-        if self.first is not None and self.first not in self.experts:
-            cost += example.cost(self.first)
-        return cost, vote_correct(example, self.experts, weights, memo)
+        ``memo`` keeps what was read (answers, acceptances, votes) for the next option."""
+        return self.replays([example], weights, memo)[0]
+
+    def replays(self, examples: list[ProfiledExample], weights: dict[str, float],
+                memo: ReplayMemo | None = None) -> list[tuple[int, bool]]:
+        """``replay`` on each of the examples, in order."""
+        first, experts = self.first, self.experts
+        also_first = first if first is not None and first not in experts else None  # paid beside the vote
+        out: list[tuple[int, bool]] = []
+        for x in examples:
+            if first is not None and self.sure(x, memo):
+                out.append((x.cost(first), x.correct.get(first, False)))
+                continue
+            cost = sum([x.cost(e) for e in experts if e in x.correct])
+            if also_first is not None:
+                cost += x.cost(also_first)
+            out.append((cost, vote_correct(x, experts, weights, memo)))
+        return out
 
 
 class ClusterScore(BaseModel):
@@ -97,30 +114,61 @@ class ClusterScore(BaseModel):
                                            -o.tokens, -len(o.experts)))
 
 
-#: recorded answers already read, by (``id`` of the example, expert): a cluster build reads
-#: each one for every option and cluster, and builds it once
+#: recorded answers already read, by (``id`` of the example, expert)
 AnswerMemo = dict[tuple[int, str], ExpertAnswer]
+#: a vote's winner (None: nobody) by its experts, their weights and the answers they stated
+VoteMemo = dict[tuple[tuple[str, ...], tuple[float, ...], tuple[str | None, ...]], str | None]
 
 
-def recorded_answer(example: ProfiledExample, expert: str, memo: AnswerMemo | None = None) -> ExpertAnswer:
+class ReplayMemo:
+    """What a cluster build reads of its graded examples again and again (for every option and
+    cluster that replays them), each read once, by the same rules:
+
+    * ``answers``: each recorded answer (``recorded_answer``), built once;
+    * ``sure``: whether a first expert's answer stood on an example at a margin (``accepted``);
+    * ``votes``: the winner of ``majority`` by the voters, their weights and the answers they
+      stated: a recorded answer is always ``ok`` (its generation has no error) and its
+      ``sample`` is 0, so these are all that ``majority`` reads of the records, and the same
+      ones give the same winner (one vote of letters stands for every example with them).
+
+    The examples must outlive the memo (it keys them by ``id``): a build keeps them all."""
+
+    def __init__(self) -> None:
+        self.answers: AnswerMemo = {}
+        self.sure: dict[tuple[int, str, float], bool] = {}
+        self.votes: VoteMemo = {}
+
+
+def recorded_answer(example: ProfiledExample, expert: str, memo: ReplayMemo | None = None) -> ExpertAnswer:
     """An expert's answer to a graded example as the live rules read one: the answer it stated
     when profiled (None: none, or it failed) and its letter's margin (kept in ``memo``, when
     given, for the next reading; the rules never change an answer record)."""
     if memo is not None:
-        found = memo.get((id(example), expert))
+        found = memo.answers.get((id(example), expert))
         if found is None:
-            found = memo[id(example), expert] = recorded_answer(example, expert)
+            found = memo.answers[id(example), expert] = recorded_answer(example, expert)
         return found
     return ExpertAnswer(expert=expert, generation=Generation(text=example.answers.get(expert) or "", model=expert),
                         answer=example.answers.get(expert), margin=example.margins.get(expert))
 
 
 def vote_correct(example: ProfiledExample, experts: list[str], weights: dict[str, float],
-                 memo: AnswerMemo | None = None) -> bool:
+                 memo: ReplayMemo | None = None) -> bool:
     """Whether these experts' vote on a graded example was right: the pipeline's own majority
-    rule (``aggregate.majority``) on their recorded answers."""
-    best = majority([recorded_answer(example, e, memo) for e in experts if e in example.correct], weights)
-    return best is not None and example.correct[best.expert]
+    rule (``aggregate.majority``) on their recorded answers (its winner kept in ``memo`` for
+    the same voters, weights and answers)."""
+    voters = [e for e in experts if e in example.correct]
+    if memo is None:
+        best = majority([recorded_answer(example, e) for e in voters], weights)
+        return best is not None and example.correct[best.expert]
+    stated = example.answers
+    key = (tuple(voters), tuple([weights.get(e, 0.0) for e in voters]), tuple([stated.get(e) for e in voters]))
+    if key in memo.votes:
+        winner = memo.votes[key]
+    else:
+        best = majority([recorded_answer(example, e, memo) for e in voters], weights)
+        winner = memo.votes[key] = best.expert if best is not None else None
+    return winner is not None and example.correct[winner]
 
 
 def kmeans(vectors: np.ndarray, count: int, seed: int, iterations: int = 25) -> np.ndarray:
@@ -159,7 +207,7 @@ class ClusterRouter:
         overall = {e: _mean([x.correct[e] for x in graded if e in x.correct]) for e in experts}
         first = _sure_first(graded, experts, overall) if sure_first else None
         replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]] = {}  # an option's replay, shared by clusters
-        memo: AnswerMemo = {}  # each recorded answer built once, for every option that reads it
+        memo = ReplayMemo()  # each recorded answer, acceptance and vote read once, for every option
         self.scores = []
         for c in range(len(self.centroids)):
             members = [x for x, label in zip(graded, labels, strict=True) if label == c]
@@ -201,7 +249,7 @@ def _sure_first(graded: list[ProfiledExample], experts: list[str],
 def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[ProfiledExample],
              experts: list[str], teams: int, prior: float, first: tuple[str, float] | None,
              replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]],
-             memo: AnswerMemo | None = None) -> list[RoutingOption]:
+             memo: ReplayMemo | None = None) -> list[RoutingOption]:
     """Each expert alone, then the vote of the cluster's top 3, 5, ... (while ``teams`` allows
     and the examples recorded answers to replay); with ``first``, each of them sure-first too."""
     options = [RoutingOption(experts=[e], accuracy=score.accuracy[e],
@@ -225,19 +273,20 @@ def _options(score: ClusterScore, members: list[ProfiledExample], graded: list[P
 def _replayed(option: RoutingOption, score: ClusterScore, members: list[ProfiledExample],
               graded: list[ProfiledExample], prior: float,
               replays: dict[tuple[Any, ...], dict[int, tuple[int, bool]]],
-              memo: AnswerMemo | None = None) -> RoutingOption:
+              memo: ReplayMemo | None = None) -> RoutingOption:
     """The option with its accuracy (on the cluster, shrunk towards all questions) and mean
     cost replayed on the recorded answers. A replay is kept in ``replays`` for the other
     clusters: one expert's does not depend on the cluster, a vote's depends on its weights."""
     weights = tuple((e, score.accuracy[e]) for e in option.experts) if len(option.experts) > 1 else ()
     key = (tuple(option.experts), option.first, option.accept_margin, weights)
     if key not in replays:
-        replays[key] = {id(x): option.replay(x, score.accuracy, memo) for x in graded}  # members are among them
+        # on every graded example (the cluster's members are among them)
+        replays[key] = dict(zip(map(id, graded), option.replays(graded, score.accuracy, memo), strict=True))
     replayed = replays[key]
     overall = _mean([right for _, right in replayed.values()])
-    replays = [replayed[id(x)] for x in members]
-    return option.model_copy(update={"accuracy": _shrunk([r for _, r in replays], overall, prior),
-                                     "tokens": round(_mean([c for c, _ in replays]), 1)})
+    on_members = [replayed[id(x)] for x in members]
+    return option.model_copy(update={"accuracy": _shrunk([r for _, r in on_members], overall, prior),
+                                     "tokens": round(_mean([c for c, _ in on_members]), 1)})
 
 
 def _shrunk(right: list[bool], overall: float, prior: float) -> float:

@@ -1,8 +1,9 @@
 """Replay speed (issue 23) without a second copy of any rule: usages summed field by field
-give what ``+`` gives, a cluster build's recorded answers read once give the same votes, the
-answer stage builds a request that several routers' plans ask once (and hashes it once), a
-replay pauses the garbage collector only while it runs, and cross-fitted splits shared out
-whole over two processes answer as one process does, in the same order. No LLM (the shipped
+give what ``+`` gives, a cluster build's recorded answers, acceptances and votes read once
+give what reading them each time gives, the answer stage builds a request that several
+routers' plans ask once (and hashes it once), a replay pauses the garbage collector only
+while it runs, and cross-fitted splits shared out whole over several processes answer as one
+process does, in the same order. No LLM (the shipped
 MiniLM embeds the small matrices)."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from test_replay import topic_matrix
 
 from agents.backends import Usage
 from agents.pool import ExpertSpec
-from eval.replay import collector_paused, replay, split_shares
-from orchestrator.clusters import AnswerMemo, RoutingOption, recorded_answer, vote_correct
+from eval.replay import collector_paused, replay, split_processes, split_shares
+from orchestrator.clusters import ReplayMemo, RoutingOption, recorded_answer, vote_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.graph import run
 from orchestrator.methods import MethodSpec
@@ -36,17 +37,22 @@ def test_usage_total_is_the_sum_by_plus() -> None:
 
 def test_recorded_answers_read_through_a_memo_vote_as_without_it() -> None:
     examples = [ProfiledExample(question=f"q{i}", task="t", correct={"a": i % 2 == 0, "b": i % 3 == 0, "c": True},
-                                answers={"a": "A" if i % 2 == 0 else "B", "b": "A" if i % 3 == 0 else "C", "c": "A"},
+                                answers={"a": "A" if i % 2 == 0 else "B", "b": "A" if i % 3 == 0 else "C",
+                                         "c": "A" if i % 5 else None},
                                 margins={"a": 0.5 * i}, tokens={"a": 1, "b": 2, "c": 3})
-                for i in range(12)]
-    memo: AnswerMemo = {}
+                for i in range(30)]
+    memo = ReplayMemo()
     for x in examples:
-        for weights in ({}, {"b": 0.9}, {"a": 0.2, "c": 0.1}):
-            assert vote_correct(x, ["a", "b", "c"], weights, memo) == vote_correct(x, ["a", "b", "c"], weights)
-        sure = RoutingOption(experts=["b", "c"], accuracy=0, tokens=0, first="a", accept_margin=2.0)
-        assert sure.replay(x, {"b": 0.5}, memo) == sure.replay(x, {"b": 0.5})
+        for weights in ({}, {"b": 0.9}, {"a": 0.2, "c": 0.1}, {"a": 0.2, "b": 0.2, "c": 0.2}):
+            for team in (["a", "b", "c"], ["c", "b"], ["a"]):
+                assert vote_correct(x, team, weights, memo) == vote_correct(x, team, weights)
+        for first, margin in (("a", 2.0), ("a", 0.0), ("c", 1.0)):
+            sure = RoutingOption(experts=["b", "c"], accuracy=0, tokens=0, first=first, accept_margin=margin)
+            assert sure.replay(x, {"b": 0.5}, memo) == sure.replay(x, {"b": 0.5})
+            assert sure.sure(x, memo) == sure.sure(x)
     assert recorded_answer(examples[0], "a", memo) is recorded_answer(examples[0], "a", memo)  # built once
-    assert len(memo) == 3 * len(examples)
+    # a vote is counted once per voters, weights and stated answers, whatever the example
+    assert len(memo.votes) < 4 * 3 * len(examples) and len(memo.answers) <= 3 * len(examples)
 
 
 def test_a_replay_pauses_the_collector_and_puts_it_back() -> None:
@@ -86,18 +92,21 @@ def test_routers_asking_the_same_slot_share_one_request(tmp_path: Path) -> None:
 
 
 def test_splits_are_shared_out_whole_the_first_process_taking_the_most() -> None:
+    # 5 folds on 2 cores: 3 processes (2, 2, 1), so no core runs a last fold alone
+    assert [split_processes(5, 2), split_processes(4, 2), split_processes(3, 2), split_processes(2, 2)] == [3, 2, 3, 2]
+    assert [split_processes(5, 1), split_processes(1, 4), split_processes(10, 4), split_processes(5, 8)] == [1, 1, 5, 5]
     assert split_shares(5, 2) == [(0, 3), (3, 5)]
     assert split_shares(5, 3) == [(0, 2), (2, 4), (4, 5)]
     assert split_shares(2, 2) == [(0, 1), (1, 2)]
     assert split_shares(4, 1) == [(0, 4)]
 
 
-def test_cross_fitted_splits_over_two_processes_answer_as_one_in_the_same_order(tmp_path: Path) -> None:
+def test_cross_fitted_splits_over_several_processes_answer_as_one_in_the_same_order(tmp_path: Path) -> None:
     config = SymoeConfig(home=tmp_path)
     matrix = topic_matrix(per_topic=10, test_share=0.0)  # every row validation: cross-fitted folds
     routers = ["single", "best_single", "clusters", "learned:knn", "majority"]
     one, one_stats = replay(config, matrix, routers, folds=3, workers=1)
-    two, two_stats = replay(config, matrix, routers, folds=3, workers=2)
+    two, two_stats = replay(config, matrix, routers, folds=3, workers=2)  # 3 processes, a fold each
     assert [(s.method, s.question_id, s.answer, s.correct, s.usage) for s in one] == \
         [(s.method, s.question_id, s.answer, s.correct, s.usage) for s in two]
     assert (one_stats.generations_needed, one_stats.failed) == (two_stats.generations_needed, two_stats.failed)
