@@ -51,6 +51,11 @@ from orchestrator.records import (
     Slot,
 )
 
+try:  # the optional extra: without it `--executor ray` says what to install
+    from orchestrator import ray_executor
+except ImportError:  # pragma: no cover - depends on the install
+    ray_executor = None  # type: ignore[assignment]
+
 #: the share of free memory resident models may take (one rule for every face)
 MEMORY_SHARE = 0.6
 #: how long ``ask``'s work may take to stop once its deadline cancelled it
@@ -66,10 +71,8 @@ def make_executor(config: SymoeConfig, pool: LoadedPool) -> Executor:
     """The configured executor (``executor.kind``): this process's pool, or one Ray actor per model."""
     if config.executor.kind == "local":
         return LocalExecutor(pool)
-    try:  # the optional extra, imported only here (Ray's import is heavy): without it, what to install
-        from orchestrator import ray_executor
-    except ImportError:  # pragma: no cover - depends on the install
-        raise SymoeError("--executor ray needs Ray: pip install 'symoe[ray]' (ray==2.60.0)") from None
+    if ray_executor is None:
+        raise SymoeError("--executor ray needs Ray: pip install 'symoe[ray]' (ray==2.60.0)")
     ex = config.executor
     return ray_executor.RayExecutor(config, ex.address, ex.max_restarts, ex.batch_size)
 
