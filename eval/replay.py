@@ -17,13 +17,17 @@ scores its experts' mean. The ``oracle`` row (some expert right) is the upper bo
 
 from __future__ import annotations
 
+import atexit
 import gc
+import logging
 import os
 import pickle
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from multiprocessing import get_context
 from typing import Any, NamedTuple
 
@@ -264,8 +268,9 @@ def collector_paused() -> Iterator[None]:
 
 
 class SplitTime(NamedTuple):
-    """When one process replayed one split: ``process`` 0 is the caller's, 1.. the spawned
-    workers' in order; ``split`` counts from 1 in replay order; ``started`` is wall-clock
+    """When one process replayed one split: ``process`` (from ``replay``) 0 is the caller's,
+    1.. the spawned workers' in the order they started (``replay_routers`` gives the process
+    id); ``split`` counts from 1 in replay order; ``started`` is wall-clock
     (``time.time``, comparable across the processes), ``seconds`` wall and ``cpu`` that
     process's CPU seconds on the split."""
 
@@ -281,7 +286,7 @@ def replay_routers(task: ReplayTask, progress: StageReport | None = None,
                    ) -> tuple[list[SampleResult], list[int], list[SplitTime]]:
     """The task's routers on each scored split under a profile of its fit split (or the given
     profile); the samples, the generations needed, replayed and failed, and when each split
-    ran (numbered from 1 within the task; ``process`` 0)."""
+    ran (numbered from 1 within the task; ``process`` the process id)."""
     samples: list[SampleResult] = []
     counts = [0, 0, 0]
     times: list[SplitTime] = []
@@ -307,16 +312,46 @@ def replay_routers(task: ReplayTask, progress: StageReport | None = None,
                 samples += [sample_of(r, rows[r.query_id]) for r in results]
                 stats = symoe.pipeline.stats
                 counts = [counts[0] + stats.needed, counts[1] + stats.generated, counts[2] + stats.failed]
-            times.append(SplitTime(0, number, started, time.time() - started, time.process_time() - cpu))
+            times.append(SplitTime(os.getpid(), number, started, time.time() - started, time.process_time() - cpu))
             if on_split is not None:
                 on_split(number, len(task.pairs))
     return samples, counts, times
 
 
-def replay_share(shared: bytes, own: dict[str, Any]) -> tuple[list[SampleResult], list[int], list[SplitTime]]:
-    """A worker's ``replay_routers``: the task the workers share, pickled once by the caller
-    (the matrix and its vectors are most of it), with this worker's own splits and routers."""
-    task: ReplayTask = pickle.loads(shared)
+def worker_start() -> None:
+    """A replay worker's start. The collector is off for good (the worker lives for one
+    replay), as it is in the caller until the replay returns: a worker's samples pickled there
+    and read here would otherwise walk each whole heap again (full collections triggered by the
+    pickling: seconds at the end of a large replay). And the worker ends without the
+    interpreter's teardown: once its answers are sent and the pool is shut down, it flushes its
+    output and exits at once, instead of freeing its whole heap object by object (over a second
+    at the end of a 10,000-question replay, which the caller would wait for)."""
+    gc.disable()
+    atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    """The worker's end (at exit): its logs and output flushed, then out without the teardown."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(0)
+
+
+#: a worker's copy of the task its replay shares, by the caller's token (read once per worker)
+_SHARED: dict[str, ReplayTask] = {}
+
+
+def replay_piece(token: str, shared: bytes, own: dict[str, Any]) -> tuple[list[SampleResult], list[int],
+                                                                          list[SplitTime]]:
+    """A worker's ``replay_routers`` on one piece of a replay (a split, or a group of routers):
+    the task every piece shares, pickled once by the caller and read once by each worker (the
+    matrix and its vectors are most of it), with the piece's own splits and routers."""
+    task = _SHARED.get(token)
+    if task is None:
+        _SHARED.clear()
+        task = _SHARED[token] = pickle.loads(shared)
     return replay_routers(task.model_copy(update=own))
 
 
@@ -413,15 +448,15 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     report = across(progress, len(tasks[0].pairs)) if progress is not None else None
     if len(tasks) == 1:
         done = [replay_routers(tasks[0], report, on_split)]
-    else:  # the first task here, the others in fresh processes (spawned: no forked model threads)
-        # the collector off in the workers for good (they live for this replay), as it is here
-        # until the replay returns: a worker's samples pickled there and read here would
-        # otherwise walk each whole heap again (full collections triggered by the pickling:
-        # seconds at the end of a large replay)
-        shared = pickle.dumps(tasks[1], protocol=pickle.HIGHEST_PROTOCOL)  # once for every worker
-        with ProcessPoolExecutor(len(tasks) - 1, mp_context=get_context("spawn"), initializer=gc.disable) as pool:
-            others = [pool.submit(replay_share, shared, {k: getattr(t, k) for k in ("pairs", "labels", "routers")})
-                      for t in tasks[1:]]
+    else:  # the first task here, the others' in fresh processes (spawned: no forked model threads)
+        # one piece at a time (a split, or a group of routers), so that each piece's answers come
+        # back while the rest run, not all of them at the end
+        pieces = [{"pairs": [pair], "labels": [label], "routers": t.routers}
+                  for t in tasks[1:] for pair, label in zip(t.pairs, t.labels, strict=True)]
+        offsets = [0, *(len(tasks[0].pairs) + n for n in range(len(pieces)))] if by_split else [0] * (len(pieces) + 1)
+        shared, token = pickle.dumps(tasks[1], protocol=pickle.HIGHEST_PROTOCOL), uuid.uuid4().hex
+        with ProcessPoolExecutor(len(tasks) - 1, mp_context=get_context("spawn"), initializer=worker_start) as pool:
+            others = [pool.submit(replay_piece, token, shared, piece) for piece in pieces]
             done = [replay_routers(tasks[0], report, on_split), *(f.result() for f in others)]
     if by_split or len(done) == 1:  # the splits in order, as one process gives them
         samples = [s for part, _, _ in done for s in part]
@@ -430,10 +465,13 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
         order = {str(m): n for n, m in enumerate(names)}
         samples = sorted((s for part, _, _ in done for s in part), key=lambda s: order.get(s.method, len(order)))
     counts = [sum(c[i] for _, c, _ in done) for i in range(3)]
-    if timeline is not None:
-        first = np.cumsum([0] + [len(t.pairs) for t in tasks]).tolist() if by_split else [0] * len(tasks)
-        timeline += [t._replace(process=n, split=int(first[n]) + t.split)
-                     for n, (_, _, times) in enumerate(done) for t in times]
+    if timeline is not None:  # processes numbered: this one 0, the workers in the order they started
+        times = [t._replace(split=offset + t.split) for offset, (_, _, ts) in zip(offsets, done, strict=True)
+                 for t in ts] if len(done) > 1 else done[0][2]
+        pids = [os.getpid(), *sorted({t.process for t in times} - {os.getpid()},
+                                     key=lambda p: min(t.started for t in times if t.process == p))]
+        timeline += sorted((t._replace(process=pids.index(t.process)) for t in times),
+                           key=lambda t: (t.process, t.started))
     samples += oracle_samples([matrix.rows[int(i)] for _, scored in pairs for i in scored])
     stats_ = RunStats(questions=sum(len(s) for _, s in pairs), generations_needed=counts[0], generated=counts[1],
                       from_cache=0, failed=counts[2], loads=[], wall_seconds=round(time.perf_counter() - started, 2))

@@ -15,7 +15,7 @@ from test_replay import topic_matrix
 
 from agents.backends import Usage
 from agents.pool import ExpertSpec
-from eval.replay import collector_paused, replay, split_processes, split_shares
+from eval.replay import SplitTime, collector_paused, replay, split_processes, split_shares
 from orchestrator.clusters import ReplayMemo, RoutingOption, recorded_answer, vote_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.graph import run
@@ -105,8 +105,15 @@ def test_cross_fitted_splits_over_several_processes_answer_as_one_in_the_same_or
     config = SymoeConfig(home=tmp_path)
     matrix = topic_matrix(per_topic=10, test_share=0.0)  # every row validation: cross-fitted folds
     routers = ["single", "best_single", "clusters", "learned:knn", "majority"]
-    one, one_stats = replay(config, matrix, routers, folds=3, workers=1)
-    two, two_stats = replay(config, matrix, routers, folds=3, workers=2)  # 3 processes, a fold each
+    alone: list[SplitTime] = []
+    shared: list[SplitTime] = []
+    one, one_stats = replay(config, matrix, routers, folds=3, workers=1, timeline=alone)
+    two, two_stats = replay(config, matrix, routers, folds=3, workers=2, timeline=shared)  # 3 processes
     assert [(s.method, s.question_id, s.answer, s.correct, s.usage) for s in one] == \
         [(s.method, s.question_id, s.answer, s.correct, s.usage) for s in two]
     assert (one_stats.generations_needed, one_stats.failed) == (two_stats.generations_needed, two_stats.failed)
+    # every split replayed once, by this process (0) or by one of the two workers (1, 2: each
+    # takes the next fold when free, so one may take both)
+    assert [(t.process, t.split) for t in alone] == [(0, 1), (0, 2), (0, 3)]
+    assert sorted(t.split for t in shared) == [1, 2, 3] and (shared[0].process, shared[0].split) == (0, 1)
+    assert {t.process for t in shared} <= {0, 1, 2}
