@@ -198,10 +198,15 @@ class Method(abc.ABC):
     reads: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def settable(cls) -> tuple[str, ...]:
+        """The sections and keys a name's settings may set: those it ``reads``, and
+        ``skills.source`` for a method that routes on skills."""
+        return (*cls.reads, *(SKILL_KEYS if cls.needs_skills else ()))
+
+    @classmethod
     def reads_key(cls, key: str) -> bool:
-        """Whether a setting of ``key`` (``section.field``) changes what this method does: a key
-        of a section it ``reads``, or ``skills.source`` for a method that routes on skills."""
-        return any(key == r or key.startswith(r + ".") for r in cls.reads) or (cls.needs_skills and key in SKILL_KEYS)
+        """Whether a setting of ``key`` (``section.field``) changes what this method does."""
+        return any(key == r or key.startswith(r + ".") for r in cls.settable())
     #: consult the profile (which must exist then)
     needs_profile: ClassVar[bool] = True
     #: when every slot fails, the next candidate (``Assignment.backups``), else the default
@@ -285,8 +290,7 @@ class MethodSpec(BaseModel):
         method = methods.get(base)()
         for key, _ in settings:
             if not method.reads_key(key):
-                keys = [*method.reads, *(SKILL_KEYS if method.needs_skills else ())]
-                reads = ", ".join(r if "." in r else f"{r}.*" for r in keys) or "none"
+                reads = ", ".join(r if "." in r else f"{r}.*" for r in method.settable()) or "none"
                 raise MethodError(f"router {base!r} does not read {key!r}; the settings it reads: {reads}")
         configured = apply_settings(config, settings)
         method.check_variant(variant or None, configured)
