@@ -1,9 +1,10 @@
 """What every command shares: the consoles, the ``--config`` option, progress bars for long
-stages (``agents.progress``), reading a question, and the one rule for errors (a
+stages (``agents.progress``), reading a question, checking an output folder is writable, and the one rule for errors (a
 ``SymoeError`` is one ``error:`` line on stderr and exit status 2, never a traceback)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -137,3 +138,15 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".symoe-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SymoeError(f"output directory {path} is not writable ({exc.strerror}); choose another --output") from None
+    if not os.access(path, os.W_OK):
+        raise SymoeError(f"output directory {path} is not writable; choose another --output")

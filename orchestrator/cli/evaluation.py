@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +23,7 @@ from orchestrator.cli.common import (
     ExecutorOpt,
     RayAddressOpt,
     check_range,
+    check_writable,
     config_from,
     deprecated_option,
     err,
@@ -42,18 +42,6 @@ MIN_BUDGET_GB, MAX_BUDGET_GB = 0.1, 65536.0
 MAX_LIMIT = 100_000  # questions per task
 MAX_ROUTERS = 64  # routers in one run, after --sweep and --retrieval expand them
 SCORED_SKILLS = ("neighbours", "recorded")  # eval --matrix --skills: where the scored questions' skills come from
-
-
-def check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".symoe-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise SymoeError(f"output directory {path} is not writable ({exc.strerror}); choose another --output") from None
-    if not os.access(path, os.W_OK):
-        raise SymoeError(f"output directory {path} is not writable; choose another --output")
 
 
 def parse_sweeps(items: list[str]) -> list[tuple[str, list[str]]]:

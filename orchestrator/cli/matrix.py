@@ -23,6 +23,7 @@ from orchestrator.cli.common import (
     BulkOpt,
     ConfigOpt,
     check_range,
+    check_writable,
     config_from,
     err,
     one_line,
@@ -30,7 +31,6 @@ from orchestrator.cli.common import (
     sigterm_interrupts,
     stage_bars,
 )
-from orchestrator.cli.evaluation import check_writable
 from orchestrator.config import MAX_SEED
 from orchestrator.session import default_cache_path
 
