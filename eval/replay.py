@@ -39,7 +39,6 @@ from agents.backends import Generation, TokenLogprob, Usage
 from agents.errors import SymoeError
 from agents.pool import ExpertSpec
 from agents.progress import StageReport, across
-from eval.datasets import Question
 from eval.learned_routers import embed_texts, fold_of
 from eval.matrix import Matrix, MatrixRow
 from eval.matrix_profile import Embed, Labelling, SkillLabeller, profile_from_matrix
@@ -51,12 +50,12 @@ from orchestrator.executor import BatchDone, Executor, ExecutorConfig
 from orchestrator.expert_methods import UNRECORDED, formats_of
 from orchestrator.methods import MethodSpec, expand_methods
 from orchestrator.profiles import Profile
-from orchestrator.records import AnswerFormat, AskResult, Job, Query
+from orchestrator.records import AskResult, Job, Query
 from orchestrator.session import Symoe
 
 #: routers a replay runs when none are named: every single expert, the baselines, the routers
-DEFAULT_REPLAY_ROUTERS = ("single,best_single,task_best,random_k[recruit.k=1],majority,clusters,clusters:k3,"
-                          "symoe:k1,cascade,budget,learned:knn,learned:knn-task,learned:logreg,learned:mlp,learned:mf")
+DEFAULT_REPLAY_ROUTERS = ("single,best_single,task_best,format_best,random_k[recruit.k=1],majority,clusters,"
+                          "clusters:k3,symoe:k1,cascade,budget,learned:knn,learned:knn-task,learned:logreg,learned:mlp,learned:mf")
 NO_RECORD = "replay: nothing recorded for this request (a synthesis or an annotation needs a live model)"
 
 
@@ -139,15 +138,15 @@ def as_replayed(router: str, config: SymoeConfig) -> str:
                                        "retrieval_named": named, "settings": tuple(settings.items())}))
 
 
-def row_query(row: MatrixRow, recorded_skills: bool = False) -> Query:
-    """The query of a matrix row, in the format a benchmark declares by its gold answer (the
-    rule ``symoe eval`` uses; without a gold answer the pipeline detects it); with
+def row_query(row: MatrixRow, recorded_skills: bool = False, task_known: bool = True) -> Query:
+    """The query of a matrix row, in its answer format (``MatrixRow.answer_format``: the one a
+    benchmark declares by its gold answer, as ``symoe eval`` does, else the pipeline's); with
     ``recorded_skills``, carrying the row's recorded skills (the LLM annotator's, where the
-    matrix has them) so that routing uses them instead of the neighbours' vote."""
-    fmt: AnswerFormat | None = "choice" if row.choices else None
-    if fmt is None and row.answer is not None:
-        fmt = Question(id=row.id, question=row.question, answer=str(row.answer)).answer_format
-    return Query(question=row.question, choices=list(row.choices or []), id=row.id, task=row.task, format=fmt,
+    matrix has them) so that routing uses them instead of the neighbours' vote; without
+    ``task_known``, with no task (as a ``symoe ask`` without ``--task``)."""
+    return Query(question=row.question, choices=list(row.choices or []), id=row.id,
+                 task=row.task if task_known else None,
+                 format=row.answer_format,
                  skills=list(row.skills) if recorded_skills and row.skills else None, max_tokens=None)
 
 
@@ -249,6 +248,7 @@ class ReplayTask(BaseModel):
     sweeps: list[tuple[str, list[str]]] | None = None
     one_thread: bool = False  # one worker among others on the same cores: no BLAS or OpenMP threads of its own
     recorded_skills: bool = False  # scored rows route on their recorded skills, not the neighbours' vote
+    task_known: bool = True  # scored rows carry their task (False: routers see text and format only)
 
 
 @contextmanager
@@ -307,7 +307,7 @@ def replay_routers(task: ReplayTask, progress: StageReport | None = None,
                        wrap_executor=recorded) as symoe:
                 symoe.pipeline.embed = task.embed
                 rows = {r.id: r for r in scored.rows}
-                queries = [row_query(r, task.recorded_skills) for r in scored.rows]
+                queries = [row_query(r, task.recorded_skills, task.task_known) for r in scored.rows]
                 results = symoe.ask_many(queries, routers=names, seed=task.seed)
                 samples += [sample_of(r, rows[r.query_id]) for r in results]
                 stats = symoe.pipeline.stats
@@ -401,7 +401,7 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
            labelling: Labelling = "vocabulary", profile: Profile | None = None, progress: StageReport | None = None,
            labeller: SkillLabeller | None = None, on_split: Callable[[int, int], None] | None = None,
            sweeps: list[tuple[str, list[str]]] | None = None,
-           workers: int | None = None, recorded_skills: bool = False,
+           workers: int | None = None, recorded_skills: bool = False, task_known: bool = True,
            timeline: list[SplitTime] | None = None) -> tuple[list[SampleResult], RunStats]:
     """Every router on the scored questions of each split, fitted on the rest; with the oracle.
     A given ``profile`` routes every question of the matrix instead (nothing is fitted): replay
@@ -413,7 +413,8 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     (``split_processes``), else the routers, one process per core; the answers, and their
     order, are the same however many there are. ``recorded_skills`` routes each scored question on the skills its
     row records (the LLM's keywords: what a live ``skills.source: llm`` run sees) instead of
-    its labelled neighbours' vote (no LLM: ``skills.source: neighbours``). A given ``timeline``
+    its labelled neighbours' vote (no LLM: ``skills.source: neighbours``); without
+    ``task_known`` the scored questions carry no task (``row_query``). A given ``timeline``
     receives when each process replayed each split (``SplitTime``; splits numbered in replay
     order where processes hold whole splits). The garbage collector is paused while it runs
     (``collector_paused``), and for good in its worker processes."""
@@ -438,12 +439,12 @@ def replay(config: SymoeConfig, matrix: Matrix, routers: list[str], *, folds: in
     if by_split:  # whole splits per process: no profile, cluster build or fit made twice
         tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs[a:b], labels=labels[a:b], routers=routers,
                             seed=seed, embed=embed, profile=profile, sweeps=sweeps, one_thread=True,
-                            recorded_skills=recorded_skills)
+                            recorded_skills=recorded_skills, task_known=task_known)
                  for a, b in split_shares(len(pairs), processes)]
     else:  # one split (validation -> test): its routers shared out
         tasks = [ReplayTask(config=config, matrix=matrix, pairs=pairs, labels=labels, routers=group, seed=seed,
                             embed=embed, profile=profile, sweeps=sweeps, one_thread=processes > 1,
-                            recorded_skills=recorded_skills)
+                            recorded_skills=recorded_skills, task_known=task_known)
                  for group in router_groups(routers, processes)]
     report = across(progress, len(tasks[0].pairs)) if progress is not None else None
     if len(tasks) == 1:
@@ -491,7 +492,9 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
     its best expert's cost (the issue's 1.5x); best_single itself always qualifies. When the
     most accurate does not beat best_single beyond noise (its paired 95% interval reaches
     0), the default is the cheapest router that ties best_single (its interval reaches 0 from
-    either side): nothing pays for the extra tokens."""
+    either side, and it answered at most one question fewer right: a one-question difference
+    is a tie): nothing pays for the extra tokens, and a router behind best_single on these
+    very questions is not chosen only because its interval is wide."""
     by: dict[str, list[SampleResult]] = {}
     for s in samples:
         if s.method in candidates:
@@ -522,12 +525,15 @@ def matrix_default_router(samples: list[SampleResult], candidates: Sequence[str]
 
     if versus_best_single(best)[0] > 0:
         return best
-    tying = [m for m in allowed if versus_best_single(m)[1] >= 0]
+    def right(m: str) -> float:
+        return sum(s.correct for s in by[m])
+
+    tying = [m for m in allowed if versus_best_single(m)[1] >= 0 and right(m) >= right("best_single") - 1]
     return min(tying, key=lambda m: (tokens(m), -key(m)[0]))
 
 
 #: routers a profile may default to (``Profile.router``): the deciding ones, not single experts
-PROFILE_ROUTERS = ("best_single,task_best,clusters,clusters:k3,majority,symoe:k1,cascade,budget,"
+PROFILE_ROUTERS = ("best_single,task_best,format_best,clusters,clusters:k3,majority,symoe:k1,cascade,budget,"
                    "learned:knn,learned:knn-task,learned:logreg,learned:mlp,learned:mf")
 
 

@@ -46,6 +46,18 @@ def detect_format(question: str, choices: list[str], skills: list[str] | None = 
     return "text"
 
 
+def declared_format(answer: str, choices: list[str]) -> AnswerFormat:
+    """The format a benchmark declares by its gold answer: options make it ``choice``, a gold
+    that parses as a number ``number``, anything else ``text``."""
+    if choices:
+        return "choice"
+    try:
+        float(answer.replace(",", ""))
+    except ValueError:
+        return "text"
+    return "number"
+
+
 def format_question(question: str, choices: list[str]) -> str:
     if not choices:
         return question.strip()

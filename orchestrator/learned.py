@@ -23,8 +23,11 @@ accuracy against a per-expert cost. They are a registry, as methods are
 
 ``logreg``, ``mlp`` and ``mf`` use the question's task when it is known (a one-hot feature
 beside the embedding; ``uses_task`` says so; a task unseen in training adds nothing); ``knn``
-ignores it (``knn-task`` reads it). The ``learned:NAME`` router (``orchestrator.methods``)
-fits one on the profile's graded questions and routes each query to its best-scored expert.
+ignores it (``knn-task`` reads it). They also read the question's answer format (a one-hot of
+``FORMATS``; ``uses_format``), which a live ask always knows even when its task is unknown: a
+program expert that rarely states a letter is then not chosen for options. The
+``learned:NAME`` router (``orchestrator.methods``) fits one on the profile's graded questions
+and routes each query to its best-scored expert.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
 from agents.errors import SymoeError
 from agents.registry import Registry
+
+#: the answer formats a router may read, in the order of their one-hot feature
+FORMATS: tuple[str, ...] = ("choice", "number", "text")
+#: each question's answer format, in order (None where unknown), or none given
+Formats = Sequence[str | None] | None
 
 
 class RouterError(SymoeError):
@@ -55,6 +63,8 @@ class Graded(Protocol):
     def tasks(self) -> list[str]: ...
 
     def question_tasks(self) -> list[str]: ...
+
+    def question_formats(self) -> list[str | None]: ...
 
     def correct(self) -> np.ndarray: ...
 
@@ -78,6 +88,9 @@ class ExampleTable:
 
     def question_tasks(self) -> list[str]:
         return [e.task for e in self.examples]
+
+    def question_formats(self) -> list[str | None]:
+        return [e.format for e in self.examples]
 
     def correct(self) -> np.ndarray:
         y = np.full((len(self.examples), len(self._experts)), np.nan)
@@ -110,11 +123,14 @@ class LearnedRouter(abc.ABC):
     name: ClassVar[str] = ""
     #: whether ``score`` uses the question's task (a router that ignores it says so in reports)
     uses_task: bool = False
+    #: whether ``score`` uses the question's answer format (``FORMATS``)
+    uses_format: bool = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.experts: list[str] = []
         self.tasks: list[str] = []
+        self.formats_seen = False  # whether training knew its questions' formats
         self.prior: np.ndarray | None = None  # each expert's accuracy in training
 
     def fit(self, matrix: Graded, embeddings: np.ndarray) -> LearnedRouter:
@@ -124,14 +140,18 @@ class LearnedRouter(abc.ABC):
         if not len(matrix):
             raise RouterError(f"{self.name}: nothing to fit (no questions)")
         self.experts, self.tasks = list(matrix.experts), list(matrix.tasks)
+        formats = matrix.question_formats()
+        self.formats_seen = any(f is not None for f in formats)
         y = matrix.correct()
         self.prior = y.mean(axis=0)
         with one_blas_thread():
-            self._fit(x, y, matrix.question_tasks())
+            self._fit(x, y, matrix.question_tasks(), formats)
         return self
 
-    def score(self, embeddings: np.ndarray, tasks: Sequence[str] | None = None) -> np.ndarray:
-        """(questions, experts): each expert's predicted ``correct`` on each question."""
+    def score(self, embeddings: np.ndarray, tasks: Sequence[str] | None = None,
+              formats: Sequence[str | None] | None = None) -> np.ndarray:
+        """(questions, experts): each expert's predicted ``correct`` on each question (its task
+        and answer format where known)."""
         if self.prior is None:
             raise RouterError(f"{self.name}: score called before fit")
         x = np.asarray(embeddings, dtype=np.float32)
@@ -139,15 +159,18 @@ class LearnedRouter(abc.ABC):
             raise RouterError(f"{self.name}: embeddings must be (questions, dims), not {x.shape}")
         if tasks is not None and len(tasks) != len(x):
             raise RouterError(f"{self.name}: {len(x)} embeddings but {len(tasks)} tasks")
+        if formats is not None and len(formats) != len(x):
+            raise RouterError(f"{self.name}: {len(x)} embeddings but {len(formats)} formats")
         if not len(x):
             return np.zeros((0, len(self.experts)))
         with one_blas_thread():
-            return self._score(x, tasks)
+            return self._score(x, tasks, formats)
 
     def route(self, embeddings: np.ndarray, tasks: Sequence[str] | None = None,
-              costs: np.ndarray | None = None, cost_weight: float = 0.0) -> np.ndarray:
+              costs: np.ndarray | None = None, cost_weight: float = 0.0,
+              formats: Sequence[str | None] | None = None) -> np.ndarray:
         """Index of the chosen expert per question: the best score, less ``cost_weight`` x cost."""
-        s = self.score(embeddings, tasks)
+        s = self.score(embeddings, tasks, formats)
         if costs is not None and cost_weight:
             s = s - cost_weight * np.asarray(costs, dtype=np.float64)[None, :]
         return s.argmax(axis=1)
@@ -155,23 +178,33 @@ class LearnedRouter(abc.ABC):
     # -------------------------------------------------------------- for subclasses
 
     @abc.abstractmethod
-    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None: ...
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str], formats: Formats) -> None: ...
 
     @abc.abstractmethod
-    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray: ...
+    def _score(self, x: np.ndarray, tasks: Sequence[str] | None, formats: Formats) -> np.ndarray: ...
 
-    def _features(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
-        """The normalised embedding, then (``uses_task``) a one-hot of the training tasks."""
-        x = normalise(x)
-        if not self.uses_task or len(self.tasks) < 2:
-            return x
-        onehot = np.zeros((len(x), len(self.tasks)), dtype=np.float32)
-        if tasks is not None:
-            position = {t: k for k, t in enumerate(self.tasks)}
-            for i, t in enumerate(tasks):
-                if t in position:
-                    onehot[i, position[t]] = 1.0
-        return np.hstack([x, onehot])
+    def _features(self, x: np.ndarray, tasks: Sequence[str] | None, formats: Formats) -> np.ndarray:
+        """The normalised embedding, then (``uses_task``) a one-hot of the training tasks, then
+        (``uses_format``, when training knew formats) a one-hot of the answer format being
+        fitted or scored (zeros where unknown)."""
+        parts = [normalise(x)]
+        if self.uses_task and len(self.tasks) >= 2:
+            parts.append(_onehot(tasks, self.tasks, len(x)))
+        if self.uses_format and self.formats_seen:
+            parts.append(_onehot(formats, FORMATS, len(x)))
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+
+
+def _onehot(values: Sequence[str | None] | None, vocabulary: Sequence[str], n: int) -> np.ndarray:
+    """(n, len(vocabulary)) one-hot of ``values`` (zeros for a value outside it, or none given)."""
+    out = np.zeros((n, len(vocabulary)), dtype=np.float32)
+    if values is not None:
+        position = {v: k for k, v in enumerate(vocabulary)}
+        for i, v in enumerate(values):
+            if v in position:
+                out[i, position[v]] = 1.0
+    return out
 
 
 routers: Registry[type[LearnedRouter]] = Registry("learned router")
@@ -190,7 +223,7 @@ class KnnRouter(LearnedRouter):
         self._index: Any = None
         self._y: np.ndarray | None = None
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str], formats: Formats) -> None:
         import faiss
 
         x = normalise(x)
@@ -198,7 +231,7 @@ class KnnRouter(LearnedRouter):
         self._index.add(x)
         self._y = y
 
-    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
+    def _score(self, x: np.ndarray, tasks: Sequence[str] | None, formats: Formats) -> np.ndarray:
         assert self._y is not None
         k = min(self.k, len(self._y))
         _, neighbours = self._index.search(normalise(x), k)
@@ -228,8 +261,8 @@ class TaskKnnRouter(KnnRouter):
         self.task_prior = task_prior
         self._by_task: dict[str, np.ndarray] = {}
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
-        super()._fit(x, y, tasks)
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str], formats: Formats) -> None:
+        super()._fit(x, y, tasks, formats)
         assert self.prior is not None
         names = np.array(tasks)
         for t in dict.fromkeys(tasks):
@@ -250,15 +283,16 @@ def _constant_or_none(column: np.ndarray) -> float | None:
 class LogisticRouter(LearnedRouter):
     name = "logreg"
 
-    def __init__(self, seed: int = 0, c: float = 1.0, task_feature: bool = True) -> None:
+    def __init__(self, seed: int = 0, c: float = 1.0, task_feature: bool = True,
+                 format_feature: bool = True) -> None:
         super().__init__(seed)
-        self.c, self.uses_task = c, task_feature
+        self.c, self.uses_task, self.uses_format = c, task_feature, format_feature
         self._models: list[Any] = []  # a LogisticRegression per expert, or its constant outcome
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str], formats: Formats) -> None:
         from sklearn.linear_model import LogisticRegression  # scikit-learn loads only when fitted
 
-        features = self._features(x, tasks)
+        features = self._features(x, tasks, formats)
         self._models = []
         for j in range(y.shape[1]):
             constant = _constant_or_none(y[:, j])
@@ -275,8 +309,8 @@ class LogisticRouter(LearnedRouter):
                 model.fit(np.vstack([features, features])[keep], labels[keep], sample_weight=weights[keep])
             self._models.append(model)
 
-    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
-        features = self._features(x, tasks)
+    def _score(self, x: np.ndarray, tasks: Sequence[str] | None, formats: Formats) -> np.ndarray:
+        features = self._features(x, tasks, formats)
         columns = [np.full(len(x), m) if isinstance(m, float) else m.predict_proba(features)[:, 1]
                    for m in self._models]
         return np.stack(columns, axis=1)
@@ -287,13 +321,14 @@ class MlpRouter(LearnedRouter):
     name = "mlp"
 
     def __init__(self, seed: int = 0, hidden: int = 128, alpha: float = 1e-3, max_iter: int = 200,
-                 task_feature: bool = True) -> None:
+                 task_feature: bool = True, format_feature: bool = True) -> None:
         super().__init__(seed)
-        self.hidden, self.alpha, self.max_iter, self.uses_task = hidden, alpha, max_iter, task_feature
+        self.hidden, self.alpha, self.max_iter = hidden, alpha, max_iter
+        self.uses_task, self.uses_format = task_feature, format_feature
         self._model: Any = None  # an MLPClassifier
         self._constant: dict[int, float] = {}
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str], formats: Formats) -> None:
         from sklearn.exceptions import ConvergenceWarning  # scikit-learn loads only when fitted
         from sklearn.neural_network import MLPClassifier
 
@@ -310,15 +345,15 @@ class MlpRouter(LearnedRouter):
         target = labels[:, varying]
         with warnings.catch_warnings():  # a small profile stops at max_iter: the fit is still the best found
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(self._features(x, tasks), target if target.shape[1] > 1 else target[:, 0])
+            model.fit(self._features(x, tasks, formats), target if target.shape[1] > 1 else target[:, 0])
         self._model = model
 
-    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
+    def _score(self, x: np.ndarray, tasks: Sequence[str] | None, formats: Formats) -> np.ndarray:
         out = np.zeros((len(x), len(self.experts)))
         for j, value in self._constant.items():
             out[:, j] = value
         if self._model is not None:
-            proba = self._model.predict_proba(self._features(x, tasks))
+            proba = self._model.predict_proba(self._features(x, tasks, formats))
             if len(self._varying) == 1:
                 proba = proba[:, 1:2]
             out[:, self._varying] = proba
@@ -334,15 +369,16 @@ class MfRouter(LearnedRouter):
     name = "mf"
 
     def __init__(self, seed: int = 0, dims: int = 32, steps: int = 300, lr: float = 0.01, l2: float = 1e-4,
-                 task_feature: bool = True) -> None:
+                 task_feature: bool = True, format_feature: bool = True) -> None:
         super().__init__(seed)
-        self.dims, self.steps, self.lr, self.l2, self.uses_task = dims, steps, lr, l2, task_feature
+        self.dims, self.steps, self.lr, self.l2 = dims, steps, lr, l2
+        self.uses_task, self.uses_format = task_feature, format_feature
         self._w: np.ndarray | None = None
         self._u: np.ndarray | None = None
         self._b: np.ndarray | None = None
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str]) -> None:
-        f = self._features(x, tasks).astype(np.float32)  # float32: half the memory traffic of float64
+    def _fit(self, x: np.ndarray, y: np.ndarray, tasks: list[str], formats: Formats) -> None:
+        f = self._features(x, tasks, formats).astype(np.float32)  # float32: half the memory traffic of float64
         y = y.astype(np.float32)
         rng = np.random.default_rng(self.seed)
         n, d = f.shape
@@ -368,9 +404,9 @@ class MfRouter(LearnedRouter):
                 params[k] = params[k] - self.lr * update
         self._w, self._u, self._b = params["w"], params["u"], params["b"]
 
-    def _score(self, x: np.ndarray, tasks: Sequence[str] | None) -> np.ndarray:
+    def _score(self, x: np.ndarray, tasks: Sequence[str] | None, formats: Formats) -> np.ndarray:
         assert self._w is not None and self._u is not None and self._b is not None
-        logits = (self._features(x, tasks).astype(np.float32) @ self._w) @ self._u.T + self._b
+        logits = (self._features(x, tasks, formats).astype(np.float32) @ self._w) @ self._u.T + self._b
         return 1.0 / (1.0 + np.exp(-logits))
 
 

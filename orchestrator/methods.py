@@ -14,6 +14,8 @@ Built in:
 - ``single:EXPERT``: one expert answers (``single`` alone, in ``symoe eval``: every expert);
 - ``best_single``: the expert with the best validation accuracy overall;
 - ``task_best``: the expert with the best validation accuracy on the query's task;
+- ``format_best``: the expert with the best validation accuracy on questions of the query's
+  answer format (options, a number, free text), which every query has, task or not;
 - ``random_k``: k experts drawn at random, synthesised when they disagree;
 - ``majority``: every expert answers, the most common answer wins;
 - ``moa``: every expert answers, the best aggregator synthesises (Mixture-of-Agents);
@@ -433,6 +435,37 @@ class TaskBest(Method):
         expert, *rest = ranked_by_accuracy(ctx.need_profile("task_best"), query.task)
         return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", backups=rest,
                           note=f"best on validation {query.task or 'overall'}{format_note(ctx)}")
+
+
+def ranked_on_format(profile: Profile, fmt: str | None) -> list[str]:
+    """The profile's experts, best validation accuracy on questions of this answer format first
+    (an expert with none of them graded, or a profile that records no formats: its overall
+    accuracy); ties go to the better overall, then to the name."""
+    record = profile.format_record(fmt) if fmt else {}
+
+    def accuracy(name: str) -> tuple[float, float]:
+        overall = profile.experts[name].accuracy_on([])
+        n, right = record.get(name, (0, 0))
+        return (right / n if n else overall, overall)
+    return sorted(sorted(profile.experts), key=accuracy, reverse=True)
+
+
+@methods.register("format_best")
+class FormatBest(Method):
+    """The expert with the best validation accuracy on questions of the query's answer format
+    answers alone (the direct answer for options, a worked answer for numbers, say): a router
+    every ``symoe ask`` can use, with no task, no embedding and no LLM call; the next best if
+    it fails."""
+
+    falls_back = True
+
+    def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
+        profile = ctx.need_profile("format_best")
+        expert, *rest = ranked_on_format(profile, ctx.format)
+        n, right = profile.format_record(ctx.format).get(expert, (0, 0)) if ctx.format else (0, 0)
+        why = (f"best on validation {ctx.format} questions ({right}/{n})" if n
+               else "best on validation overall (the profile records no answer formats)")
+        return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", backups=rest, note=why)
 
 
 def format_note(ctx: MethodContext) -> str:

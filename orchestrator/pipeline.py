@@ -537,7 +537,7 @@ def plan(ctx: Pipeline, queries: list[Query], methods: list[MethodSpec], seed: i
             mctx.clusters = dict(zip(ids, ctx.cluster_router(config).nearest(vectors), strict=True))
         if method.impl.needs_scores and vectors is not None and method.variant:
             router = ctx.learned_router(method.variant)
-            predicted = router.score(vectors, [q.task or "" for q in distinct])
+            predicted = router.score(vectors, [q.task or "" for q in distinct], [formats[q.id] for q in distinct])
             mctx.scores = {qid: dict(zip(router.experts, map(float, row), strict=True))
                            for qid, row in zip(ids, predicted, strict=True)}
         by_format: dict[str, MethodContext] = {}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from agents.errors import SymoeError
 from orchestrator.config import SymoeConfig
 from orchestrator.provenance import pool_digest
+from orchestrator.records import AnswerFormat
 from skills.neighbours import LabelledQuestion
 
 PROFILE_FORMAT = "symoe-profile"
@@ -130,6 +131,7 @@ class ProfiledExample(LabelledQuestion):
                                            description="expert -> the answer it stated (None: none or it failed)")
     margins: dict[str, float] = Field(default_factory=dict,
                                       description="expert -> log-prob margin of its stated letter over the next option")
+    format: AnswerFormat | None = Field(default=None, description="the question's answer format (None: unrecorded)")
 
     def agreed(self, experts: list[str] | tuple[str, ...]) -> str | None:
         """The one answer these experts all stated here (None: one did not answer, or they differ)."""
@@ -141,9 +143,10 @@ class ProfiledExample(LabelledQuestion):
         return self.prompt_tokens.get(expert, 0) + self.tokens.get(expert, 0)
 
 
-def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
-                      outcomes: list[Outcome]) -> list[ProfiledExample]:
-    """The examples of a profile: each question with its experts' graded outcomes."""
+def profiled_examples(questions: list[LabelledQuestion], ids: list[str], outcomes: list[Outcome],
+                      formats: list[AnswerFormat] | None = None) -> list[ProfiledExample]:
+    """The examples of a profile: each question (with its answer format, where given) and its
+    experts' graded outcomes."""
     graded: dict[str, list[Outcome]] = {}
     for o in outcomes:
         graded.setdefault(o.question_id, []).append(o)
@@ -152,8 +155,9 @@ def profiled_examples(questions: list[LabelledQuestion], ids: list[str],
 
     return [ProfiledExample(**q.model_dump(), correct=by_expert("correct", qid), tokens=by_expert("tokens", qid),
                             prompt_tokens=by_expert("prompt_tokens", qid), answers=by_expert("answer", qid),
-                            margins={e: m for e, m in by_expert("margin", qid).items() if m is not None})
-            for q, qid in zip(questions, ids, strict=True)]
+                            margins={e: m for e, m in by_expert("margin", qid).items() if m is not None},
+                            format=formats[i] if formats is not None else None)
+            for i, (q, qid) in enumerate(zip(questions, ids, strict=True))]
 
 
 def recorded_margins(examples: list[ProfiledExample], expert: str) -> list[tuple[float, bool]]:
@@ -212,6 +216,7 @@ class Profile(BaseModel):
     _agreement: dict[tuple[int, tuple[str, ...]], tuple[int, int]] = PrivateAttr(default_factory=dict)
     _margins: dict[tuple[int, str], list[tuple[float, bool]]] = PrivateAttr(default_factory=dict)
     _thresholds: dict[tuple[int, str, float, int], tuple[float, int, int] | None] = PrivateAttr(default_factory=dict)
+    _by_format: dict[tuple[int, str], dict[str, tuple[int, int]]] = PrivateAttr(default_factory=dict)
     #: the router a call that names none gets under this profile: the winner of cross-fitted
     #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
     router: str | None = None
@@ -244,6 +249,21 @@ class Profile(BaseModel):
                       if all(e in x.correct for e in experts) and x.agreed(experts) is not None]
             self._agreement[key] = (len(agreed), sum(x.correct[experts[0]] for x in agreed))
         return self._agreement[key]
+
+    def format_record(self, fmt: str) -> dict[str, tuple[int, int]]:
+        """On the graded questions of this answer format (those whose format the profile
+        records): each expert's (answered, right) count (counted once per format and list of
+        examples; empty when none records it)."""
+        key = (id(self.examples), fmt)
+        if key not in self._by_format:
+            record: dict[str, tuple[int, int]] = {}
+            for x in self.examples:
+                if x.format == fmt:
+                    for e, right in x.correct.items():
+                        n, r = record.get(e, (0, 0))
+                        record[e] = (n + 1, r + int(right))
+            self._by_format[key] = record
+        return self._by_format[key]
 
     def margins(self, expert: str) -> list[tuple[float, bool]]:
         """On the graded questions where this expert's answer carried a margin: the margin and

@@ -245,7 +245,8 @@ def test_a_recorded_expert_that_runs_live_keeps_its_method_s_formats(config: Sym
 def test_the_default_router_stays_within_its_cost_cap() -> None:
     """The profile's router: best replayed accuracy among routers within ``max_cost_ratio`` x
     best_single's tokens per question (the most accurate wins when it is uncapped); a winner
-    that does not beat best_single beyond noise yields to the cheapest router that ties it."""
+    that does not beat best_single beyond noise yields to the cheapest router that ties it
+    (at most one question behind it)."""
     from agents.backends import Usage
     from eval.replay import matrix_default_router
 
@@ -265,3 +266,47 @@ def test_the_default_router_stays_within_its_cost_cap() -> None:
     # ... but not one that is worse beyond noise
     worse = runs("best_single", 20, 100) + runs("clusters", 22, 140) + runs("learned:mf", 5, 60)
     assert matrix_default_router(worse, ["best_single", "clusters", "learned:mf"]) == "best_single"
+    # ... nor one more than a question behind whose interval still reaches 0 (a small matrix)
+    behind = runs("best_single", 20, 100) + runs("clusters", 22, 140) + [
+        s.model_copy(update={"correct": 5 <= i < 23}) for i, s in enumerate(runs("learned:mf", 0, 60))]
+    assert matrix_default_router(behind, ["best_single", "clusters", "learned:mf"]) == "best_single"
+    level = behind[:80] + [s.model_copy(update={"correct": 3 <= i < 22})
+                           for i, s in enumerate(runs("learned:mf", 0, 60))]
+    assert matrix_default_router(level, ["best_single", "clusters", "learned:mf"]) == "learned:mf"  # 1 behind: a tie
+
+
+def format_matrix(per_format: int = 40) -> Matrix:
+    """One task whose questions are worded alike but come in two answer formats: ``lettered``
+    is right on the options and wrong on the numbers, ``numeric`` the reverse (as the direct
+    and the program experts of the default pool differ)."""
+    rows = []
+    for fmt in ("choice", "number"):
+        for i in range(per_format):
+            split = "test" if i >= per_format // 2 else "validation"
+            choices = ["w", "x", "y", "z"] if fmt == "choice" else None
+            gold = "A" if fmt == "choice" else "42"
+
+            def outcome(right: bool, gold: str = gold) -> RecordedOutcome:
+                return RecordedOutcome(correct=float(right), answer=gold if right else "C",
+                                       prompt_tokens=50, completion_tokens=5)
+            rows.append(MatrixRow(
+                id=f"{fmt}-{i}", task="mixed", split=split,  # type: ignore[arg-type]
+                question=f"Which value fits the {WORDS[i % 20]} rule {i}?", choices=choices, answer=gold,
+                outcomes={"lettered": outcome(fmt == "choice"), "numeric": outcome(fmt == "number")}))
+    return Matrix(rows)
+
+
+@pytest.mark.parametrize("task_known", [True, False])
+def test_routers_read_the_answer_format_when_the_task_says_nothing(config: SymoeConfig, task_known: bool) -> None:
+    """Where experts differ by answer format, not by task or wording, ``format_best`` and the
+    learned routers that read the format (a one-hot beside the embedding) send options to the
+    expert that states letters and numbers to the one that computes them, with or without the
+    task (a ``symoe ask`` has none); best_single and task_best are right half the time."""
+    m = format_matrix()
+    assert m.question_formats()[:1] == ["choice"] and m.question_formats()[-1:] == ["number"]
+    samples, _ = replay(config, m, ["best_single", "task_best", "format_best", "learned:logreg", "learned:mf"],
+                        task_known=task_known)
+    acc = accuracy(samples)
+    assert acc["best_single"] == acc["task_best"] == 50.0
+    for router in ("format_best", "learned:logreg", "learned:mf"):
+        assert acc[router] >= 95.0, (router, acc)

@@ -104,6 +104,10 @@ def eval_command(
         help="with --matrix: the scored questions' skills: neighbours (voted by labelled questions, no LLM, as "
              "`skills.source: neighbours`) or recorded (the row's own, the LLM's keywords, as `skills.source: "
              "llm`)")] = "neighbours",
+    task_known: Annotated[bool, typer.Option(
+        "--task-known/--task-unknown",
+        help="with --matrix: routers see each question's task (a benchmark run), or only its text and format "
+             "(a `symoe ask` without --task: task_best falls back to best_single)")] = True,
     cost: Annotated[str | None, typer.Option(
         help="with --matrix: EXPERT=USD,...: each expert's cost per question where the matrix records none "
              "(any unit all experts share)")] = None,
@@ -120,7 +124,7 @@ def eval_command(
         check_range("--folds", folds, 2, 20)
         replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
                           folds, seed, labelling, log_samples, profile, parse_sweeps(sweep or []), parse_costs(cost),
-                          skills)
+                          skills, task_known)
         return
     tasks = "mmlu,arc_challenge,gsm8k" if tasks is None else tasks
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
@@ -168,7 +172,7 @@ def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -
 def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: str | None, output: Path,
                       folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None,
                       sweeps: list[tuple[str, list[str]]] | None = None, costs: dict[str, float] | None = None,
-                      skills: str = "neighbours") -> None:
+                      skills: str = "neighbours", task_known: bool = True) -> None:
     """Replay every router on the matrix (its test split, else cross-fitted; every question
     under a given ``profile``; each swept router once per setting), write the reports."""
     matrix = read_matrix(path)
@@ -192,11 +196,13 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
     with locked(output, "symoe eval"), stage_bars(err) as report:
         samples, stats = replay(cfg, matrix, [r.strip() for r in names.split(",") if r.strip()], folds=folds,
                                 seed=seed, labelling=labelling, profile=fixed,  # type: ignore[arg-type]
-                                progress=report, sweeps=sweeps, recorded_skills=skills == "recorded")
+                                progress=report, sweeps=sweeps, recorded_skills=skills == "recorded",
+                                task_known=task_known)
         scored = (f"every question under {profile}" if fixed else "test" if {"test", "validation"} <= set(matrix.splits)
                   else f"cross-fitted ({folds} folds)")
         meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
-                         "skills": skills, "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []],
+                         "skills": skills, "task_known": task_known,
+                         "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []],
                          "cost": costs or {},
                          "profile": str(profile) if profile else None, "scored": scored,
                          "retrieval": "never for every router (recorded answers were given without passages; "

@@ -116,8 +116,9 @@ def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, label
     out.print(markdown_table(summarise(samples), stats), markup=False)
     recorded = [e for e in matrix.experts if e not in cfg.experts]
     out.print(f"profile written to {target} ({profile.data['questions']} validation questions of {path}); "
-              f"its router: {profile.router} (best in {folds}-fold cross-fitted replay above"
-              + (f", at most {max_cost_ratio:g}x best_single's tokens per question)" if max_cost_ratio else ")"),
+              f"its router: {profile.router}, chosen on the {folds}-fold cross-fitted replay above: the most "
+              "accurate" + (f" within {max_cost_ratio:g}x best_single's tokens per question" if max_cost_ratio else "")
+              + " if it beats best_single beyond noise, else the cheapest that ties best_single (docs/matrix.md)",
               markup=False)
     if recorded:
         out.print(f"note: {', '.join(recorded)} exist only in the matrix: add them to the config's experts to route "
