@@ -14,8 +14,9 @@ Built in:
 - ``single:EXPERT``: one expert answers (``single`` alone, in ``symoe eval``: every expert);
 - ``best_single``: the expert with the best validation accuracy overall;
 - ``task_best``: the expert with the best validation accuracy on the query's task;
-- ``format_best``: the expert with the best validation accuracy on questions of the query's
-  answer format (options, a number, free text), which every query has, task or not;
+- ``format_best``: the cheapest expert within one standard error of the most accurate on
+  validation questions of the query's answer format (options, a number, free text), which
+  every query has, task or not;
 - ``random_k``: k experts drawn at random, synthesised when they disagree;
 - ``majority``: every expert answers, the most common answer wins;
 - ``moa``: every expert answers, the best aggregator synthesises (Mixture-of-Agents);
@@ -438,22 +439,38 @@ class TaskBest(Method):
 
 
 def ranked_on_format(profile: Profile, fmt: str | None) -> list[str]:
-    """The profile's experts, best validation accuracy on questions of this answer format first
-    (an expert with none of them graded, or a profile that records no formats: its overall
-    accuracy); ties go to the better overall, then to the name."""
+    """The profile's experts for a query of this answer format: first the cheapest (tokens
+    per question of that format) of those within one standard error of the most accurate on
+    validation questions of the format (a difference thinner than that is noise, and the
+    cheaper answer is the faster one), then the rest, most accurate first. An expert with none
+    of them graded, or a profile that records no formats, counts at its overall accuracy;
+    ties go to the better overall, then to the name."""
     record = profile.format_record(fmt) if fmt else {}
 
     def accuracy(name: str) -> tuple[float, float]:
         overall = profile.experts[name].accuracy_on([])
-        n, right = record.get(name, (0, 0))
+        n, right, _ = record.get(name, (0, 0, 0))
         return (right / n if n else overall, overall)
-    return sorted(sorted(profile.experts), key=accuracy, reverse=True)
+    ranked = sorted(sorted(profile.experts), key=accuracy, reverse=True)
+    n = record.get(ranked[0], (0, 0, 0))[0] if ranked else 0
+    if not n:
+        return ranked
+    best = accuracy(ranked[0])[0]
+    floor = best - (best * (1 - best) / n) ** 0.5
+    close = [e for e in ranked if record.get(e, (0, 0, 0))[0] and accuracy(e)[0] >= floor]
+
+    def tokens(name: str) -> float:
+        answered, _, spent = record[name]
+        return spent / answered
+    first = min(close, key=lambda e: (tokens(e), ranked.index(e)))
+    return [first, *(e for e in ranked if e != first)]
 
 
 @methods.register("format_best")
 class FormatBest(Method):
-    """The expert with the best validation accuracy on questions of the query's answer format
-    answers alone (the direct answer for options, a worked answer for numbers, say): a router
+    """The cheapest expert within one standard error of the most accurate on validation
+    questions of the query's answer format answers alone (``ranked_on_format``: the direct
+    answer for options, a worked answer for numbers, say): a router
     every ``symoe ask`` can use, with no task, no embedding and no LLM call; the next best if
     it fails."""
 
@@ -462,8 +479,9 @@ class FormatBest(Method):
     def assign(self, ctx: MethodContext, query: Query, skills: list[str], variant: str | None) -> Assignment:
         profile = ctx.need_profile("format_best")
         expert, *rest = ranked_on_format(profile, ctx.format)
-        n, right = profile.format_record(ctx.format).get(expert, (0, 0)) if ctx.format else (0, 0)
-        why = (f"best on validation {ctx.format} questions ({right}/{n})" if n
+        n, right, spent = profile.format_record(ctx.format).get(expert, (0, 0, 0)) if ctx.format else (0, 0, 0)
+        why = (f"the cheapest within one standard error of the best on validation {ctx.format} questions "
+               f"({right}/{n} right, {spent / n:.0f} tokens a question)" if n
                else "best on validation overall (the profile records no answer formats)")
         return Assignment(slots=[greedy(expert, ctx.seed)], combine="single", backups=rest, note=why)
 

@@ -216,7 +216,7 @@ class Profile(BaseModel):
     _agreement: dict[tuple[int, tuple[str, ...]], tuple[int, int]] = PrivateAttr(default_factory=dict)
     _margins: dict[tuple[int, str], list[tuple[float, bool]]] = PrivateAttr(default_factory=dict)
     _thresholds: dict[tuple[int, str, float, int], tuple[float, int, int] | None] = PrivateAttr(default_factory=dict)
-    _by_format: dict[tuple[int, str], dict[str, tuple[int, int]]] = PrivateAttr(default_factory=dict)
+    _by_format: dict[tuple[int, str], dict[str, tuple[int, int, int]]] = PrivateAttr(default_factory=dict)
     #: the router a call that names none gets under this profile: the winner of cross-fitted
     #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
     router: str | None = None
@@ -250,18 +250,18 @@ class Profile(BaseModel):
             self._agreement[key] = (len(agreed), sum(x.correct[experts[0]] for x in agreed))
         return self._agreement[key]
 
-    def format_record(self, fmt: str) -> dict[str, tuple[int, int]]:
+    def format_record(self, fmt: str) -> dict[str, tuple[int, int, int]]:
         """On the graded questions of this answer format (those whose format the profile
-        records): each expert's (answered, right) count (counted once per format and list of
-        examples; empty when none records it)."""
+        records): each expert's (answered, right, tokens) count, tokens of prompt and answer
+        together (counted once per format and list of examples; empty when none records it)."""
         key = (id(self.examples), fmt)
         if key not in self._by_format:
-            record: dict[str, tuple[int, int]] = {}
+            record: dict[str, tuple[int, int, int]] = {}
             for x in self.examples:
                 if x.format == fmt:
                     for e, right in x.correct.items():
-                        n, r = record.get(e, (0, 0))
-                        record[e] = (n + 1, r + int(right))
+                        n, r, t = record.get(e, (0, 0, 0))
+                        record[e] = (n + 1, r + int(right), t + x.cost(e))
             self._by_format[key] = record
         return self._by_format[key]
 

@@ -88,3 +88,25 @@ def test_symoe_variants_fix_k_and_distinctness(ctx: MethodContext) -> None:
 def test_best_single_uses_validation_accuracy(ctx: MethodContext) -> None:
     plan = assign(ctx, "best_single", Query(id="q2", question="x", task="gsm8k"))
     assert [s.expert for s in plan.slots] == ["a"]
+
+
+def test_format_best_takes_the_cheapest_expert_within_a_standard_error_of_the_best_on_the_format() -> None:
+    """``ranked_on_format``: on validation questions of the query's format, the cheapest
+    expert whose accuracy is within one standard error of the best answers first (a
+    two-question difference in fifty is noise); a clearly better expert keeps its place; a
+    format the profile never graded falls back to overall accuracy."""
+    from orchestrator.methods import ranked_on_format
+    from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample, SkillCount
+
+    def profile(dear_right: int) -> Profile:
+        examples = [ProfiledExample(question=f"q{i}", task="t", format="number",
+                                    correct={"dear": i < dear_right, "cheap": i < 20, "poor": i < 5},
+                                    tokens={"dear": 400, "cheap": 100, "poor": 10})
+                    for i in range(50)]
+        return Profile(pool={}, annotator="dear", examples=examples,
+                       experts={e: ExpertProfile(tasks={"t": SkillCount(right=r, wrong=50 - r)})
+                                for e, r in (("dear", dear_right), ("cheap", 20), ("poor", 5))})
+
+    assert ranked_on_format(profile(22), "number") == ["cheap", "dear", "poor"]  # 44% vs 40%: a tie, cheaper wins
+    assert ranked_on_format(profile(40), "number") == ["dear", "cheap", "poor"]  # 80% vs 40%: the best stands
+    assert ranked_on_format(profile(22), "choice") == ["dear", "cheap", "poor"]  # no choice graded: overall
