@@ -195,7 +195,6 @@ class LearnedRouter(abc.ABC):
         return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
-
 def _onehot(values: Sequence[str | None] | None, vocabulary: Sequence[str], n: int) -> np.ndarray:
     """(n, len(vocabulary)) one-hot of ``values`` (zeros for a value outside it, or none given)."""
     out = np.zeros((n, len(vocabulary)), dtype=np.float32)

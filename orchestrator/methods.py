@@ -396,14 +396,22 @@ class Single(Method):
         return Assignment(slots=[greedy(variant or ctx.config.default_expert, ctx.seed)], combine="single")
 
 
+def ranked_by_record(profile: Profile, record: dict[str, tuple[int, int]]) -> list[str]:
+    """The profile's experts, best share right in ``record`` (expert -> (graded, right) on some
+    part of validation) first; an expert with none graded there counts at its overall
+    accuracy; ties go to the better overall, then to the name."""
+    def accuracy(name: str) -> tuple[float, float]:
+        overall = profile.experts[name].accuracy_on([])
+        n, right = record.get(name, (0, 0))
+        return (right / n if n else overall, overall)
+    return sorted(sorted(profile.experts), key=accuracy, reverse=True)
+
+
 def ranked_by_accuracy(profile: Profile, task: str | None = None) -> list[str]:
     """The profile's experts, best validation accuracy on this task first (None, or a task
     validation never saw: overall); ties go to the better overall, then to the name."""
-    def accuracy(name: str) -> tuple[float, float]:
-        count = profile.experts[name].tasks.get(task) if task else None
-        overall = profile.experts[name].accuracy_on([])
-        return ((count.right / count.n) if count and count.n else overall, overall)
-    return sorted(sorted(profile.experts), key=accuracy, reverse=True)
+    counts = {name: p.tasks[task] for name, p in profile.experts.items() if task and task in p.tasks}
+    return ranked_by_record(profile, {name: (c.n, c.right) for name, c in counts.items()})
 
 
 def best_single_expert(profile: Profile, task: str | None = None) -> str:
@@ -442,27 +450,18 @@ def ranked_on_format(profile: Profile, fmt: str | None) -> list[str]:
     """The profile's experts for a query of this answer format: first the cheapest (tokens
     per question of that format) of those within one standard error of the most accurate on
     validation questions of the format (a difference thinner than that is noise, and the
-    cheaper answer is the faster one), then the rest, most accurate first. An expert with none
-    of them graded, or a profile that records no formats, counts at its overall accuracy;
-    ties go to the better overall, then to the name."""
+    cheaper answer is the faster one), then the rest, most accurate first
+    (``ranked_by_record``: an expert with none of them graded, or a profile that records no
+    formats, counts at its overall accuracy)."""
     record = profile.format_record(fmt) if fmt else {}
-
-    def accuracy(name: str) -> tuple[float, float]:
-        overall = profile.experts[name].accuracy_on([])
-        n, right, _ = record.get(name, (0, 0, 0))
-        return (right / n if n else overall, overall)
-    ranked = sorted(sorted(profile.experts), key=accuracy, reverse=True)
-    n = record.get(ranked[0], (0, 0, 0))[0] if ranked else 0
-    if not n:
+    ranked = ranked_by_record(profile, {e: (n, right) for e, (n, right, _) in record.items()})
+    if not ranked or ranked[0] not in record:
         return ranked
-    best = accuracy(ranked[0])[0]
+    n, right, _ = record[ranked[0]]
+    best = right / n
     floor = best - (best * (1 - best) / n) ** 0.5
-    close = [e for e in ranked if record.get(e, (0, 0, 0))[0] and accuracy(e)[0] >= floor]
-
-    def tokens(name: str) -> float:
-        answered, _, spent = record[name]
-        return spent / answered
-    first = min(close, key=lambda e: (tokens(e), ranked.index(e)))
+    close = [e for e in ranked if e in record and record[e][1] / record[e][0] >= floor]
+    first = min(close, key=lambda e: (record[e][2] / record[e][0], ranked.index(e)))
     return [first, *(e for e in ranked if e != first)]
 
 
