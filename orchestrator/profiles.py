@@ -9,11 +9,12 @@ versioned and records the pool, the data and the counts behind every number.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from agents.errors import SymoeError
@@ -143,6 +144,37 @@ class ProfiledExample(LabelledQuestion):
         return self.prompt_tokens.get(expert, 0) + self.tokens.get(expert, 0)
 
 
+class AnswerTable:
+    """The graded questions' stated answers as codes, one column an expert (-1: none stated, or
+    not graded), and whether each was right: what ``Profile.agreement`` counts, in array
+    operations (a cascade weighs every pair of a pool's experts on thousands of questions)."""
+
+    def __init__(self, examples: list[ProfiledExample]) -> None:
+        self.examples = examples
+        names = sorted({e for x in examples for e in x.correct})
+        self.column = {e: j for j, e in enumerate(names)}
+        self.codes = np.full((len(examples), len(names)), -1, dtype=np.int64)
+        self.right = np.zeros((len(examples), len(names)), dtype=np.int64)
+        texts: dict[str, int] = {}
+        for i, x in enumerate(examples):
+            for e, ok in x.correct.items():
+                j = self.column[e]
+                self.right[i, j] = int(ok)
+                answer = x.answers.get(e)
+                if answer is not None:
+                    self.codes[i, j] = texts.setdefault(answer, len(texts))
+
+    def agreement(self, experts: Sequence[str]) -> tuple[int, int]:
+        """How many questions these experts all stated one answer on, and how many of those it was right."""
+        if not experts or not self.examples:
+            return 0, 0
+        if any(e not in self.column for e in experts):
+            return 0, 0
+        codes = self.codes[:, [self.column[e] for e in experts]]
+        agreed = (codes[:, 0] >= 0) & (codes == codes[:, :1]).all(axis=1)
+        return int(agreed.sum()), int(self.right[agreed, self.column[experts[0]]].sum())
+
+
 def profiled_examples(questions: list[LabelledQuestion], ids: list[str], outcomes: list[Outcome],
                       formats: list[AnswerFormat] | None = None) -> list[ProfiledExample]:
     """The examples of a profile: each question (with its answer format, where given) and its
@@ -217,6 +249,7 @@ class Profile(BaseModel):
     _margins: dict[tuple[int, str], list[tuple[float, bool]]] = PrivateAttr(default_factory=dict)
     _thresholds: dict[tuple[int, str, float, int], tuple[float, int, int] | None] = PrivateAttr(default_factory=dict)
     _by_format: dict[tuple[int, str], dict[str, tuple[int, int, int]]] = PrivateAttr(default_factory=dict)
+    _stated: AnswerTable | None = PrivateAttr(default=None)
     #: the router a call that names none gets under this profile: the winner of cross-fitted
     #: replay on the matrix it was built from (``symoe profile build --from-matrix``); None: ``symoe``
     router: str | None = None
@@ -224,7 +257,7 @@ class Profile(BaseModel):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Profile:
         """A copy; what was counted on this profile's examples is counted again on the copy's."""
         copy = super().model_copy(update=update, deep=deep)
-        copy._agreement, copy._margins, copy._thresholds = {}, {}, {}
+        copy._agreement, copy._margins, copy._thresholds, copy._stated = {}, {}, {}, None
         return copy
 
     def restricted(self, names: list[str]) -> Profile:
@@ -245,9 +278,9 @@ class Profile(BaseModel):
         was right (counted once per set of experts and list of examples: a cascade asks per query)."""
         key = (id(self.examples), tuple(experts))
         if key not in self._agreement:
-            agreed = [x for x in self.examples
-                      if all(e in x.correct for e in experts) and x.agreed(experts) is not None]
-            self._agreement[key] = (len(agreed), sum(x.correct[experts[0]] for x in agreed))
+            if self._stated is None or self._stated.examples is not self.examples:
+                self._stated = AnswerTable(self.examples)
+            self._agreement[key] = self._stated.agreement(experts)
         return self._agreement[key]
 
     def format_record(self, fmt: str) -> dict[str, tuple[int, int, int]]:

@@ -31,20 +31,32 @@ def _versions() -> dict[str, str]:
     return found
 
 
+#: config object -> its digest or hash (configs are never changed in place: a change is a
+#: ``model_copy``); the object is kept beside its value so its id is not reused while the entry lives
+_DIGESTS: dict[int, tuple[SymoeConfig, dict[str, str]]] = {}
+_HASHES: dict[int, tuple[SymoeConfig, str]] = {}
+
+
+def _remember(memo: dict[int, tuple[SymoeConfig, Any]], config: SymoeConfig, value: Any) -> None:
+    if len(memo) >= 64:
+        memo.pop(next(iter(memo)))
+    memo[id(config)] = (config, value)
+
+
 def pool_digest(config: SymoeConfig) -> dict[str, str]:
     """Each expert's identity: its backend and file hash, model name or path, and its method
-    (when not ``standard``)."""
+    (when not ``standard``); computed once per config object (every answer record carries it),
+    a fresh dict each call."""
+    held = _DIGESTS.get(id(config))
+    if held is not None and held[0] is config:
+        return dict(held[1])
     out = {}
     for name, spec in config.experts.items():
         ident = spec.source.sha256[:16] if spec.source else str(spec.model or spec.path or "")
         method = "" if spec.method == "standard" else f"/{spec.method}"
         out[name] = f"{spec.backend}:{ident}{method}"
-    return out
-
-
-#: config object -> its hash (configs are never changed in place: a change is a ``model_copy``);
-#: the object is kept beside its hash so its id is not reused while the entry lives
-_HASHES: dict[int, tuple[SymoeConfig, str]] = {}
+    _remember(_DIGESTS, config, out)
+    return dict(out)
 
 
 def config_hash(config: SymoeConfig) -> str:
@@ -54,9 +66,7 @@ def config_hash(config: SymoeConfig) -> str:
         return held[1]
     text = json.dumps(config.public_dict(), sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    if len(_HASHES) >= 64:
-        _HASHES.pop(next(iter(_HASHES)))
-    _HASHES[id(config)] = (config, digest)
+    _remember(_HASHES, config, digest)
     return digest
 
 

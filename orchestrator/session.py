@@ -310,12 +310,14 @@ def _jobs(p: Plan) -> list[Job]:
 
 
 def ask_result(p: Plan, seconds: float, ctx: Pipeline) -> AskResult:
-    """The public record of an answered plan (built here and nowhere else)."""
+    """The public record of an answered plan (built here and nowhere else, from the plan's
+    typed parts: constructed without validating them again, as a replay makes hundreds of
+    thousands; tests/test_pipeline_flow.py checks that the record validates)."""
     routed = p.method.impl.routed
     profile = str(ctx.profile_path) if routed and ctx.profile_path else None
     answer = p.answer if p.answer is not None else strip_reasoning(p.text)
     jobs = _jobs(p)
-    return AskResult(
+    return AskResult.model_construct(
         question=p.query.question, query_id=p.query.id, answer=answer, extracted=p.answer is not None,
         text=strip_reasoning(p.text), method=str(p.method),
         routed=routed, format=p.format, skills=p.skills, experts=p.experts,

@@ -63,7 +63,7 @@ class NeighbourSkills:
             if exclude and exclude[row] is not None:
                 sims = sims.copy()
                 sims[exclude[row]] = -np.inf
-            order = [int(i) for i in np.argsort(-sims, kind="stable")[: self.k]]
+            order = [int(i) for i in nearest(sims, self.k)]
             weights: dict[str, float] = {}
             total = 0.0
             for i in order:
@@ -78,6 +78,17 @@ class NeighbourSkills:
                                      nearest=round(float(sims[order[0]]), 4),
                                      agreement=round(shares[ranked[0]], 3) if ranked else 0.0, neighbours=order))
         return out
+
+
+def nearest(sims: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest similarities' positions, largest first, ties to the lower position: the
+    first ``k`` of a stable descending sort, found by a partition (linear) instead of sorting all."""
+    if k >= len(sims):
+        return np.argsort(-sims, kind="stable")
+    kth = sims[np.argpartition(-sims, k - 1)[:k]].min()
+    above = np.flatnonzero(sims > kth)
+    chosen = np.concatenate([above, np.flatnonzero(sims == kth)[: k - len(above)]])
+    return chosen[np.argsort(-sims[chosen], kind="stable")]
 
 
 def confident(vote: NeighbourVote, min_similarity: float, min_agreement: float) -> bool:

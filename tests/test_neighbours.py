@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.embedder import EmbeddingConfig
@@ -14,7 +15,7 @@ from orchestrator.config import SymoeConfig
 from orchestrator.pipeline import Pipeline, annotate
 from orchestrator.profiles import ExpertProfile, Profile, ProfiledExample
 from orchestrator.records import Query
-from skills.neighbours import LabelledQuestion, NeighbourSkills, confident
+from skills.neighbours import LabelledQuestion, NeighbourSkills, confident, nearest
 
 EXAMPLES = [
     LabelledQuestion(question="A baker sells 12 loaves a day for 3 dollars each. How much money in a week?",
@@ -137,3 +138,15 @@ def test_the_profile_s_questions_are_embedded_once_per_machine_not_per_process(t
     first.embed(["A new question?", "Another new one?"])  # few: encoded now, not written to the cache
     with np.load(cache[0]) as stored:
         assert len(stored["keys"]) == len(set(texts))
+
+
+def test_nearest_is_the_head_of_a_stable_descending_sort() -> None:
+    """The partition that finds a vote's neighbours picks what sorting every similarity would:
+    the ``k`` largest, largest first, ties (many, in coarse similarities) to the lower position."""
+    rng = np.random.default_rng(0)
+    for trial in range(3000):
+        n, k = int(rng.integers(1, 30)), int(rng.integers(1, 10))
+        sims = rng.integers(-2, 3, n) / 2 if trial % 2 else rng.normal(size=n)
+        if trial % 5 == 0:
+            sims[rng.integers(0, n)] = -np.inf  # a left-out example
+        assert nearest(sims, k).tolist() == np.argsort(-sims, kind="stable")[:k].tolist()

@@ -110,3 +110,25 @@ def test_aggregator_failure_falls_back_to_majority(tmp_path):
     state = ask(ctx, "What is 17 * 23?")
     assert state.aggregated is False
     assert state.answer == "391"
+
+
+def test_the_answer_record_validates(tmp_path):
+    """``ask_result`` constructs the record from the plan's typed parts without validating them
+    again: what it makes must be what validation would make, for an agreeing team, a
+    synthesised disagreement and a failing expert."""
+    from orchestrator.records import AskResult
+    from orchestrator.session import ask_result
+
+    cases = [
+        ({n: {"answers": {**ANNOTATE, "17 * 23": "Answer: 391"}} for n in ("a", "b")}, "What is 17 * 23?"),
+        ({"a": {"answers": {**ANNOTATE, "Responses from other models": "Answer: 391", "17 * 23": "Answer: 391"}},
+          "b": {"answers": {**ANNOTATE, "17 * 23": "Answer: 381"}}}, "What is 17 * 23?"),
+        ({"a": {"answers": {**ANNOTATE, "17 * 23": "Answer: 391"}}, "b": {"fail": True}}, "What is 17 * 23?"),
+    ]
+    for experts, question in cases:
+        ctx = make_pipeline(tmp_path, experts, {n: 5 - i for i, n in enumerate(experts)})
+        record = ask_result(ask(ctx, question), 0.5, ctx)
+        again = AskResult.model_validate(record.model_dump())
+        assert again == record
+        assert AskResult.model_validate_json(record.model_dump_json()) == again
+        assert record.answer == "391" and record.expert_answers

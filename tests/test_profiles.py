@@ -13,6 +13,7 @@ from orchestrator.profiles import (
     ExpertProfile,
     Outcome,
     Profile,
+    ProfiledExample,
     ProfileError,
     SkillCount,
     load_profile,
@@ -81,3 +82,26 @@ def test_cli_says_what_to_run(tmp_path, kind):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "symoe profile build" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_agreement_counts_the_questions_where_every_expert_stated_one_answer() -> None:
+    """``Profile.agreement`` (array operations over ``AnswerTable``) counts what its definition
+    says, on random profiles: the questions where each expert was graded and stated the same
+    answer, and on how many of them the first was right (an ungraded, silent or unknown expert
+    never agrees)."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for trial in range(200):
+        experts = [f"e{i}" for i in range(rng.randint(1, 4))]
+        examples = []
+        for q in range(rng.randint(0, 25)):
+            answers = {e: a for e in experts if (a := rng.choice(["A", "B", None])) is not None}
+            examples.append(ProfiledExample(question=f"q{q}", answers=answers,
+                                            correct={e: rng.random() < 0.5 for e in experts if rng.random() < 0.8}))
+        profile = Profile(pool={}, annotator="a", experts={}, examples=examples)
+        for size in (1, 2, 3):
+            for group in itertools.combinations([*experts, "unknown"], size):
+                agreed = [x for x in examples if all(e in x.correct for e in group) and x.agreed(group) is not None]
+                assert profile.agreement(group) == (len(agreed), sum(x.correct[group[0]] for x in agreed)), trial
