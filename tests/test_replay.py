@@ -179,8 +179,28 @@ def test_eval_matrix_cli_writes_the_reports_and_profile_build_from_matrix(tmp_pa
     assert "exist only in the matrix" in proc.stdout
 
 
+def test_eval_matrix_replays_a_sub_pool(tmp_path: Path, symoe_cli) -> None:
+    """``--experts`` replays the routers on some of the matrix's experts only: without the
+    chemistry ace no router can pick it; on history the history ace is the best single expert."""
+    path = write_matrix(topic_matrix(per_topic=12), tmp_path / "m.jsonl")
+    proc = symoe_cli("eval", "--matrix", str(path), "--tasks", "hist", "--experts", "hist_ace,middling", "--routers",
+                     "single,best_single,majority", "--log-samples", "-o", str(tmp_path / "run"),
+                     env={"SYMOE_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["args"]["experts"] == ["hist_ace", "middling"]
+    assert {m for m in results["accuracy"] if m.startswith("single:")} == {"single:hist_ace", "single:middling"}
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert samples and {e for s in samples for e in s["experts"]} <= {"hist_ace", "middling"}
+    best = {s["experts"][0] for s in samples if s["method"] == "best_single"}
+    assert best == {"hist_ace"}
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--matrix", "missing.jsonl"], "cannot read missing.jsonl"),
+    (["--matrix", "M", "--experts", "hist_ace,geologist"], "no expert 'geologist'"),
+    (["--matrix", "M", "--experts", ","], "--experts names no expert"),
+    (["--experts", "hist_ace"], "give --matrix too"),
     (["--matrix", "M", "--tasks", "geology"], "has no task 'geology'"),
     (["--matrix", "M", "--folds", "1"], "--folds"),
     (["--matrix", "M", "--labelling", "llm"], "unknown --labelling 'llm'"),

@@ -73,6 +73,19 @@ def parse_costs(text: str | None) -> dict[str, float]:
     return out
 
 
+def parse_experts(text: str | None) -> list[str] | None:
+    """``--experts A,B,...`` as a list (None: every expert); one line for an empty or repeated one."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise SymoeError("--experts names no expert; e.g. --experts qwen-1.5b-direct,qwen-1.5b-cot")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SymoeError(f"--experts names {repeated[0]!r} twice")
+    return names
+
+
 def eval_command(
     tasks: Annotated[str | None, typer.Option(help="comma-separated task names or JSONL files; task:N limits one "
                                               "task (default mmlu,arc_challenge,gsm8k; with --matrix: every task)")
@@ -111,6 +124,9 @@ def eval_command(
     cost: Annotated[str | None, typer.Option(
         help="with --matrix: EXPERT=USD,...: each expert's cost per question where the matrix records none "
              "(any unit all experts share)")] = None,
+    experts: Annotated[str | None, typer.Option(
+        help="with --matrix: replay a sub-pool, these experts only (comma-separated; e.g. one model's methods)")
+    ] = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     bulk: BulkOpt = 1,
@@ -119,12 +135,15 @@ def eval_command(
     """Evaluate symoe and the baselines on benchmark tasks (resumable: re-run to continue), or
     replay them on an outcome matrix (--matrix)."""
     routers = deprecated_option("--methods", "--routers", methods, routers)
+    if experts is not None and matrix is None:
+        raise SymoeError("--experts chooses a sub-pool of an outcome matrix: give --matrix too (a live run's pool "
+                         "is its config's experts)")
     if matrix is not None:
         check_range("--seed", seed, 0, MAX_SEED)
         check_range("--folds", folds, 2, 20)
         replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
                           folds, seed, labelling, log_samples, profile, parse_sweeps(sweep or []), parse_costs(cost),
-                          skills, task_known)
+                          skills, task_known, parse_experts(experts))
         return
     tasks = "mmlu,arc_challenge,gsm8k" if tasks is None else tasks
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
@@ -172,10 +191,13 @@ def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -
 def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: str | None, output: Path,
                       folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None,
                       sweeps: list[tuple[str, list[str]]] | None = None, costs: dict[str, float] | None = None,
-                      skills: str = "neighbours", task_known: bool = True) -> None:
+                      skills: str = "neighbours", task_known: bool = True, experts: list[str] | None = None) -> None:
     """Replay every router on the matrix (its test split, else cross-fitted; every question
-    under a given ``profile``; each swept router once per setting), write the reports."""
+    under a given ``profile``; each swept router once per setting; on the sub-pool ``experts``
+    where given), write the reports."""
     matrix = read_matrix(path)
+    if experts is not None:
+        matrix = matrix.select(experts=experts)
     if costs:
         matrix = matrix.priced(costs)
     fixed = read_profile(profile) if profile is not None else None
@@ -203,7 +225,7 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
         meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
                          "skills": skills, "task_known": task_known,
                          "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []],
-                         "cost": costs or {},
+                         "cost": costs or {}, "experts": matrix.experts,
                          "profile": str(profile) if profile else None, "scored": scored,
                          "retrieval": "never for every router (recorded answers were given without passages; "
                                       "compare with a live run's router@never)"},
