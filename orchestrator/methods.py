@@ -410,8 +410,8 @@ def ranked_by_record(profile: Profile, record: dict[str, tuple[int, int]]) -> li
 def ranked_by_accuracy(profile: Profile, task: str | None = None) -> list[str]:
     """The profile's experts, best validation accuracy on this task first (None, or a task
     validation never saw: overall); ties go to the better overall, then to the name."""
-    counts = {name: p.tasks[task] for name, p in profile.experts.items() if task and task in p.tasks}
-    return ranked_by_record(profile, {name: (c.n, c.right) for name, c in counts.items()})
+    return ranked_by_record(profile, {name: (p.tasks[task].n, p.tasks[task].right)
+                                      for name, p in profile.experts.items() if task and task in p.tasks})
 
 
 def best_single_expert(profile: Profile, task: str | None = None) -> str:
