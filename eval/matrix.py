@@ -71,6 +71,8 @@ class RecordedOutcome(BaseModel):
     seconds: float | None = Field(default=None, ge=0.0)
     cost: float | None = Field(default=None, ge=0.0, description="US dollars")
     margin: float | None = Field(default=None, description="log-prob of the stated letter minus the next option's")
+    error: str | None = Field(default=None, description="why the expert gave no answer, when it failed (its model "
+                              "or its method: a program that crashed); replay then falls back as live did")
 
     @property
     def tokens(self) -> int | None:

@@ -677,10 +677,17 @@ def sample_outcome(sample: dict[str, Any], where: str = "sample") -> RecordedOut
     its answer, tokens and seconds, and the letter margin when its one response recorded it."""
     usage = sample.get("usage") or {}
     responses = sample.get("responses") or []
-    margin = responses[0].get("margin") if len(responses) == 1 and isinstance(responses[0], dict) else None
+    one = responses[0] if len(responses) == 1 and isinstance(responses[0], dict) else {}
     return RecordedOutcome(correct=score(sample["correct"], where, "correct"), answer=sample.get("answer"),
                            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
-                           seconds=usage.get("seconds"), margin=margin)
+                           seconds=usage.get("seconds"), margin=one.get("margin"), error=response_error(one))
+
+
+def response_error(response: dict[str, Any]) -> str | None:
+    """Why one logged expert response failed (its method's failure, else its model's error), or None."""
+    generation = response.get("generation")
+    error = response.get("failure") or (generation.get("error") if isinstance(generation, dict) else None)
+    return str(error) if error else None
 
 
 @importers.register("symoe")

@@ -47,7 +47,7 @@ from eval.stats import paired_interval
 from orchestrator.answers import is_correct
 from orchestrator.config import SymoeConfig
 from orchestrator.executor import BatchDone, Executor, ExecutorConfig
-from orchestrator.expert_methods import UNRECORDED, formats_of
+from orchestrator.expert_methods import UNRECORDED, formats_of, recorded_failure
 from orchestrator.methods import MethodSpec, expand_methods
 from orchestrator.profiles import Profile
 from orchestrator.records import AskResult, Job, Query
@@ -90,7 +90,7 @@ class ReplayExecutor:
         if row is None or expert not in row.outcomes:
             return Generation.failure(expert, NO_RECORD)
         o = row.outcomes[expert]
-        text = o.answer or UNRECORDED
+        text = recorded_failure(o.error) if o.error else o.answer or UNRECORDED
         return Generation(text=text, model=expert, finish_reason="stop",
                           usage=Usage(prompt_tokens=o.prompt_tokens or 0, completion_tokens=o.completion_tokens or 0,
                                       seconds=o.seconds or 0.0),

@@ -193,6 +193,14 @@ class ChainOfThought(ExpertMethod):
 
 #: the reply replay gives for an outcome whose answer the matrix did not record
 UNRECORDED = "(no answer recorded)"
+#: how replay's reply starts for an outcome the matrix records as a failure (``recorded_failure``)
+FAILED = "(failed) "
+
+
+def recorded_failure(error: str) -> str:
+    """Replay's reply for an expert the matrix records as failed: read back as that failure, so a
+    router that falls back asks its next expert, as it did live."""
+    return FAILED + error
 
 
 @expert_methods.register("recorded")
@@ -203,7 +211,11 @@ class Recorded(ExpertMethod):
         return INSTRUCTIONS[fmt]
 
     def read(self, text: str, query: Query, fmt: AnswerFormat, sandbox: SandboxConfig) -> Reading:
-        return Reading(answer=None if text == UNRECORDED else text)
+        if text.startswith(FAILED):
+            return Reading(error=text.removeprefix(FAILED))
+        if text == UNRECORDED:  # answered, but with nothing the scorer could read: no text to extract from
+            return Reading(text="")
+        return Reading(answer=text)
 
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)

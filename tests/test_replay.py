@@ -13,6 +13,7 @@ from conftest import one_error_line
 
 from agents.errors import SymoeError
 from eval.matrix import Matrix, MatrixRow, RecordedOutcome, write_matrix
+from eval.matrix_importers import sample_outcome
 from eval.replay import as_replayed, profile_by_replay, replay, replay_config
 from eval.runner import SampleResult
 from orchestrator.config import SymoeConfig, load_config
@@ -330,3 +331,56 @@ def test_routers_read_the_answer_format_when_the_task_says_nothing(config: Symoe
     assert acc["best_single"] == acc["task_best"] == 50.0
     for router in ("format_best", "learned:logreg", "learned:mf"):
         assert acc[router] >= 95.0, (router, acc)
+
+
+def test_an_expert_recorded_as_failed_makes_a_router_fall_back_as_live(config: SymoeConfig) -> None:
+    """Live, a router that falls back (task_best, format_best) asks its next expert when the
+    first fails (a program that crashed); the matrix records the failure (``error``) and replay
+    does the same: the backup's recorded answer stands, its tokens added to the failed try's.
+    An expert that answered nothing readable, without failing, leaves the answer empty (not the
+    replay's placeholder text) and no fallback."""
+    rows = topic_matrix(per_topic=12).rows
+    test = [r for r in rows if r.split == "test" and r.task == "chem"]
+    crashed, silent = test[0], test[1]
+    crashed.outcomes["chem_ace"] = RecordedOutcome(correct=0.0, error="program: error: ValueError",
+                                                   prompt_tokens=50, completion_tokens=30)
+    silent.outcomes["chem_ace"] = RecordedOutcome(correct=0.0, prompt_tokens=50, completion_tokens=30)
+    samples, _ = replay(config, Matrix(rows), ["task_best", "single:chem_ace"])
+    got = {(s.method, s.question_id): s for s in samples}
+    fell = got["task_best", crashed.id]
+    assert fell.fallback in ("hist_ace", "middling") and fell.experts == ["chem_ace"]
+    assert fell.answer == crashed.outcomes[fell.fallback].answer
+    assert fell.correct == (crashed.outcomes[fell.fallback].correct >= 0.5)
+    assert fell.usage.completion_tokens == 30 + 5
+    for method in ("task_best", "single:chem_ace"):
+        assert got[method, silent.id].answer is None and got[method, silent.id].fallback is None
+    assert got["single:chem_ace", crashed.id].answer is None and not got["single:chem_ace", crashed.id].correct
+
+
+def test_a_logged_response_s_failure_is_recorded_in_the_matrix() -> None:
+    """``symoe matrix build`` and ``matrix import symoe`` record why an expert failed (its
+    method's failure, else its model's error), so replay can fall back where live did."""
+    base = {"correct": False, "answer": None, "usage": {"prompt_tokens": 9, "completion_tokens": 3}}
+    program = {"generation": {"text": "```python", "error": None}, "failure": "program: timed out after 10 s"}
+    model = {"generation": {"text": "", "error": "llama.cpp: context overflow"}, "failure": None}
+    fine = {"generation": {"text": "Answer: B", "error": None}, "failure": None, "margin": 1.5}
+    assert sample_outcome({**base, "responses": [program]}).error == "program: timed out after 10 s"
+    assert sample_outcome({**base, "responses": [model]}).error == "llama.cpp: context overflow"
+    answered = sample_outcome({**base, "answer": "B", "responses": [fine]})
+    assert answered.error is None and answered.margin == 1.5
+    assert "error" not in answered.model_dump(exclude_none=True)  # older matrices' rows read and write alike
+
+
+def test_eval_matrix_split_keeps_that_split_s_questions(tmp_path: Path, symoe_cli) -> None:
+    """``--split`` with ``--matrix`` scores that split only (under ``--profile``, as a live run
+    of the split would; without one, cross-fitted within it)."""
+    path = write_matrix(topic_matrix(per_topic=12), tmp_path / "m.jsonl")
+    env = {"SYMOE_HOME": str(tmp_path / "home")}
+    proc = symoe_cli("eval", "--matrix", str(path), "--split", "validation", "--routers", "best_single", "--folds",
+                     "3", "-o", str(tmp_path / "run"), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["args"]["split"] == "validation" and results["args"]["scored"] == "cross-fitted (3 folds)"
+    assert results["stats"]["questions"] == 12
+    one_error_line(symoe_cli("eval", "--matrix", str(path), "--split", "train", "-o", str(tmp_path / "r2"), env=env),
+                   "unknown split 'train'")

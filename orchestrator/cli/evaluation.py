@@ -91,7 +91,8 @@ def eval_command(
                                               "task (default mmlu,arc_challenge,gsm8k; with --matrix: every task)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="questions per task (at least 1)")] = None,
-    split: Annotated[str, typer.Option(help="test or validation")] = "test",
+    split: Annotated[str | None, typer.Option(help="test or validation (default: test; with --matrix: only that "
+                                               "split's questions, else every one)")] = None,
     routers: Annotated[str | None, typer.Option(help="comma-separated routers (single: every expert alone; "
                                                 f"default {DEFAULT_ROUTERS})")] = None,
     methods: Annotated[str | None, typer.Option(hidden=True, help="deprecated: --routers")] = None,
@@ -143,8 +144,9 @@ def eval_command(
         check_range("--folds", folds, 2, 20)
         replay_and_report(config_from(config).model_copy(update={"seed": seed}), matrix, routers, tasks, output,
                           folds, seed, labelling, log_samples, profile, parse_sweeps(sweep or []), parse_costs(cost),
-                          skills, task_known, parse_experts(experts))
+                          skills, task_known, parse_experts(experts), split)
         return
+    split = split or "test"
     tasks = "mmlu,arc_challenge,gsm8k" if tasks is None else tasks
     routers = DEFAULT_ROUTERS if routers is None else routers  # an empty --routers= is refused, not defaulted
     check_range("--limit", limit, 1, MAX_LIMIT)
@@ -191,13 +193,20 @@ def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -
 def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: str | None, output: Path,
                       folds: int, seed: int, labelling: str, log_samples: bool, profile: Path | None = None,
                       sweeps: list[tuple[str, list[str]]] | None = None, costs: dict[str, float] | None = None,
-                      skills: str = "neighbours", task_known: bool = True, experts: list[str] | None = None) -> None:
+                      skills: str = "neighbours", task_known: bool = True, experts: list[str] | None = None,
+                      split: str | None = None) -> None:
     """Replay every router on the matrix (its test split, else cross-fitted; every question
     under a given ``profile``; each swept router once per setting; on the sub-pool ``experts``
-    where given), write the reports."""
+    and the questions of ``split`` where given), write the reports."""
     matrix = read_matrix(path)
     if experts is not None:
         matrix = matrix.select(experts=experts)
+    if split is not None:
+        if split not in SPLITS:
+            raise SymoeError(f"unknown split {split!r}; use test or validation")
+        matrix = matrix.select(split=split)
+        if not len(matrix):
+            raise SymoeError(f"{path} has no {split} questions")
     if costs:
         matrix = matrix.priced(costs)
     fixed = read_profile(profile) if profile is not None else None
@@ -223,7 +232,7 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
         scored = (f"every question under {profile}" if fixed else "test" if {"test", "validation"} <= set(matrix.splits)
                   else f"cross-fitted ({folds} folds)")
         meta = {"args": {"matrix": str(path), "routers": names, "folds": folds, "seed": seed, "labelling": labelling,
-                         "skills": skills, "task_known": task_known,
+                         "skills": skills, "task_known": task_known, "split": split,
                          "sweep": [f"{k}={','.join(v)}" for k, v in sweeps or []],
                          "cost": costs or {}, "experts": matrix.experts,
                          "profile": str(profile) if profile else None, "scored": scored,
