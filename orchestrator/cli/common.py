@@ -76,6 +76,11 @@ def check_argv(argv: list[str]) -> None:
                              f"{_byte_offset(arg, exc.start)}); pass UTF-8 text") from None
 
 
+def comma_list(text: str | None) -> list[str]:
+    """The items of a comma-separated option, stripped, empty ones dropped (``"a, b,"`` -> a, b)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 def check_range(option: str, value: float | None, low: float, high: float | None = None, unit: str = "") -> None:
     """Refuse an option value outside [low, high] (or below ``low``) in one line that gives the range."""
     if value is None:

@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     RayAddressOpt,
     check_range,
     check_writable,
+    comma_list,
     config_from,
     deprecated_option,
     err,
@@ -49,7 +50,7 @@ def parse_sweeps(items: list[str]) -> list[tuple[str, list[str]]]:
     out = []
     for item in items:
         key, eq, values = item.partition("=")
-        listed = [v.strip() for v in values.split(",") if v.strip()]
+        listed = comma_list(values)
         if not eq or not key.strip() or not listed:
             raise SymoeError(f"--sweep {item!r} is not KEY=V1,V2,... (e.g. --sweep budget.quality=0,0.5,1)")
         if any(c in v for v in listed for c in "[];"):
@@ -61,7 +62,7 @@ def parse_sweeps(items: list[str]) -> list[tuple[str, list[str]]]:
 def parse_costs(text: str | None) -> dict[str, float]:
     """``EXPERT=USD,...`` (``--cost``) as a dict; one line for anything else."""
     out: dict[str, float] = {}
-    for item in [i.strip() for i in (text or "").split(",") if i.strip()]:
+    for item in comma_list(text):
         name, eq, value = item.rpartition("=")
         try:
             price = float(value)
@@ -77,7 +78,7 @@ def parse_experts(text: str | None) -> list[str] | None:
     """``--experts A,B,...`` as a list (None: every expert); one line for an empty or repeated one."""
     if text is None:
         return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = comma_list(text)
     if not names:
         raise SymoeError("--experts names no expert; e.g. --experts qwen-1.5b-direct,qwen-1.5b-cot")
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -154,10 +155,10 @@ def eval_command(
     check_range("--memory-budget-gb", memory_budget_gb, MIN_BUDGET_GB, MAX_BUDGET_GB, " (GB)")
     check_range("--bulk", bulk, 1, 64)
     cfg = with_executor(config_from(config).model_copy(update={"seed": seed}), executor, ray_address).with_bulk(bulk)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = comma_list(tasks)
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
-    modes = [m.strip() for m in retrieval.split(",") if m.strip()] if retrieval else None
+    modes = comma_list(retrieval) if retrieval else None
     bad = [m for m in modes or [] if m not in RETRIEVAL_MODES]
     if bad:  # refused whether or not the routers retrieve
         raise SymoeError(f"unknown retrieval mode {bad[0]!r} in --retrieval; use: {', '.join(RETRIEVAL_MODES)}")
@@ -211,7 +212,7 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
         matrix = matrix.priced(costs)
     fixed = read_profile(profile) if profile is not None else None
     if tasks:
-        wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+        wanted = comma_list(tasks)
         unknown = [t for t in wanted if t not in matrix.tasks]
         if unknown:
             raise SymoeError(f"{path} has no task {unknown[0]!r} (tasks: {', '.join(matrix.tasks)})")
@@ -221,11 +222,11 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
     if skills not in SCORED_SKILLS:
         raise SymoeError(f"unknown --skills {skills!r}; use: {', '.join(SCORED_SKILLS)}")
     names = default_routers(matrix) if routers is None else routers
-    if not [r for r in names.split(",") if r.strip()]:
+    if not comma_list(names):
         raise SymoeError("no router given; e.g. --routers best_single,clusters,learned:knn")
     check_writable(output)
     with locked(output, "symoe eval"), stage_bars(err) as report:
-        samples, stats = replay(cfg, matrix, [r.strip() for r in names.split(",") if r.strip()], folds=folds,
+        samples, stats = replay(cfg, matrix, comma_list(names), folds=folds,
                                 seed=seed, labelling=labelling, profile=fixed,  # type: ignore[arg-type]
                                 progress=report, sweeps=sweeps, recorded_skills=skills == "recorded",
                                 task_known=task_known)

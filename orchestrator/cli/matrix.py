@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     ConfigOpt,
     check_range,
     check_writable,
+    comma_list,
     config_from,
     err,
     one_line,
@@ -87,10 +88,10 @@ def matrix_build(
     check_range("--time-budget", time_budget, 0.1, 10_000.0, " (minutes)")
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--bulk", bulk, 1, 64)
-    split_list = [s.strip() for s in splits.split(",") if s.strip()]
+    split_list = comma_list(splits)
     if not split_list or any(s not in ("validation", "test") for s in split_list):
         raise SymoeError(f"--splits {splits!r}: give validation, test or validation,test")
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = comma_list(tasks)
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     cfg = config_from(config).model_copy(update={"seed": seed}).with_bulk(bulk)

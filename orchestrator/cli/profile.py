@@ -25,6 +25,7 @@ from orchestrator.cli.common import (
     ExecutorOpt,
     RayAddressOpt,
     check_range,
+    comma_list,
     config_from,
     err,
     out,
@@ -84,7 +85,7 @@ def build(
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--aggregator-items", aggregator_items, 0, 10_000)
     check_range("--bulk", bulk, 1, 64)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = comma_list(tasks)
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
     cfg = with_executor(config_from(config), executor, ray_address).with_bulk(bulk)
@@ -104,7 +105,7 @@ def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, label
     """The profile of the matrix's validation split, its router chosen by cross-fitted replay."""
     if labelling not in LABELLINGS:
         raise SymoeError(f"unknown --labelling {labelling!r}; use: {', '.join(LABELLINGS)}")
-    if not [r for r in routers.split(",") if r.strip()]:
+    if not comma_list(routers):
         raise SymoeError("no router given; e.g. --routers task_best,clusters,learned:knn")
     matrix = read_matrix(path)
     with stage_bars(err) as report:
@@ -178,7 +179,7 @@ def gate(
     """Calibrate the retrieval gate on validation questions (answers with and without retrieval)."""
     check_range("--tolerance", tolerance, 0, 100, " (accuracy points)")
     check_range("--seed", seed, 0, MAX_SEED)
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = comma_list(tasks)
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks squad:40,mmlu:40")
     cfg = config_from(config)
