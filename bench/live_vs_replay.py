@@ -14,22 +14,12 @@ both sides, so a difference is explained question by question. Exit status 1 whe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from paired import load  # bench/paired.py: a run's samples by router and question
+
 FIELDS = ("answer", "correct", "experts", "fallback")
-
-
-def load(run: Path) -> dict[str, dict[str, dict]]:
-    path = run / "samples.jsonl"
-    if not path.exists():
-        sys.exit(f"error: {path} does not exist; run `symoe eval ... --log-samples --output {run}` first")
-    by_router: dict[str, dict[str, dict]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        by_router.setdefault(row["method"], {})[row["question_id"]] = row
-    return by_router
 
 
 def tokens(row: dict) -> int:
