@@ -23,11 +23,15 @@ def ignore(stage: str, done: int, total: int) -> None:
 
 def across(progress: StageReport, parts: int) -> StageReport:
     """One bar per stage over ``parts`` runs of the same stages (folds, chunks): a stage's size
-    is its first run's times ``parts``."""
+    is its first run's times ``parts``, grown to what was done where the runs differ (a
+    fallback stage that the first run needed less than the others)."""
     totals: dict[str, int] = {}
+    done: dict[str, int] = {}
 
-    def report(stage: str, done: int, total: int) -> None:
-        progress(stage, done, totals.setdefault(stage, total * parts))
+    def report(stage: str, n: int, total: int) -> None:
+        done[stage] = done.get(stage, 0) + n
+        totals[stage] = max(totals.get(stage, total * parts), done[stage])
+        progress(stage, n, totals[stage])
     return report
 
 
@@ -40,11 +44,16 @@ def stage_bars(console: Console | None = None) -> Iterator[StageReport]:
         yield plain_lines(console)
         return
     bars: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         def report(stage: str, n: int, total: int) -> None:
             if stage not in bars:
                 bars[stage] = progress.add_task(stage, total=total)
+                sizes[stage] = total
+            elif total > sizes[stage]:  # a stage found bigger than first thought (``across``)
+                progress.update(bars[stage], total=total)  # type: ignore[arg-type]
+                sizes[stage] = total
             progress.advance(bars[stage], n)  # type: ignore[arg-type]
 
         yield report

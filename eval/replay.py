@@ -547,17 +547,21 @@ def pool_with_recorded(config: SymoeConfig, matrix: Matrix) -> SymoeConfig:
 def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, seed: int = 0,
                       labelling: Labelling = "vocabulary", candidates: str = PROFILE_ROUTERS,
                       progress: StageReport | None = None, max_cost_ratio: float | None = MAX_COST_RATIO,
-                      ) -> tuple[Profile, list[SampleResult], RunStats]:
+                      task_known: bool = False) -> tuple[Profile, list[SampleResult], RunStats]:
     """The profile of the matrix's validation split, its default router the winner of
     cross-fitted replay of ``candidates`` on that split (ties: the cheaper in tokens) among
-    those within ``max_cost_ratio`` x best_single's tokens per question."""
+    those within ``max_cost_ratio`` x best_single's tokens per question. The replay sees
+    questions as the profile's router will (``task_known=False``: as ``symoe ask``, the
+    server and the chat model, which route by the profile's router, see them: text and
+    format, no task; a router that needs the task then answers as best_single)."""
     fit = matrix.select(split="validation")
     if not len(fit):
         raise SymoeError(f"{matrix.source} has no validation questions to build a profile from")
     routers = [r.strip() for r in (candidates if has_answers(matrix) else without_votes(candidates)).split(",")
                if r.strip()]
     labeller = SkillLabeller(config, cached_embed(fit, config), labelling)
-    samples, stats = replay(config, fit, routers, folds=folds, seed=seed, labeller=labeller, progress=progress)
+    samples, stats = replay(config, fit, routers, folds=folds, seed=seed, labeller=labeller, progress=progress,
+                            task_known=task_known)
     names = [s.method for s in samples if s.method != "oracle"]
     profile = profile_from_matrix(fit, pool_with_recorded(config, matrix), labeller(fit), source=matrix.source)
     winner = matrix_default_router(samples, names, max_cost_ratio)
@@ -565,7 +569,8 @@ def profile_by_replay(config: SymoeConfig, matrix: Matrix, *, folds: int = 5, se
                         / max(1, sum(s.method == m for s in samples)), 2) for m in dict.fromkeys(names)}
     profile.router = as_replayed(winner, pool_with_recorded(config, matrix)) if winner else winner
     profile.data.update({"labelling": labelling, "replay": {"folds": folds, "seed": seed, "accuracy": summary,
-                                                            "winner": winner, "max_cost_ratio": max_cost_ratio}})
+                                                            "winner": winner, "max_cost_ratio": max_cost_ratio,
+                                                            "task_known": task_known}})
     return profile, samples, stats
 
 

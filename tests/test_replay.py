@@ -176,7 +176,9 @@ def test_eval_matrix_cli_writes_the_reports_and_profile_build_from_matrix(tmp_pa
                      "-o",
                      str(tmp_path / "p.json"), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((tmp_path / "p.json").read_text())["router"] in ("task_best", "clusters")
+    # asked as `symoe ask` asks (no task), task_best is best_single; clusters reads the wording
+    # and wins, written as replay ran it (no retrieval)
+    assert json.loads((tmp_path / "p.json").read_text())["router"] == "clusters@never"
     assert "exist only in the matrix" in proc.stdout
 
 
@@ -384,3 +386,17 @@ def test_eval_matrix_split_keeps_that_split_s_questions(tmp_path: Path, symoe_cl
     assert results["stats"]["questions"] == 12
     one_error_line(symoe_cli("eval", "--matrix", str(path), "--split", "train", "-o", str(tmp_path / "r2"), env=env),
                    "unknown split 'train'")
+
+
+def test_the_profile_s_router_is_picked_as_symoe_ask_sees_a_question(config: SymoeConfig) -> None:
+    """``symoe ask`` gives no task, so the replay that picks the profile's router hides it: a
+    router that needs the task answers as best_single there and cannot win by it; clusters,
+    which reads the wording, routes both topics right. ``task_known=True`` picks as a
+    benchmark run sees questions."""
+    profile, samples, _ = profile_by_replay(config, topic_matrix(), folds=3)
+    acc = accuracy(samples)
+    assert profile.data["replay"]["task_known"] is False
+    assert acc["task_best"] == acc["best_single"] < 80.0 and acc["clusters"] >= 95.0
+    assert profile.data["replay"]["winner"] != "task_best"
+    _, known, _ = profile_by_replay(config, topic_matrix(), folds=3, task_known=True)
+    assert accuracy(known)["task_best"] == 100.0

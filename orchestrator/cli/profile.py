@@ -66,6 +66,11 @@ def build(
     max_cost_ratio: Annotated[float, typer.Option(
         help="with --from-matrix: the router may spend at most this many times best_single's tokens per question "
              "(0: no cap)")] = MAX_COST_RATIO,
+    task_known: Annotated[bool, typer.Option(
+        "--task-known/--task-unknown",
+        help="with --from-matrix: the replay that picks the router sees each question's task (as a benchmark run "
+             "does), or only its text and format (as `symoe ask`, the server and the chat model, whose default "
+             "router the profile names, see a question)")] = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     bulk: BulkOpt = 8,
@@ -78,7 +83,7 @@ def build(
         check_range("--seed", seed, 0, MAX_SEED)
         check_range("--max-cost-ratio", max_cost_ratio, 0.0, 1000.0)
         build_from_matrix(config_from(config), from_matrix, folds, seed, labelling, output, routers,
-                          max_cost_ratio or None)
+                          max_cost_ratio or None, task_known)
         return
     check_range("--per-subject", per_subject, 1)
     check_range("--limit", limit, 1)
@@ -101,7 +106,7 @@ def build(
 
 def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, labelling: str,
                       output: Path | None, routers: str = PROFILE_ROUTERS,
-                      max_cost_ratio: float | None = MAX_COST_RATIO) -> None:
+                      max_cost_ratio: float | None = MAX_COST_RATIO, task_known: bool = False) -> None:
     """The profile of the matrix's validation split, its router chosen by cross-fitted replay."""
     if labelling not in LABELLINGS:
         raise SymoeError(f"unknown --labelling {labelling!r}; use: {', '.join(LABELLINGS)}")
@@ -111,13 +116,14 @@ def build_from_matrix(cfg: SymoeConfig, path: Path, folds: int, seed: int, label
     with stage_bars(err) as report:
         profile, samples, stats = profile_by_replay(cfg, matrix, folds=folds, seed=seed, candidates=routers,
                                                     labelling=labelling, progress=report,  # type: ignore[arg-type]
-                                                    max_cost_ratio=max_cost_ratio)
+                                                    max_cost_ratio=max_cost_ratio, task_known=task_known)
     target = output or cfg.home / "profiles" / "profile.json"
     save_profile(profile, target)
     out.print(markdown_table(summarise(samples), stats), markup=False)
     recorded = [e for e in matrix.experts if e not in cfg.experts]
     out.print(f"profile written to {target} ({profile.data['questions']} validation questions of {path}); "
-              f"its router: {profile.router}, chosen on the {folds}-fold cross-fitted replay above: the most "
+              f"its router: {profile.router}, chosen on the {folds}-fold cross-fitted replay above (each "
+              f"question's task {'known' if task_known else 'unknown, as symoe ask sees it'}): the most "
               "accurate" + (f" within {max_cost_ratio:g}x best_single's tokens per question" if max_cost_ratio else "")
               + " if it beats best_single beyond noise, else the cheapest that ties best_single (docs/matrix.md)",
               markup=False)
