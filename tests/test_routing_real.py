@@ -91,9 +91,10 @@ def test_ask_explain_routes_a_math_question():
 def test_explain_shows_a_word_problem_going_to_a_reasoning_expert_and_history_to_a_direct_answer(
         question: str, methods: tuple[str, ...], answer: str) -> None:
     """The default router (the shipped profile's, chosen by replay on the default-pool matrix:
-    ``format_best`` at 480 questions) sends the word problem to the program expert (on the
-    matrix's validation numbers the most accurate, 31/75 against chain of thought's 28/75, at
-    231 tokens a question against 553) and the history question to a cheap answer of
+    ``format_best`` at 712 questions, picked with each question's task unknown) sends the word
+    problem to the program expert (on the matrix's validation numbers the most accurate, 51/107
+    against chain of thought's 45/107, at 222 tokens a question against 540) and the history
+    question to a cheap answer of
     a few tokens (a direct answer, or the 1.5B's chain of thought, the best on validation's
     open-text questions, which answers it in 7 tokens; a program cannot answer free text);
     ``--explain`` gives the reason (the router's record, scores, or skills and weights)."""
