@@ -17,13 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from paired import load  # bench/paired.py: a run's samples by router and question
+from paired import load, tokens  # bench/paired.py: a run's samples by router and question
 
 FIELDS = ("answer", "correct", "experts", "fallback")
-
-
-def tokens(row: dict) -> int:
-    return row["usage"]["prompt_tokens"] + row["usage"]["completion_tokens"]
 
 
 def decision(row: dict) -> tuple:

@@ -30,6 +30,11 @@ def load(run: Path) -> dict[str, dict[str, dict]]:
     return by_method
 
 
+def tokens(row: dict) -> int:
+    """A sample's prompt and completion tokens."""
+    return row["usage"]["prompt_tokens"] + row["usage"]["completion_tokens"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)

@@ -179,10 +179,14 @@ def eval_command(
     run_and_report(cfg, args)
 
 
-def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -> None:
-    """Fail fast on an unknown split, unknown tasks or malformed files, before any work."""
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise SymoeError(f"unknown split {split!r}; use test or validation")
+
+
+def check_tasks(task_list: list[str], split: str, cfg: SymoeConfig, seed: int) -> None:
+    """Fail fast on an unknown split, unknown tasks or malformed files, before any work."""
+    check_split(split)
     for entry in task_list:
         name, count = task_and_limit(entry, None)
         if count == 0:
@@ -203,8 +207,7 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
     if experts is not None:
         matrix = matrix.select(experts=experts)
     if split is not None:
-        if split not in SPLITS:
-            raise SymoeError(f"unknown split {split!r}; use test or validation")
+        check_split(split)
         matrix = matrix.select(split=split)
         if not len(matrix):
             raise SymoeError(f"{path} has no {split} questions")
@@ -222,11 +225,12 @@ def replay_and_report(cfg: SymoeConfig, path: Path, routers: str | None, tasks: 
     if skills not in SCORED_SKILLS:
         raise SymoeError(f"unknown --skills {skills!r}; use: {', '.join(SCORED_SKILLS)}")
     names = default_routers(matrix) if routers is None else routers
-    if not comma_list(names):
+    router_list = comma_list(names)
+    if not router_list:
         raise SymoeError("no router given; e.g. --routers best_single,clusters,learned:knn")
     check_writable(output)
     with locked(output, "symoe eval"), stage_bars(err) as report:
-        samples, stats = replay(cfg, matrix, comma_list(names), folds=folds,
+        samples, stats = replay(cfg, matrix, router_list, folds=folds,
                                 seed=seed, labelling=labelling, profile=fixed,  # type: ignore[arg-type]
                                 progress=report, sweeps=sweeps, recorded_skills=skills == "recorded",
                                 task_known=task_known)

@@ -3,7 +3,7 @@
     python fresh_questions.py RUN/samples.jsonl OLD-MATRIX.jsonl.gz
 
 Here: the samples of `symoe eval --matrix data/matrices/default-pool.jsonl.gz --log-samples` and
-`git show 58eed7c:data/matrices/default-pool.jsonl.gz > m336.jsonl.gz` (the 336-question matrix).
+`git show b41ca66:data/matrices/default-pool.jsonl.gz > m480.jsonl.gz` (the 480-question matrix).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[3]), str(Path(__file__).resolve().parents[2])]
+
+from paired import load, tokens  # noqa: E402  (bench/paired.py)
 
 from eval.stats import paired_interval  # noqa: E402
 
@@ -21,17 +23,10 @@ ROUTERS = ["best_single", "task_best", "format_best", "learned:logreg", "learned
            "cascade", "budget", "majority"]
 
 
-def tokens(sample: dict) -> int:
-    return sample["usage"]["prompt_tokens"] + sample["usage"]["completion_tokens"]
-
-
 def main(samples_path: str, old_matrix: str) -> None:
     with gzip.open(old_matrix, "rt") as f:
         old = {json.loads(line)["id"] for line in f}
-    by: dict[str, dict[str, dict]] = {}
-    for line in Path(samples_path).read_text().splitlines():
-        s = json.loads(line)
-        by.setdefault(s["method"], {})[s["question_id"]] = s
+    by = load(Path(samples_path).parent)
     fresh = sorted(q for q in by["best_single"] if q not in old)
     print(f"{len(fresh)} new test questions (of {len(by['best_single'])})")
     for m in [m for m in by if m.startswith("single:")] + [m for m in ROUTERS if m in by]:
