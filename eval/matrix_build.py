@@ -7,7 +7,9 @@
     -> start no chunk after the budget is spent (the first always runs), or after an interrupt
        (Ctrl-C, SIGTERM: the chunk under way is left); write what is done
 
-Rows already in the output matrix (``done``) are kept and their questions not asked again.
+Rows already in the output matrix (``done``) are kept and their questions not asked again; its
+rows outside this run's selection (other tasks, splits, or beyond a smaller limit) stay in it.
+A split entry may carry its own limit (``validation:100``, ``test:67``), as a task entry does.
 Every generation lands in the generation cache as its batch finishes, so a run stopped by its
 budget, interrupted or killed loses at most a batch: the next run reads what was done from the
 matrix and the cache and goes on. ``symoe cache export`` then writes the new generations as shards to commit, and a
@@ -23,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agents.progress import StageReport, across
-from eval.datasets import Question, load_tasks, split_of
+from eval.datasets import Question, load_tasks, split_of, task_and_limit
 from eval.matrix import Matrix, MatrixRow, RecordedOutcome
 from eval.matrix_importers import sample_outcome
 from eval.runner import SampleResult, score
@@ -34,11 +36,13 @@ from orchestrator.session import Symoe
 
 class BuildReport(BaseModel):
     """What a build did: questions asked for and done (kept from the output matrix among them),
-    seconds, whether the budget or an interrupt stopped it."""
+    rows of the output matrix outside the selection (written back as they were), seconds,
+    whether the budget or an interrupt stopped it."""
 
     questions: int
     done: int
     kept: int = 0
+    outside: int = 0
     seconds: float
     stopped_by_budget: bool
     interrupted: bool = False
@@ -84,14 +88,15 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
                  seed: int = 0, budget_s: float | None = None, chunk: int = 10, cache_path: Path | None = None,
                  progress: StageReport | None = None, skills: bool = True,
                  done: Matrix | None = None) -> tuple[Matrix, BuildReport]:
-    """Every routed expert's answer to the tasks' questions of ``splits``, until ``budget_s``;
+    """Every routed expert's answer to the tasks' questions of ``splits`` (``split[:N]``: N
+    questions a task of that split, else ``limit``), until ``budget_s``;
     with ``skills``, each question's skills as the annotator names them (the pipeline's
     annotate stage, as ``symoe profile build`` labels its questions; cached like the answers).
     A row of ``done`` (the matrix an earlier run wrote) that holds every expert, and its skills
     where asked for, is kept as it is."""
     started = time.monotonic()
-    questions = interleaved([q for split in splits
-                             for q in load_tasks(tasks, split, config.home, limit=limit, seed=seed)])
+    questions = interleaved([q for entry in splits for split, n in [task_and_limit(entry, limit)]
+                             for q in load_tasks(tasks, split, config.home, limit=n, seed=seed)])
     experts = list(config.routing_pool)
     kept = {r.id: r.model_copy(update={"outcomes": {e: r.outcomes[e] for e in experts}})
             for r in (done.rows if done is not None else [])
@@ -117,7 +122,10 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
             made.update((r.id, r) for r in matrix_rows([score(r, by_id[r.query_id], log_samples=True)
                                                          for r in results], part, labels))
     rows = [row for q in questions if (row := kept.get(q.id) or made.get(q.id)) is not None]
-    report = BuildReport(questions=len(questions), done=len(rows), kept=len(kept.keys() & {q.id for q in questions}),
+    asked = {q.id for q in questions}
+    rows += [row for row in kept.values() if row.id not in asked]  # outside this selection: kept, not dropped
+    report = BuildReport(questions=len(questions), done=len(rows) - len(kept.keys() - asked),
+                         kept=len(kept.keys() & asked), outside=len(kept.keys() - asked),
                          seconds=round(time.monotonic() - started, 1), stopped_by_budget=stopped,
                          interrupted=interrupted)
     return Matrix(rows, experts, source="symoe matrix build"), report

@@ -188,6 +188,12 @@ def test_calibrate_option_out_of_range(home: Path, args: tuple[str, ...], expect
     one_error(run(home, "profile", "calibrate", *args), expected)
 
 
+@pytest.mark.parametrize("splits", ["valid", "validation:0", "test,test:5", ""])
+def test_matrix_build_splits_it_cannot_build(home: Path, tmp_path: Path, fake_pool: Path, splits: str) -> None:
+    proc = run(home, "matrix", "build", "-c", str(fake_pool), "--splits", splits, "-o", str(tmp_path / "m.jsonl"))
+    one_error(proc, f"--splits {splits!r}", "validation:100,test:67")
+
+
 def test_task_with_zero_questions(home: Path, tmp_path: Path, fake_pool: Path) -> None:
     proc = run(home, "eval", "-c", str(fake_pool), "--tasks", "mmlu:0", "--routers", "single",
                "-o", str(tmp_path / "out"))

@@ -78,6 +78,21 @@ def test_rows_of_the_earlier_matrix_are_kept_and_not_asked_again(tmp_path: Path)
     assert report.kept == 8 and only_odd.experts == ["odd"]
 
 
+def test_a_split_takes_its_own_limit_and_rows_outside_the_selection_stay_in_the_file(tmp_path: Path) -> None:
+    """``validation:3,test:1`` gives each split its own count a task (the first N of the split's
+    order, so a larger limit later goes on from them); a later run over a smaller selection
+    writes the earlier rows outside it back, instead of dropping them from the file."""
+    cfg, tasks = config(tmp_path), task_files(tmp_path)
+    first, report = build_matrix(cfg, tasks, ["validation:3", "test:1"], chunk=2, skills=False)
+    assert report.done == report.questions == 8 and first.counts() == {
+        "alpha": {"validation": 3, "test": 1}, "beta": {"validation": 3, "test": 1}}
+    wider, _ = build_matrix(cfg, tasks, ["validation", "test"], limit=2, skills=False)
+    assert {r.id for r in wider.rows if r.split == "test"} >= {r.id for r in first.rows if r.split == "test"}
+    only_test, report = build_matrix(cfg, tasks, ["test:1"], chunk=2, skills=False, done=first)
+    assert report.questions == report.kept == report.done == 2 and report.outside == 6
+    assert sorted(r.id for r in only_test.rows) == sorted(r.id for r in first.rows)
+
+
 def test_an_interrupt_stops_between_chunks_and_keeps_what_is_done(tmp_path: Path, monkeypatch) -> None:
     """Ctrl-C (or SIGTERM, which ``symoe matrix build`` turns into one) during the second chunk:
     the first chunk's rows are returned to be written, the run says it was interrupted."""

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from agents.errors import SymoeError
+from eval.datasets import task_and_limit
 from eval.matrix import Matrix, read_matrix, write_matrix
 from eval.matrix_build import build_matrix
 from eval.matrix_importers import import_matrix, importers
@@ -69,7 +70,8 @@ def matrix_build(
     tasks: Annotated[str, typer.Option(help="comma-separated tasks; task:N limits one task")
     ] = "mmlu,arc_challenge,medmcqa,gsm8k,math,nq_open",
     limit: Annotated[int | None, typer.Option(help="questions per task and split (at least 1)")] = None,
-    splits: Annotated[str, typer.Option(help="the splits to generate: validation, test or both")
+    splits: Annotated[str, typer.Option(help="the splits to generate: validation, test or both; split:N "
+                                             "gives a split its own limit (validation:100,test:67)")
     ] = "validation,test",
     time_budget: Annotated[float | None, typer.Option(
         help="minutes: start no chunk of questions after this; re-run to continue")] = None,
@@ -89,8 +91,11 @@ def matrix_build(
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--bulk", bulk, 1, 64)
     split_list = comma_list(splits)
-    if not split_list or any(s not in ("validation", "test") for s in split_list):
-        raise SymoeError(f"--splits {splits!r}: give validation, test or validation,test")
+    split_names = [task_and_limit(entry, limit) for entry in split_list]
+    if not split_list or any(s not in ("validation", "test") or n == 0 for s, n in split_names) \
+            or len({s for s, _ in split_names}) < len(split_names):
+        raise SymoeError(f"--splits {splits!r}: give validation, test or both, each once and N of at least 1 "
+                         "(validation:100,test:67)")
     task_list = comma_list(tasks)
     if not task_list:
         raise SymoeError("no task given; e.g. --tasks mmlu:50,gsm8k:20")
@@ -107,6 +112,7 @@ def matrix_build(
     why = "interrupted" if done.interrupted else "the budget stopped it"
     out.print(f"wrote {output}: {done.done} of {done.questions} questions x {len(matrix.experts)} experts "
               f"({done.kept} kept from the file) in {done.seconds:.0f} s"
+              + (f"; {done.outside} more rows of the file, outside this selection, kept" if done.outside else "")
               + (f"; {why}: re-run to do the other {left}" if left else ""),
               markup=False, highlight=False, soft_wrap=True)
     if export is not None:
