@@ -661,10 +661,12 @@ class LearnedRouting(RoutedMethod):
 
 
 def cheapest_competent(profile: Profile, skills: list[str], min_accuracy: float, count: int) -> list[str]:
-    """Up to ``count`` experts, cheapest first (validation tokens per question), whose
-    validation accuracy on these skills is at least ``min_accuracy``."""
+    """Up to ``count`` experts, cheapest first (validation cost a question: US dollars where
+    every expert records some, else tokens; ``cost_per_question``), whose validation accuracy
+    on these skills is at least ``min_accuracy``."""
     experts = profile.experts
-    ranked = sorted(experts, key=lambda e: (experts[e].tokens_per_question, e))
+    cost = cost_per_question(experts, sorted(experts))
+    ranked = sorted(experts, key=lambda e: (cost[e], e))
     return [e for e in ranked if experts[e].accuracy_on(skills) >= min_accuracy][:count]
 
 
@@ -681,8 +683,9 @@ def margin_first(profile: Profile, skills: list[str], settings: CascadeConfig) -
     with its threshold and why: ``cascade.margin`` if set, else calibrated on its validation
     answers (``margin_threshold`` at ``precision_bar``). None when none qualifies."""
     experts = profile.experts
+    cost = cost_per_question(experts, sorted(experts))
     competent = sorted((e for e in experts if experts[e].accuracy_on(skills) >= settings.min_accuracy),
-                       key=lambda e: (experts[e].tokens_per_question, e))
+                       key=lambda e: (cost[e], e))
     bar = precision_bar(profile, settings)
     for expert in competent:
         graded = profile.margins(expert)
@@ -711,12 +714,13 @@ def reliable_first(profile: Profile, skills: list[str], settings: CascadeConfig)
             "records no answers)"
     competent = [e for e in profile.experts if profile.experts[e].accuracy_on(skills) >= settings.min_accuracy]
     bar = precision_bar(profile, settings)
+    price = cost_per_question(profile.experts, sorted(profile.experts))
     best: tuple[float, float, list[str], str] | None = None
     for group in itertools.combinations(sorted(competent), settings.first):
         agreed, right = profile.agreement(group)
         if agreed < settings.min_agreements or right / agreed < bar:
             continue
-        cost = sum(profile.experts[e].tokens_per_question for e in group)
+        cost = sum(price[e] for e in group)
         why = f"right on {right} of the {agreed} validation questions they agreed on (>= {bar:.0%} needed)"
         if best is None or (cost, -right / agreed) < (best[0], best[1]):
             best = (cost, -right / agreed, list(group), why)

@@ -102,6 +102,24 @@ def test_other_methods_never_escalate(tmp_path) -> None:
     assert p.escalated is None and p.cascade is None
 
 
+def test_cheapest_means_priced_where_every_expert_records_a_price() -> None:
+    """With prices (``symoe eval --matrix --cost``, a matrix's recorded dollars) the cascade's
+    cheapest is the cheapest in price, not in tokens: here 'strong' writes the most tokens but
+    costs least, so it goes first; without prices, tokens decide as before."""
+    def priced(right: int, wrong: int, tokens: int, usd: float) -> ExpertProfile:
+        return expert(right, wrong, tokens).model_copy(update={"usd": usd * (right + wrong)})
+    profile = Profile(pool={}, annotator="a", experts={
+        "strong": priced(9, 1, 300, 0.1), "cheap": priced(6, 4, 5, 2.0), "tiny": priced(5, 5, 3, 3.0)})
+    assert cheapest_competent(profile, ["arithmetic"], 0.3, 2) == ["strong", "cheap"]
+    examples = [ProfiledExample(question=f"q{i}", correct={"tiny": True, "cheap": True, "strong": True},
+                                answers={"tiny": "A", "cheap": "A", "strong": "A"}) for i in range(6)]
+    calibrated = profile.model_copy(update={"examples": examples})
+    assert reliable_first(calibrated, ["arithmetic"], CascadeConfig())[0] == ["cheap", "strong"]
+    unpriced = calibrated.model_copy(update={"experts": {
+        n: e.model_copy(update={"usd": 0.0}) for n, e in profile.experts.items()}})
+    assert reliable_first(unpriced, ["arithmetic"], CascadeConfig())[0] == ["cheap", "tiny"]
+
+
 def test_the_first_experts_are_the_cheapest_whose_agreement_was_right_on_validation() -> None:
     """'tiny' and 'cheap' agree on every validation question and are always wrong; 'cheap' and
     'strong' agree on half and are then right: that pair goes first, though it costs more."""
