@@ -123,9 +123,8 @@ def build_matrix(config: SymoeConfig, tasks: list[str], splits: list[str], *, li
                                                          for r in results], part, labels))
     rows = [row for q in questions if (row := kept.get(q.id) or made.get(q.id)) is not None]
     asked = {q.id for q in questions}
-    rows += [row for row in kept.values() if row.id not in asked]  # outside this selection: kept, not dropped
-    report = BuildReport(questions=len(questions), done=len(rows) - len(kept.keys() - asked),
-                         kept=len(kept.keys() & asked), outside=len(kept.keys() - asked),
+    outside = [row for row in kept.values() if row.id not in asked]  # not in this selection: kept, not dropped
+    report = BuildReport(questions=len(questions), done=len(rows), kept=len(kept.keys() & asked), outside=len(outside),
                          seconds=round(time.monotonic() - started, 1), stopped_by_budget=stopped,
                          interrupted=interrupted)
-    return Matrix(rows, experts, source="symoe matrix build"), report
+    return Matrix(rows + outside, experts, source="symoe matrix build"), report

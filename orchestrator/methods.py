@@ -682,10 +682,7 @@ def margin_first(profile: Profile, skills: list[str], settings: CascadeConfig) -
     """The cheapest competent expert whose stated letter can be accepted on its margin alone,
     with its threshold and why: ``cascade.margin`` if set, else calibrated on its validation
     answers (``margin_threshold`` at ``precision_bar``). None when none qualifies."""
-    experts = profile.experts
-    cost = cost_per_question(experts, sorted(experts))
-    competent = sorted((e for e in experts if experts[e].accuracy_on(skills) >= settings.min_accuracy),
-                       key=lambda e: (cost[e], e))
+    competent = cheapest_competent(profile, skills, settings.min_accuracy, len(profile.experts))
     bar = precision_bar(profile, settings)
     for expert in competent:
         graded = profile.margins(expert)
